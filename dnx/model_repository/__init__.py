@@ -1,0 +1,1 @@
+"""Triton model repository: config rendering and on-disk layout."""

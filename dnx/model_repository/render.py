@@ -1,0 +1,89 @@
+"""Render Triton ``config.pbtxt`` files from the Jinja2 template and check them.
+
+Every rendered config is parsed back into tritonclient's ``model_config_pb2.ModelConfig``
+before it is returned: a config that does not parse is a dnx bug, caught here rather
+than by the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from dnx.errors import DnxError
+
+
+@dataclass
+class TritonConfig:
+    """Everything one model's ``config.pbtxt`` says, as data."""
+
+    name: str
+    max_batch_size: int
+    input_name: str
+    output_name: str
+    input_dims: tuple[int, ...]
+    output_dims: tuple[int, ...]
+    backend: str | None = None  # "onnxruntime" | "openvino"
+    platform: str | None = None  # "tensorrt_plan"
+    default_model_filename: str | None = None
+    label_filename: str | None = "labels.txt"
+    instance_count: int = 1
+    instance_kind: str = "KIND_CPU"  # KIND_CPU | KIND_GPU
+    dynamic_batching: bool = True
+    preferred_batch_sizes: list[int] = field(default_factory=list)
+    max_queue_delay_us: int = 0
+    parameters: dict[str, str] = field(default_factory=dict)
+    warmup_batch_sizes: list[int] = field(default_factory=lambda: [1])
+    cuda_graphs: bool = False
+    trt_accelerator: str | None = None  # None | "fp32" | "fp16"
+
+    def check(self) -> None:
+        """Raise :class:`DnxError` for a config Triton would reject."""
+        if self.max_batch_size < 1:
+            raise DnxError(f"{self.name}: max_batch_size must be >= 1 (got {self.max_batch_size}); pass --max-batch 1 or more")
+        bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
+        if bad:
+            raise DnxError(
+                f"{self.name}: preferred batch sizes {bad} are outside 1..{self.max_batch_size}; "
+                "lower --preferred-batch or raise --max-batch"
+            )
+        if self.instance_count < 1:
+            raise DnxError(f"{self.name}: instance count must be >= 1; pass --instances 1 or more")
+        if bool(self.backend) == bool(self.platform):
+            raise DnxError(f"{self.name}: exactly one of backend/platform must be set (dnx bug)")
+
+
+@lru_cache(maxsize=1)
+def _template():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("dnx.model_repository", "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    return env.get_template("config.pbtxt.j2")
+
+
+def parse_config(text: str):
+    """Parse protobuf text into ``model_config_pb2.ModelConfig``; raise :class:`DnxError` if invalid."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    msg = model_config_pb2.ModelConfig()
+    try:
+        text_format.Parse(text, msg)
+    except text_format.ParseError as exc:
+        raise DnxError(f"rendered config.pbtxt does not parse as Triton ModelConfig: {exc} (dnx bug)") from exc
+    return msg
+
+
+def render_config(cfg: TritonConfig) -> str:
+    """Render ``cfg`` to protobuf text and verify it parses as a Triton ``ModelConfig``."""
+    cfg.check()
+    text = _template().render(c=cfg).strip() + "\n"
+    msg = parse_config(text)
+    if msg.name != cfg.name or msg.max_batch_size != cfg.max_batch_size:
+        raise DnxError(f"{cfg.name}: rendered config lost its name or max_batch_size (dnx bug)")
+    return text
