@@ -1,0 +1,3 @@
+from dnx.cli import main
+
+main()

@@ -1,0 +1,64 @@
+"""The ``dnx`` command line. Commands live in :mod:`dnx.commands`, one module each.
+
+User errors (:class:`dnx.errors.DnxError`) are caught here, in one place, and printed as
+``Error: <message>`` with exit code 1 and no traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import click
+
+from dnx import __version__
+from dnx.errors import DnxError
+
+# module name in dnx.commands -> attribute holding the click command
+COMMAND_MODULES = ("export", "serve", "infer", "validate", "perf", "bench")
+
+
+class _UserError(click.ClickException):
+    exit_code = 1
+
+
+class _Group(click.Group):
+    """Loads command modules lazily so ``dnx --help`` never imports torch."""
+
+    def list_commands(self, ctx):
+        return [m for m in COMMAND_MODULES if importlib.util.find_spec(f"dnx.commands.{m}")]
+
+    def invoke(self, ctx):
+        # The one place user errors become "Error: ..." lines (also under CliRunner).
+        try:
+            return super().invoke(ctx)
+        except DnxError as exc:
+            raise _UserError(str(exc)) from None
+        except KeyboardInterrupt:
+            raise click.exceptions.Abort() from None
+
+    def get_command(self, ctx, name):
+        if name not in COMMAND_MODULES or not importlib.util.find_spec(f"dnx.commands.{name}"):
+            return None
+        return importlib.import_module(f"dnx.commands.{name}").command
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="dnx")
+def cli():
+    """dnx: DenseNet-121 to a production Triton Inference Server model repository.
+
+    \b
+    Typical use:
+      dnx export --precision int8 --calib-dir photos/
+      make serve
+      dnx infer cat.jpg --top-k 5
+      dnx perf --concurrency 1:16
+    """
+
+
+def main(argv=None):
+    """Console entry point."""
+    return cli.main(args=argv, prog_name="dnx")
+
+
+if __name__ == "__main__":
+    main()

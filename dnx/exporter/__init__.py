@@ -1,0 +1,1 @@
+"""Converters from PyTorch to ONNX, precision variants, OpenVINO and TensorRT."""

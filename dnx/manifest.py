@@ -1,0 +1,60 @@
+"""``dnx-manifest.json``: what was built, from what, with which versions and figures."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from dnx import __version__
+from dnx.errors import InputError
+from dnx.model_repository.layout import MANIFEST_NAME, atomic_write_text
+
+_VERSIONED = ("torch", "torchvision", "onnx", "onnxruntime", "openvino", "polygraphy", "tritonclient", "numpy")
+
+
+def library_versions(names=_VERSIONED) -> dict[str, str | None]:
+    """Installed versions of the libraries that shape the artifacts (None when absent)."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def new_manifest(spec, weights: dict, options: dict) -> dict:
+    """A manifest skeleton for one export run."""
+    return {
+        "dnx_version": __version__,
+        "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": spec.name,
+        "weights": weights,
+        "preprocessing": spec.preprocessing(),
+        "options": options,
+        "host": {"python": platform.python_version(), "machine": platform.machine(), "system": platform.system()},
+        "versions": library_versions(),
+        "models": {},
+        "stages": [],
+    }
+
+
+def write_manifest(repo: Path, manifest: dict) -> Path:
+    """Write ``<repo>/dnx-manifest.json`` atomically."""
+    path = Path(repo) / MANIFEST_NAME
+    atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read_manifest(repo: Path) -> dict:
+    """Read ``<repo>/dnx-manifest.json``; raise :class:`InputError` when missing or corrupt."""
+    path = Path(repo) / MANIFEST_NAME
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path} not found; build the repository first with `dnx export`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is corrupt ({exc}); rebuild the repository with `dnx export`") from None

@@ -1,0 +1,47 @@
+"""Session fixtures shared by the whole suite.
+
+The DenseNet-121 export (random weights, seed 0) is done once per session: every test that
+needs an ONNX model or a model repository reuses it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.fixtures_server"] if (Path(__file__).parent / "fixtures_server.py").exists() else []
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Path]:
+    """Real photographs shipped in scikit-image's wheel."""
+    from dnx.preprocess import sample_photographs
+
+    found = sample_photographs()
+    assert len(found) >= 5, "scikit-image sample photographs missing"
+    return found
+
+
+@pytest.fixture(scope="session")
+def fp32_repository(tmp_path_factory) -> Path:
+    """A model repository built by the real pipeline: densenet121_onnx, random weights, max batch 8."""
+    from dnx.pipeline import ExportOptions, export
+
+    out = tmp_path_factory.mktemp("repo") / "model_repository"
+    result = export(ExportOptions(out=out, precisions=("fp32",), target="cpu", runtimes=("onnxruntime",),
+                                  weights="random", max_batch=8, progress=False))
+    assert result.committed, [s.to_dict() for s in result.stages]
+    return out
+
+
+@pytest.fixture(scope="session")
+def onnx_fp32_path(fp32_repository, tmp_path_factory) -> Path:
+    """A read-only copy of the random-weight FP32 DenseNet-121 ONNX (dynamic batch)."""
+    dst = tmp_path_factory.mktemp("onnx") / "densenet121.fp32.onnx"
+    shutil.copyfile(fp32_repository / "densenet121_onnx" / "1" / "model.onnx", dst)
+    dst.chmod(0o444)
+    return dst
