@@ -56,6 +56,24 @@ def check_writable_parent(target: Path) -> None:
         raise InputError(f"cannot write {target}: it is a file, not a folder; pass another --out")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_orphans(parent: Path, name: str) -> None:
+    """Remove staging folders left by killed runs (their process is gone)."""
+    for p in parent.glob(f"{name}.dnx-staging-*"):
+        pid = p.name[len(name) + len(".dnx-staging-"):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 class StagedRepository:
     """A staging folder beside ``target`` that replaces it on :meth:`commit`.
 
@@ -66,7 +84,12 @@ class StagedRepository:
     def __init__(self, target: str | os.PathLike):
         self.target = Path(target)
         check_writable_parent(self.target)
-        self.path = Path(tempfile.mkdtemp(prefix=f"{self.target.name}.dnx-staging-", dir=self.target.resolve().parent))
+        parent = self.target.resolve().parent
+        _remove_orphans(parent, self.target.name)
+        try:
+            self.path = Path(tempfile.mkdtemp(prefix=f"{self.target.name}.dnx-staging-{os.getpid()}-", dir=parent))
+        except OSError as exc:
+            raise InputError(f"cannot write {self.target}: {exc.strerror} in {parent}; pass another --out") from None
         self._committed = False
 
     def __enter__(self) -> "StagedRepository":

@@ -1,0 +1,245 @@
+"""Turn a :class:`~dnx.perf.sweep.SweepResult` into a tidy CSV, ``report.md``, ``report.json`` and plots."""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from dnx._lazy import lazy_import
+from dnx.model_repository.layout import MANIFEST_NAME, atomic_write_bytes, atomic_write_text
+from dnx.perf.sweep import SweepResult
+from dnx.spec import PRECISIONS, RUNTIME_TAGS
+
+TIDY_NAME = "results.csv"
+TIDY_COLUMNS = (
+    "model", "precision", "runtime", "batch", "concurrency", "throughput",
+    "p50_ms", "p90_ms", "p95_ms", "p99_ms", "avg_ms",
+    "server_queue_ms", "server_compute_input_ms", "server_compute_infer_ms", "server_compute_output_ms",
+    "client_send_ms", "network_ms", "client_recv_ms", "gpu_utilization", "stable", "window_ms",
+)
+_TAG_RUNTIMES = {tag: rt for rt, tag in RUNTIME_TAGS.items()}
+
+
+def variant_of(model: str, manifest: dict | None = None) -> tuple[str, str]:
+    """``(precision, runtime)`` of a served model: from the manifest, else from its name.
+
+    Names follow ``<model>_<onnx|openvino|trt>[_<precision>]``; unknown parts give ``"?"``.
+    """
+    entry = ((manifest or {}).get("models") or {}).get(model) or {}
+    if entry.get("precision") and entry.get("runtime"):
+        return str(entry["precision"]), str(entry["runtime"])
+    parts = model.split("_")
+    for i, tag in enumerate(parts):
+        if tag in _TAG_RUNTIMES:
+            rest = parts[i + 1:]
+            precision = rest[0] if rest and rest[0] in PRECISIONS else ("fp32" if not rest else "?")
+            return precision, _TAG_RUNTIMES[tag]
+    return "?", "?"
+
+
+def read_manifest(repository: str | os.PathLike | None) -> dict | None:
+    """The repository's ``dnx-manifest.json`` as a dict, or None when absent or unreadable."""
+    if repository is None:
+        return None
+    try:
+        return json.loads((Path(repository) / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def tidy_rows(result: SweepResult, manifest: dict | None = None) -> list[dict]:
+    """One dict per (model, batch, concurrency), in :data:`TIDY_COLUMNS` order, times in ms."""
+    rows = []
+    for (model, batch), measurements in result.measurements.items():
+        precision, runtime = variant_of(model, manifest)
+        for m in measurements:
+            d = asdict(m)
+            d.update(model=model, precision=precision, runtime=runtime, batch=batch)
+            rows.append({k: d[k] for k in TIDY_COLUMNS})
+    return rows
+
+
+def compare(rows: list[dict], latency_budget_ms: float | None = None) -> list[dict]:
+    """Per model: the best throughput, and the best whose p99 fits ``latency_budget_ms``."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        best = max(mine, key=lambda r: r["throughput"])
+        entry = {
+            "model": model, "precision": best["precision"], "runtime": best["runtime"],
+            "best": _point(best), "within_budget": None,
+        }
+        if latency_budget_ms is not None:
+            fits = [r for r in mine if r["p99_ms"] <= latency_budget_ms]
+            entry["within_budget"] = _point(max(fits, key=lambda r: r["throughput"])) if fits else None
+        out.append(entry)
+    return sorted(out, key=lambda e: -e["best"]["throughput"])
+
+
+def _point(r: dict) -> dict:
+    return {k: r[k] for k in ("batch", "concurrency", "throughput", "p50_ms", "p99_ms", "stable")}
+
+
+def _f(x: float, nd: int = 1) -> str:
+    return f"{x:.{nd}f}"
+
+
+def _render_md(result: SweepResult, rows: list[dict], comparison: list[dict], meta: dict,
+               latency_budget_ms: float | None, plots: dict[str, str]) -> str:
+    o = result.options
+    lines = [
+        "# dnx perf report", "",
+        f"- created: {meta['created']}",
+        f"- server: `{o.url}` ({o.protocol}), perf_analyzer `{meta['perf_analyzer']}`",
+        f"- concurrency `{o.concurrency}`, batch sizes {', '.join(map(str, o.batch_sizes))}, "
+        f"measurement window {o.measurement_interval_ms} ms"
+        + (f", percentile p{o.percentile}" if o.percentile else "")
+        + (f", stability {o.stability_percentage:g}%" if o.stability_percentage else ""),
+        "- throughput is inferences (images) per second; latencies are client-side, in ms; "
+        "queue/compute are the server's averages.",
+        "- exact perf_analyzer command lines: `commands.txt`; raw CSVs and logs: `raw/`.", "",
+        "## Comparison", "",
+    ]
+    budget = f"best within p99 <= {latency_budget_ms:g} ms" if latency_budget_ms is not None else None
+    head = ["model", "precision", "runtime", "best infer/s", "at batch x conc.", "p99 ms there"]
+    if budget:
+        head += [budget, "at batch x conc.", "p99 ms"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in comparison:
+        b = c["best"]
+        cells = [f"`{c['model']}`", c["precision"], c["runtime"], _f(b["throughput"]),
+                 f"{b['batch']} x {b['concurrency']}", _f(b["p99_ms"])]
+        if budget:
+            w = c["within_budget"]
+            cells += ([_f(w["throughput"]), f"{w['batch']} x {w['concurrency']}", _f(w["p99_ms"])]
+                      if w else ["none", "-", "-"])
+        lines.append("| " + " | ".join(cells) + " |")
+    if "concurrency" in plots:
+        lines += ["", f"![throughput vs concurrency]({plots['concurrency']})"]
+    unstable = [r for r in rows if not r["stable"]]
+    if unstable:
+        pts = ", ".join(f"{r['model']} b{r['batch']} c{r['concurrency']}" for r in unstable)
+        lines += ["", f"**Unstable** (no stable window even after longer windows; numbers from a relaxed "
+                      f"stability check, treat with care): {pts}."]
+    for m in result.models:
+        precision, runtime = variant_of(m.name, meta.get("manifest"))
+        s = m.summary()
+        lines += ["", f"## `{m.name}` ({runtime}, {precision})", "",
+                  f"Config read back from the server: backend `{s['backend']}`, version {s['version']}, "
+                  f"max_batch_size {s['max_batch_size']}, instance_group "
+                  + ", ".join(f"{g['count']} x {g['kind']}" for g in s["instance_group"])
+                  + f", dynamic_batching `{json.dumps(s['dynamic_batching'])}`"
+                  + f", parameters `{json.dumps(s['parameters'])}`.", ""]
+        head = ["batch", "conc.", "infer/s", "p50", "p90", "p95", "p99", "avg", "queue", "compute", "stable"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in (r for r in rows if r["model"] == m.name):
+            compute = r["server_compute_input_ms"] + r["server_compute_infer_ms"] + r["server_compute_output_ms"]
+            lines.append("| " + " | ".join([
+                str(r["batch"]), str(r["concurrency"]), _f(r["throughput"]), _f(r["p50_ms"]), _f(r["p90_ms"]),
+                _f(r["p95_ms"]), _f(r["p99_ms"]), _f(r["avg_ms"]), _f(r["server_queue_ms"]), _f(compute),
+                "yes" if r["stable"] else "**no**",
+            ]) + " |")
+        if m.name in plots:
+            lines += ["", f"![{m.name}: throughput vs p99]({plots[m.name]})"]
+    return "\n".join(lines) + "\n"
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def write_plots(rows: list[dict], out_dir: Path) -> dict[str, str]:
+    """PNG plots (matplotlib Agg): throughput vs p99 per model, throughput vs concurrency for all.
+
+    Returns ``{model or "concurrency": path relative to out_dir}``.
+    """
+    matplotlib = lazy_import("matplotlib")
+    matplotlib.use("Agg", force=True)
+    plt = lazy_import("matplotlib.pyplot")
+    plots: dict[str, str] = {}
+    series: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        series.setdefault((r["model"], r["batch"]), []).append(r)
+    for model in dict.fromkeys(r["model"] for r in rows):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for (m, b), pts in series.items():
+            if m != model:
+                continue
+            ax.plot([p["p99_ms"] for p in pts], [p["throughput"] for p in pts], marker="o", label=f"batch {b}")
+            for p in pts:
+                ax.annotate(str(p["concurrency"]), (p["p99_ms"], p["throughput"]), fontsize=7,
+                            textcoords="offset points", xytext=(3, 3))
+        ax.set(xlabel="p99 latency (ms)", ylabel="throughput (infer/s)", title=f"{model}: throughput vs p99")
+        ax.grid(alpha=0.3)
+        ax.legend(title="labels: concurrency", fontsize=8)
+        rel = f"plots/{model}_throughput_vs_p99.png"
+        atomic_write_bytes(out_dir / rel, _png(fig))
+        plt.close(fig)
+        plots[model] = rel
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (m, b), pts in series.items():
+        ax.plot([p["concurrency"] for p in pts], [p["throughput"] for p in pts], marker="o", label=f"{m} b{b}")
+    ax.set(xlabel="concurrency", ylabel="throughput (infer/s)", title="throughput vs concurrency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    rel = "plots/throughput_vs_concurrency.png"
+    atomic_write_bytes(out_dir / rel, _png(fig))
+    plt.close(fig)
+    plots["concurrency"] = rel
+    return plots
+
+
+def write_report(result: SweepResult, *, latency_budget_ms: float | None = None,
+                 manifest: dict | None = None, extra: dict | None = None) -> dict[str, Path]:
+    """Write ``results.csv``, ``commands.txt``, ``report.md``, ``report.json`` and plots into the result's folder."""
+    out = Path(result.out_dir)
+    rows = tidy_rows(result, manifest)
+    comparison = compare(rows, latency_budget_ms)
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=TIDY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
+    atomic_write_text(out / TIDY_NAME, buf.getvalue())
+    atomic_write_text(out / "commands.txt", "".join(run.command + "\n" for run in result.runs))
+
+    plots = write_plots(rows, out) if rows else {}
+    meta = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "perf_analyzer": result.perf_analyzer,
+        "manifest": manifest,
+    }
+    atomic_write_text(out / "report.md", _render_md(result, rows, comparison, meta, latency_budget_ms, plots))
+    o = result.options
+    doc = {
+        "created": meta["created"],
+        "server": {"url": o.url, "protocol": o.protocol},
+        "perf_analyzer": result.perf_analyzer,
+        "options": {
+            "concurrency": str(o.concurrency), "batch_sizes": list(o.batch_sizes),
+            "measurement_interval_ms": o.measurement_interval_ms, "percentile": o.percentile,
+            "stability_percentage": o.stability_percentage, "max_trials": o.max_trials, "retries": o.retries,
+            "collect_metrics": o.collect_metrics, "latency_budget_ms": latency_budget_ms,
+        },
+        "models": {
+            m.name: {"precision": p, "runtime": rt, "config": m.summary()}
+            for m in result.models for p, rt in [variant_of(m.name, manifest)]
+        },
+        "comparison": comparison,
+        "results": rows,
+        "runs": [asdict(r) for r in result.runs],
+        "plots": plots,
+        **(extra or {}),
+    }
+    atomic_write_text(out / "report.json", json.dumps(doc, indent=2) + "\n")
+    paths = {"csv": out / TIDY_NAME, "md": out / "report.md", "json": out / "report.json",
+             "commands": out / "commands.txt"}
+    paths.update({f"plot:{k}": out / v for k, v in plots.items()})
+    return paths

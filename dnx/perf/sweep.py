@@ -1,0 +1,517 @@
+"""Concurrency sweeps with the real ``perf_analyzer`` against a running Triton server.
+
+One ``perf_analyzer`` process measures one (model, batch size) over the whole concurrency
+range. ``perf_analyzer`` aborts a range (exit code 2, no CSV) when one level never gets a
+stable measurement, so a failed range is split at that level: the levels before and after
+it are measured again with the same window, the failing level alone with a longer window,
+and only when the retries are spent is it measured once more with the stability check
+relaxed and flagged ``stable=False``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dnx._lazy import lazy_import
+from dnx.errors import InputError, MissingDependencyError, PerfError, ServerError
+
+# perf_analyzer's exit code when a measurement never stabilises.
+STABILITY_EXIT_CODE = 2
+# Relaxed stability used for the last attempt at a level that stays unstable (percent).
+RELAXED_STABILITY = 1000.0
+_UNSTABLE_RE = re.compile(r"Failed to obtain stable measurement within \d+ measurement windows for concurrency (\d+)")
+_LEVEL_RE = re.compile(r"^Request concurrency: (\d+)")
+
+# perf_analyzer CSV column -> our field name; all times there are microseconds.
+_TIME_COLUMNS = {
+    "Client Send": "client_send_ms",
+    "Network+Server Send/Recv": "network_ms",
+    "Server Queue": "server_queue_ms",
+    "Server Compute Input": "server_compute_input_ms",
+    "Server Compute Infer": "server_compute_infer_ms",
+    "Server Compute Output": "server_compute_output_ms",
+    "Client Recv": "client_recv_ms",
+    "p50 latency": "p50_ms",
+    "p90 latency": "p90_ms",
+    "p95 latency": "p95_ms",
+    "p99 latency": "p99_ms",
+}
+# perf_analyzer's own "Avg latency" is the sum of these (checked against its stdout).
+_AVG_PARTS = ("client_send_ms", "network_ms", "server_queue_ms", "server_compute_input_ms",
+              "server_compute_infer_ms", "server_compute_output_ms", "client_recv_ms")
+
+
+@dataclass(frozen=True)
+class ConcurrencyRange:
+    """perf_analyzer's ``start:end[:step]``, validated."""
+
+    start: int
+    end: int
+    step: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> "ConcurrencyRange":
+        """Parse ``"1:16"``, ``"1:16:2"`` or ``"4"``; raise :class:`InputError` on anything else."""
+        parts = str(text).strip().split(":")
+        hint = "use start:end[:step] with 1 <= start <= end and step >= 1, e.g. 1:16 or 1:16:2"
+        try:
+            nums = [int(p) for p in parts]
+        except ValueError:
+            raise InputError(f"--concurrency {text!r} is not start:end[:step]; {hint}") from None
+        if not 1 <= len(nums) <= 3:
+            raise InputError(f"--concurrency {text!r} is not start:end[:step]; {hint}")
+        start, end, step = (nums + [nums[0], 1][len(nums) - 1:])[:3]
+        if start < 1 or step < 1:
+            raise InputError(f"--concurrency {text!r}: start and step must be >= 1; {hint}")
+        if end < start:
+            raise InputError(f"--concurrency {text!r}: end {end} is below start {start}; {hint}")
+        return cls(start, end, step)
+
+    def levels(self) -> list[int]:
+        """The concurrency values perf_analyzer visits."""
+        return list(range(self.start, self.end + 1, self.step))
+
+    def __str__(self) -> str:
+        return f"{self.start}:{self.end}:{self.step}"
+
+
+@dataclass
+class Measurement:
+    """One perf_analyzer CSV row: one concurrency level, times in milliseconds."""
+
+    concurrency: int
+    throughput: float  # inferences (images) per second
+    client_send_ms: float
+    network_ms: float
+    server_queue_ms: float
+    server_compute_input_ms: float
+    server_compute_infer_ms: float
+    server_compute_output_ms: float
+    client_recv_ms: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    avg_ms: float
+    gpu_utilization: str = ""  # only with --collect-metrics --verbose-csv on a GPU server
+    stable: bool = True
+    window_ms: int = 0
+
+
+def parse_csv(path: str | os.PathLike) -> list[Measurement]:
+    """Read a perf_analyzer ``-f`` CSV; rows come back sorted by concurrency, times in ms.
+
+    perf_analyzer sorts its rows by throughput and writes times in microseconds.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise PerfError(f"cannot read perf_analyzer CSV {path}: {exc}; rerun the sweep") from None
+    out = []
+    for i, row in enumerate(rows, start=2):
+        try:
+            times = {name: float(row[col]) / 1000.0 for col, name in _TIME_COLUMNS.items()}
+            out.append(Measurement(
+                concurrency=int(row["Concurrency"]),
+                throughput=float(row["Inferences/Second"]),
+                avg_ms=sum(times[k] for k in _AVG_PARTS),
+                gpu_utilization=(row.get("Avg GPU Utilization") or "").strip(),
+                **times,
+            ))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PerfError(
+                f"{path} line {i} is not a perf_analyzer concurrency CSV row ({exc!r}); "
+                "was it written by perf_analyzer --concurrency-range -f?"
+            ) from None
+    return sorted(out, key=lambda m: m.concurrency)
+
+
+def find_perf_analyzer() -> Path:
+    """``perf_analyzer`` from PATH (Triton SDK container), else the one beside this Python."""
+    found = shutil.which("perf_analyzer")
+    candidates = [Path(found)] if found else []
+    candidates.append(Path(sys.executable).parent / "perf_analyzer")
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    raise MissingDependencyError(
+        "perf_analyzer not found on PATH or beside the Python interpreter; "
+        "install tritonclient[all]==2.50.0 in this environment or use the Triton SDK container"
+    )
+
+
+def cudart_lib_dir() -> Path | None:
+    """The folder holding ``libcudart.so.12`` from the nvidia-cuda-runtime-cu12 wheel, if installed."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("nvidia.cuda_runtime")
+    except (ImportError, ValueError):
+        spec = None
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        lib = Path(loc) / "lib"
+        if (lib / "libcudart.so.12").is_file():
+            return lib
+    return None
+
+
+def perf_analyzer_env(base: dict | None = None) -> dict:
+    """Environment for perf_analyzer: the 2.50 wheel's binary links ``libcudart.so.12``."""
+    env = dict(os.environ if base is None else base)
+    lib = cudart_lib_dir()
+    if lib is not None:
+        parts = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
+        if str(lib) not in parts:
+            env["LD_LIBRARY_PATH"] = ":".join([str(lib), *parts])
+    return env
+
+
+def build_argv(
+    binary: str | os.PathLike,
+    model: str,
+    *,
+    url: str,
+    protocol: str,
+    batch_size: int,
+    concurrency: ConcurrencyRange,
+    measurement_interval_ms: int,
+    csv_path: str | os.PathLike,
+    percentile: int | None = None,
+    stability_percentage: float | None = None,
+    max_trials: int | None = None,
+    collect_metrics: bool = False,
+    metrics_url: str | None = None,
+    verbose_csv: bool = False,
+    input_data: str | os.PathLike | None = None,
+) -> list[str]:
+    """The perf_analyzer command line for one (model, batch size) over a concurrency range (pure)."""
+    argv = [
+        str(binary), "-m", model, "-u", url, "-i", protocol, "-b", str(batch_size),
+        "--concurrency-range", str(concurrency),
+        "--measurement-interval", str(int(measurement_interval_ms)),
+    ]
+    if percentile is not None:
+        argv += ["--percentile", str(percentile)]
+    if stability_percentage is not None:
+        argv += ["--stability-percentage", f"{stability_percentage:g}"]
+    if max_trials is not None:
+        argv += ["--max-trials", str(max_trials)]
+    if input_data is not None:
+        argv += ["--input-data", str(input_data)]
+    if collect_metrics:
+        argv.append("--collect-metrics")
+        if metrics_url:
+            argv += ["--metrics-url", metrics_url]
+    if verbose_csv:
+        argv.append("--verbose-csv")
+    return argv + ["-f", str(csv_path)]
+
+
+def shell_line(argv: list[str], env: dict | None = None) -> str:
+    """A copy-pastable shell line for ``argv`` (with the LD_LIBRARY_PATH it needs)."""
+    prefix = f"LD_LIBRARY_PATH={shlex.quote(env['LD_LIBRARY_PATH'])} " if env and env.get("LD_LIBRARY_PATH") else ""
+    return prefix + shlex.join(argv)
+
+
+# ---------------------------------------------------------------- server queries
+
+
+@dataclass
+class ServedModel:
+    """A READY model on the server and the config read back from it."""
+
+    name: str
+    version: str
+    config: dict
+
+    @property
+    def max_batch_size(self) -> int:
+        return int(self.config.get("max_batch_size", 0))
+
+    @property
+    def on_gpu(self) -> bool:
+        return any(g.get("kind") == "KIND_GPU" for g in self.config.get("instance_group", []))
+
+    def summary(self) -> dict:
+        """The config fields that decide performance (for reports)."""
+        c = self.config
+        return {
+            "version": self.version,
+            "backend": c.get("backend") or c.get("platform", ""),
+            "max_batch_size": self.max_batch_size,
+            "dynamic_batching": c.get("dynamic_batching"),
+            "instance_group": [
+                {"count": int(g.get("count", 1)), "kind": g.get("kind", "")} for g in c.get("instance_group", [])
+            ],
+            "parameters": {k: v.get("string_value", "") for k, v in (c.get("parameters") or {}).items()},
+        }
+
+
+def _client(url: str, protocol: str):
+    if protocol == "grpc":
+        return lazy_import("tritonclient.grpc").InferenceServerClient(url=url)
+    if protocol == "http":
+        return lazy_import("tritonclient.http").InferenceServerClient(url=url)
+    raise InputError(f"--protocol {protocol!r} is not supported; use grpc or http")
+
+
+def inspect_server(url: str, protocol: str = "grpc", models: list[str] | None = None) -> list[ServedModel]:
+    """Check the server is up and return the requested (default: all READY) models with their configs.
+
+    Raises :class:`ServerError` when the server is down and :class:`InputError` for a model
+    that is unknown or not ready.
+    """
+    utils = lazy_import("tritonclient.utils")
+    client = _client(url, protocol)
+    where = f"{url} ({protocol})"
+    try:
+        if not client.is_server_live():
+            raise ServerError(f"the Triton server at {where} is not live; start it with `make serve` or pass --launch")
+        index = client.get_model_repository_index(**({"as_json": True} if protocol == "grpc" else {}))
+    except utils.InferenceServerException as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise ServerError(
+            f"no Triton server answers at {where} ({msg}); start one with `make serve`, pass --launch, or fix --url"
+        ) from None
+    entries = index.get("models", []) if isinstance(index, dict) else index
+    states = {e["name"]: (e.get("state", ""), e.get("reason", "")) for e in entries}
+    ready = sorted(n for n, (s, _) in states.items() if s == "READY")
+    wanted = models or ready
+    if not wanted:
+        raise ServerError(f"the server at {where} has no READY model; check its log and the repository it serves")
+    for name in wanted:
+        if name not in states:
+            raise InputError(
+                f"model {name!r} is not in the repository served at {where}; "
+                f"choose from: {', '.join(ready) or '(none ready)'}"
+            )
+        state, reason = states[name]
+        if state != "READY":
+            raise ServerError(f"model {name!r} is {state or 'not loaded'} on {where} ({reason or 'no reason given'}); "
+                              "check the server log")
+    out = []
+    for name in wanted:
+        try:
+            meta = client.get_model_config(name, **({"as_json": True} if protocol == "grpc" else {}))
+        except utils.InferenceServerException as exc:
+            raise ServerError(f"cannot read the config of {name!r} from {where}: {exc}; check the server log") from None
+        cfg = meta.get("config", meta)
+        version = next((e.get("version", "") for e in entries if e["name"] == name and e.get("version")), "")
+        out.append(ServedModel(name=name, version=str(version), config=cfg))
+    return out
+
+
+def default_metrics_url(url: str, port: int = 8002) -> str:
+    """``host:8002/metrics`` for a server at ``host:port``."""
+    host = url.rsplit(":", 1)[0] if ":" in url else url
+    return f"{host}:{port}/metrics"
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+@dataclass
+class SweepOptions:
+    """What to measure and how; mirrors the ``dnx perf`` flags."""
+
+    url: str = "127.0.0.1:8001"
+    protocol: str = "grpc"
+    concurrency: ConcurrencyRange = field(default_factory=lambda: ConcurrencyRange(1, 16, 1))
+    batch_sizes: tuple[int, ...] = (1,)
+    measurement_interval_ms: int = 5000
+    percentile: int | None = None
+    stability_percentage: float | None = None
+    max_trials: int | None = None
+    retries: int = 2  # longer windows (x2 each) for a level that is unstable
+    collect_metrics: bool = False
+    metrics_url: str | None = None
+    verbose_csv: bool = False
+    input_data: str | None = None
+    progress: bool = True
+
+    def check(self) -> None:
+        """Raise :class:`InputError` for values perf_analyzer would reject."""
+        if self.protocol not in ("grpc", "http"):
+            raise InputError(f"--protocol {self.protocol!r} is not supported; use grpc or http")
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise InputError(f"--batch-size {list(self.batch_sizes)} must list sizes >= 1, e.g. 1,4")
+        if self.measurement_interval_ms < 100:
+            raise InputError(f"--measurement-interval {self.measurement_interval_ms} ms is too short; use 100 or more")
+        if self.percentile is not None and not 1 <= self.percentile <= 99:
+            raise InputError(f"--percentile {self.percentile} must be within 1..99")
+        if self.stability_percentage is not None and self.stability_percentage <= 0:
+            raise InputError(f"--stability-percentage {self.stability_percentage} must be > 0, e.g. 10")
+
+
+@dataclass
+class Run:
+    """One perf_analyzer invocation as it happened."""
+
+    model: str
+    batch_size: int
+    concurrency: str
+    window_ms: int
+    command: str
+    csv: str | None
+    log: str
+    returncode: int
+    unstable_at: int | None = None
+
+
+@dataclass
+class SweepResult:
+    """Measurements per (model, batch size) and every perf_analyzer run made to get them."""
+
+    out_dir: Path
+    models: list[ServedModel]
+    options: SweepOptions
+    measurements: dict[tuple[str, int], list[Measurement]] = field(default_factory=dict)
+    runs: list[Run] = field(default_factory=list)
+    perf_analyzer: str = ""
+
+
+class _Progress:
+    """tqdm bar counting (model, batch, concurrency) points."""
+
+    def __init__(self, total: int, enabled: bool):
+        tqdm = lazy_import("tqdm").tqdm
+        self.bar = tqdm(total=total, unit="pt", desc="perf", disable=not enabled, file=sys.stderr, leave=True)
+        self.done: set[tuple[str, int, int]] = set()
+
+    def level_done(self, model: str, batch: int, level: int) -> None:
+        key = (model, batch, level)
+        if key not in self.done:
+            self.done.add(key)
+            self.bar.update(1)
+
+    def describe(self, text: str) -> None:
+        self.bar.set_postfix_str(text, refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _run_once(argv: list[str], env: dict, log_path: Path, progress: _Progress, model: str, batch: int) -> tuple[int, str]:
+    """Run perf_analyzer, streaming its output to ``log_path`` and the progress bar."""
+    lines = []
+    level = None
+    try:
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except OSError as exc:
+        raise PerfError(f"cannot start {argv[0]}: {exc}; check the perf_analyzer install") from None
+    try:
+        with log_path.open("w") as log:
+            for line in proc.stdout:
+                log.write(line)
+                lines.append(line)
+                m = _LEVEL_RE.match(line)
+                if m:
+                    level = int(m.group(1))
+                    progress.describe(f"{model} b={batch} c={level}")
+                elif line.startswith("  Client:") and level is not None:
+                    progress.level_done(model, batch, level)
+        rc = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return rc, "".join(lines)
+
+
+def _segment(levels: list[int], step: int) -> ConcurrencyRange:
+    return ConcurrencyRange(levels[0], levels[-1], step)
+
+
+def measure(
+    model: ServedModel, batch: int, opts: SweepOptions, out_dir: Path, binary: Path, env: dict, progress: _Progress
+) -> tuple[list[Measurement], list[Run]]:
+    """Measure one (model, batch size) over ``opts.concurrency``, retrying unstable levels."""
+    raw = out_dir / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    step = opts.concurrency.step
+    collected: dict[int, Measurement] = {}
+    runs: list[Run] = []
+    # (levels, window, attempt, relaxed)
+    pending = [(opts.concurrency.levels(), opts.measurement_interval_ms, 0, False)]
+    while pending:
+        levels, window, attempt, relaxed = pending.pop(0)
+        rng = _segment(levels, step)
+        stem = f"{model.name}_b{batch}_c{rng.start}-{rng.end}_w{window}" + ("_relaxed" if relaxed else "")
+        csv_path, log_path = raw / f"{stem}.csv", raw / f"{stem}.log"
+        argv = build_argv(
+            binary, model.name, url=opts.url, protocol=opts.protocol, batch_size=batch, concurrency=rng,
+            measurement_interval_ms=window, csv_path=csv_path, percentile=opts.percentile,
+            stability_percentage=RELAXED_STABILITY if relaxed else opts.stability_percentage,
+            max_trials=opts.max_trials, collect_metrics=opts.collect_metrics, metrics_url=opts.metrics_url,
+            verbose_csv=opts.verbose_csv, input_data=opts.input_data,
+        )
+        rc, text = _run_once(argv, env, log_path, progress, model.name, batch)
+        m = _UNSTABLE_RE.search(text)
+        unstable_at = int(m.group(1)) if (rc == STABILITY_EXIT_CODE and m) else None
+        runs.append(Run(model.name, batch, str(rng), window, shell_line(argv, env),
+                        str(csv_path.relative_to(out_dir)) if rc == 0 else None,
+                        str(log_path.relative_to(out_dir)), rc, unstable_at))
+        if rc == 0:
+            for meas in parse_csv(csv_path):
+                meas.window_ms, meas.stable = window, not relaxed
+                collected[meas.concurrency] = meas
+                progress.level_done(model.name, batch, meas.concurrency)
+            continue
+        if unstable_at is None or unstable_at not in levels:
+            tail = " | ".join(ln.strip() for ln in text.strip().splitlines()[-3:])
+            raise PerfError(
+                f"perf_analyzer failed on {model.name} batch {batch} (exit {rc}): {tail}; "
+                f"see {log_path}"
+            )
+        i = levels.index(unstable_at)
+        if levels[:i]:
+            pending.append((levels[:i], window, attempt, relaxed))
+        if attempt < opts.retries:
+            pending.append(([unstable_at], window * 2, attempt + 1, False))
+        else:
+            pending.append(([unstable_at], window, attempt, True))
+        if levels[i + 1:]:
+            pending.append((levels[i + 1:], opts.measurement_interval_ms, 0, False))
+    return [collected[c] for c in sorted(collected)], runs
+
+
+def sweep(models: list[ServedModel], opts: SweepOptions, out_dir: str | os.PathLike) -> SweepResult:
+    """Run perf_analyzer for every (model, batch size) over the concurrency range.
+
+    Raw CSVs and logs go to ``<out_dir>/raw/``; :func:`dnx.perf.report.write_report` turns
+    the result into the tidy CSV, report and plots.
+    """
+    opts.check()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for m in models:
+        too_big = [b for b in opts.batch_sizes if b > max(m.max_batch_size, 1)]
+        if too_big:
+            raise InputError(
+                f"--batch-size {too_big} exceeds {m.name}'s max_batch_size {m.max_batch_size}; "
+                "pick smaller sizes or re-export with a larger --max-batch"
+            )
+    binary = find_perf_analyzer()
+    env = perf_analyzer_env()
+    result = SweepResult(out_dir=out_dir, models=models, options=opts, perf_analyzer=str(binary))
+    total = len(models) * len(opts.batch_sizes) * len(opts.concurrency.levels())
+    progress = _Progress(total, opts.progress)
+    try:
+        for m in models:
+            for b in opts.batch_sizes:
+                rows, runs = measure(m, b, opts, out_dir, binary, env, progress)
+                result.measurements[(m.name, b)] = rows
+                result.runs.extend(runs)
+    finally:
+        progress.close()
+    return result

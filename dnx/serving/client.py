@@ -1,0 +1,246 @@
+"""Query a running Triton server over gRPC or HTTP: top-k labels or raw logits.
+
+Labels come from the *server* through Triton's classification extension (the model's
+``label_filename``), not from a local file. Preprocessing is :func:`dnx.preprocess.load_image`,
+identical to torchvision's ImageNet transform.
+
+Example::
+
+    from dnx.serving.client import classify
+    for r in classify(["cat.jpg", "mug.png"], url="127.0.0.1:8001", top_k=5):
+        print(r.path, r.error or r.predictions[0].label)
+"""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dnx._lazy import lazy_import
+from dnx.errors import InputError, ServerError
+from dnx.preprocess import find_images, load_image
+from dnx.spec import DEFAULT_MODEL
+
+PROTOCOLS = ("grpc", "http")
+DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
+DEFAULT_MODEL_NAME = DEFAULT_MODEL.model_name("onnxruntime", "fp32")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One class of a top-k answer, as the server labelled it."""
+
+    score: float
+    index: int
+    label: str
+
+
+@dataclass
+class ImageResult:
+    """The answer for one image file: ``predictions`` (best first) or an ``error`` message."""
+
+    path: str
+    predictions: list[Prediction] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_dict(self) -> dict:
+        return {
+            "file": self.path,
+            "predictions": [{"rank": i + 1, "score": p.score, "index": p.index, "label": p.label} for i, p in enumerate(self.predictions)],
+            "error": self.error,
+        }
+
+
+def parse_classification(entry: bytes | str) -> Prediction:
+    """Parse one ``"value:index:label"`` entry of Triton's classification reply."""
+    text = entry.decode("utf-8") if isinstance(entry, bytes) else str(entry)
+    value, index, *label = text.split(":", 2)
+    return Prediction(float(value), int(index), label[0] if label else "")
+
+
+class TritonClient:
+    """A connection to one model on one server; checks that both are up before use.
+
+    Raises :class:`ServerError` (one line) when the server is down or the model is not ready.
+    """
+
+    def __init__(self, url: str | None = None, model: str = DEFAULT_MODEL_NAME, protocol: str = "grpc", concurrency: int = 4):
+        if protocol not in PROTOCOLS:
+            raise InputError(f"unknown protocol {protocol!r}; choose grpc or http")
+        self.protocol = protocol
+        self.url = (url or DEFAULT_URLS[protocol]).split("://", 1)[-1]
+        self.model = model
+        self.tc = lazy_import(f"tritonclient.{protocol}")
+        self.error_type = lazy_import("tritonclient.utils").InferenceServerException
+        try:
+            if protocol == "grpc":
+                self.client = self.tc.InferenceServerClient(self.url)
+            else:
+                self.client = self.tc.InferenceServerClient(self.url, concurrency=concurrency, connection_timeout=10, network_timeout=120)
+        except Exception as exc:  # noqa: BLE001 - bad URLs raise many types
+            raise ServerError(f"cannot connect to Triton at {self.url!r} ({_short(exc)}); pass --url host:port") from None
+        self._check()
+
+    def _check(self) -> None:
+        start = "start it with `dnx serve` (or `make serve`) or pass --url"
+        try:
+            live = self.client.is_server_live()
+        except Exception as exc:  # noqa: BLE001 - connection errors differ by protocol
+            raise ServerError(f"cannot reach Triton at {self.url} over {self.protocol} ({_short(exc)}); {start}") from None
+        if not live:
+            raise ServerError(f"Triton at {self.url} is not live; {start}")
+        try:
+            ready = self.client.is_model_ready(self.model)
+        except Exception as exc:  # noqa: BLE001
+            raise ServerError(f"cannot query model {self.model!r} at {self.url} ({_short(exc)}); {start}") from None
+        if not ready:
+            raise ServerError(
+                f"model {self.model!r} is not ready on {self.url} (ready: {', '.join(self.ready_models()) or 'none'}); "
+                "pass --model with a ready one or check the server log"
+            )
+        config = self.client.get_model_config(self.model, **({"as_json": True} if self.protocol == "grpc" else {}))
+        config = config.get("config", config)
+        self.max_batch_size = int(config.get("max_batch_size", 0))
+        self.input_name = config["input"][0]["name"]
+        self.output_name = config["output"][0]["name"]
+
+    def ready_models(self) -> list[str]:
+        """Names of the models the server reports READY."""
+        index = self.client.get_model_repository_index(**({"as_json": True} if self.protocol == "grpc" else {}))
+        models = index.get("models", []) if isinstance(index, dict) else index
+        return sorted(m["name"] for m in models if m.get("state") == "READY")
+
+    def _request(self, batch: np.ndarray, top_k: int | None):
+        inp = self.tc.InferInput(self.input_name, list(batch.shape), "FP32")
+        inp.set_data_from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        out = self.tc.InferRequestedOutput(self.output_name, class_count=top_k or 0)
+        return [inp], [out]
+
+    def infer(self, batches: list[np.ndarray], top_k: int | None = None, async_: bool = False) -> list:
+        """Send each batch; return per batch either the output array or the server's error (an exception)."""
+        if not async_:
+            results = []
+            for batch in batches:
+                inputs, outputs = self._request(batch, top_k)
+                try:
+                    results.append(self.client.infer(self.model, inputs, outputs=outputs).as_numpy(self.output_name))
+                except self.error_type as exc:
+                    results.append(exc)
+            return results
+        if self.protocol == "http":
+            pending = [self.client.async_infer(self.model, *self._request(b, top_k)) for b in batches]
+            results = []
+            for p in pending:
+                try:
+                    results.append(p.get_result().as_numpy(self.output_name))
+                except self.error_type as exc:
+                    results.append(exc)
+            return results
+        done: queue.Queue = queue.Queue()
+        for i, batch in enumerate(batches):
+            inputs, outputs = self._request(batch, top_k)
+            self.client.async_infer(self.model, inputs, callback=lambda r, e, i=i: done.put((i, r, e)), outputs=outputs)
+        results: list = [None] * len(batches)
+        for _ in batches:
+            i, r, e = done.get(timeout=600)
+            results[i] = e if e is not None else r.as_numpy(self.output_name)
+        return results
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "TritonClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else exc.__class__.__name__)[:200]
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def classify(
+    images,
+    *,
+    url: str | None = None,
+    model: str = DEFAULT_MODEL_NAME,
+    protocol: str = "grpc",
+    top_k: int = 5,
+    batch_size: int = 8,
+    async_: bool = False,
+) -> list[ImageResult]:
+    """Classify image files (or folders of them) on a Triton server; one :class:`ImageResult` per file.
+
+    ``top_k`` labels per image come from the server's classification extension. Files that
+    cannot be read get an ``error`` and the others are still answered; batches larger than the
+    model's ``max_batch_size`` are split. ``async_`` sends all batches before waiting.
+    Raises :class:`ServerError` when the server is down or the model is not ready.
+    """
+    if top_k < 1:
+        raise InputError(f"--top-k must be at least 1 (got {top_k})")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1 (got {batch_size})")
+    paths = find_images(images)
+    if not paths:
+        raise InputError(f"no image files found in {', '.join(map(str, images)) or 'the arguments'}; pass JPEG/PNG files or folders with them")
+    results = [ImageResult(str(p)) for p in paths]
+    arrays, good = [], []
+    for i, p in enumerate(paths):
+        try:
+            arrays.append(load_image(p))
+            good.append(i)
+        except InputError as exc:
+            results[i].error = str(exc)
+    if not good:
+        return results
+    with TritonClient(url, model, protocol) as client:
+        size = min(batch_size, client.max_batch_size) if client.max_batch_size else 1
+        slices = _chunks(len(good), size)
+        answers = client.infer([np.stack(arrays[s]) for s in slices], top_k=top_k, async_=async_)
+    for s, answer in zip(slices, answers):
+        for row, i in enumerate(good[s]):
+            if isinstance(answer, Exception):
+                results[i].error = f"{paths[i]}: server error: {_short(answer)}"
+            else:
+                results[i].predictions = [parse_classification(e) for e in np.atleast_1d(answer[row])]
+    return results
+
+
+def infer_logits(
+    batch: np.ndarray,
+    *,
+    url: str | None = None,
+    model: str = DEFAULT_MODEL_NAME,
+    protocol: str = "grpc",
+    batch_size: int | None = None,
+) -> np.ndarray:
+    """Raw model outputs for a float32 NCHW ``batch``, split to the model's ``max_batch_size``.
+
+    For served-parity checks against in-process runtimes. Raises :class:`ServerError` on any
+    server-side failure.
+    """
+    batch = np.asarray(batch, dtype=np.float32)
+    with TritonClient(url, model, protocol) as client:
+        size = min(batch_size or client.max_batch_size or 1, client.max_batch_size or 1)
+        slices = _chunks(len(batch), size)
+        answers = client.infer([batch[s] for s in slices])
+    errors = [a for a in answers if isinstance(a, Exception)]
+    if errors:
+        raise ServerError(f"model {model!r} at {client.url} failed: {_short(errors[0])}; check the input shape and the server log")
+    return np.concatenate(answers)
+
+
+__all__ = ["classify", "infer_logits", "ImageResult", "Prediction", "TritonClient"]

@@ -1,0 +1,134 @@
+"""Docker mode: the NGC ``tritonserver`` image, its tag and its ``docker run`` command line.
+
+The argv and the tag are pure functions of their inputs so they can be tested on machines
+without a Docker engine or a GPU (like the ones dnx is developed on).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+from dnx.errors import ServerError
+from dnx.model_repository.layout import MANIFEST_NAME
+
+log = logging.getLogger(__name__)
+
+IMAGE = "nvcr.io/nvidia/tritonserver"
+# TensorRT (major.minor) -> the newest Triton release (YY.MM) that ships it. An engine only
+# loads in the TensorRT it was built with, so the serving image follows the plans.
+TENSORRT_TO_TRITON = {
+    "10.8": "25.02",
+    "10.9": "25.05",
+    "10.10": "25.07",
+    "10.11": "25.10",
+    "10.13": "26.02",
+    "10.14": "26.07",
+}
+DEFAULT_TAG = "26.07"  # used when the repository holds no TensorRT plan
+CONTAINER_REPOSITORY = "/models"
+CONTAINER_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+
+
+def image_for_tag(tag: str) -> str:
+    """``nvcr.io/nvidia/tritonserver:<YY.MM>-py3``."""
+    return f"{IMAGE}:{tag}-py3"
+
+
+def read_manifest(repository: str | Path) -> dict:
+    """The repository's ``dnx-manifest.json``, or ``{}`` when there is none."""
+    path = Path(repository) / MANIFEST_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ServerError(f"{path} is not readable JSON ({exc}); rebuild the repository with `dnx export`") from None
+
+
+def tag_for_tensorrt(version: str) -> str:
+    """The Triton release whose TensorRT matches ``version`` (e.g. ``"10.13.3.9"`` -> ``"26.02"``)."""
+    key = ".".join(str(version).split(".")[:2])
+    try:
+        return TENSORRT_TO_TRITON[key]
+    except KeyError:
+        known = ", ".join(TENSORRT_TO_TRITON)
+        raise ServerError(
+            f"no known tritonserver image ships TensorRT {version} (known: {known}); rebuild the engines "
+            f"in nvcr.io/nvidia/tensorrt:{DEFAULT_TAG}-py3 or pass an image tag explicitly"
+        ) from None
+
+
+def select_image_tag(manifest: dict, plan_models: list[str]) -> str:
+    """Pick the tritonserver tag for a repository whose TensorRT plans are ``plan_models``.
+
+    Every plan must record the same TensorRT version in the manifest
+    (``models[<name>]["tensorrt"]["version"]``); with no plans the default tag is used.
+    """
+    versions: dict[str, list[str]] = {}
+    for name in plan_models:
+        version = ((manifest.get("models") or {}).get(name) or {}).get("tensorrt", {}).get("version")
+        if not version:
+            log.warning("%s: no TensorRT version recorded in %s; assuming image %s", name, MANIFEST_NAME, DEFAULT_TAG)
+            continue
+        versions.setdefault(tag_for_tensorrt(version), []).append(f"{name} (TensorRT {version})")
+    if len(versions) > 1:
+        detail = "; ".join(f"{tag}: {', '.join(names)}" for tag, names in sorted(versions.items()))
+        raise ServerError(
+            f"TensorRT plans need different tritonserver images ({detail}); rebuild all engines with one TensorRT version"
+        )
+    return next(iter(versions), DEFAULT_TAG)
+
+
+def docker_run_argv(
+    repository: str | Path,
+    *,
+    tag: str,
+    models: list[str],
+    gpu: bool,
+    host: str = "127.0.0.1",
+    grpc_port: int = 8001,
+    http_port: int = 8000,
+    metrics_port: int = 8002,
+    name: str = "dnx-tritonserver",
+) -> list[str]:
+    """The ``docker run`` command line that serves ``repository`` (mounted read-only) with ``models``."""
+    argv = ["docker", "run", "--rm", "--name", name, "--init", "--shm-size", "1g"]
+    if gpu:
+        argv += ["--gpus", "all"]
+    host_ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
+    for proto in ("http", "grpc", "metrics"):
+        argv += ["-p", f"{host}:{host_ports[proto]}:{CONTAINER_PORTS[proto]}"]
+    argv += ["-v", f"{Path(repository).resolve()}:{CONTAINER_REPOSITORY}:ro", image_for_tag(tag)]
+    argv += ["tritonserver", f"--model-repository={CONTAINER_REPOSITORY}", "--model-control-mode=explicit"]
+    argv += [f"--load-model={m}" for m in models]
+    return argv
+
+
+def docker_stop_argv(name: str, timeout_s: int = 10) -> list[str]:
+    """``docker stop`` for the container started by :func:`docker_run_argv`."""
+    return ["docker", "stop", "--time", str(timeout_s), name]
+
+
+def docker_available() -> bool:
+    """True when a Docker engine answers ``docker info`` (a client alone is not enough)."""
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=15).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def gpu_present() -> bool:
+    """True when an NVIDIA GPU is visible (``nvidia-smi -L`` lists one)."""
+    if not shutil.which("nvidia-smi"):
+        return False
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout

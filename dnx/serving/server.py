@@ -1,0 +1,471 @@
+"""Launch ``tritonserver`` on a model repository, wait until it is ready, stop it cleanly.
+
+Two modes:
+
+* ``local``: the real ``tritonserver`` binary shipped in the ``nvidia-pytriton`` wheel. It
+  serves the *unchanged* repository: models with ``backend: "onnxruntime"`` (and
+  ``"openvino"``) run through the Python-based backends under ``dnx/serving/backends/``;
+  TensorRT plans are skipped with a logged reason (no TensorRT here).
+* ``docker``: the NGC ``tritonserver`` image (see :mod:`dnx.serving.docker`).
+
+``auto`` picks docker when a Docker engine answers, else local. Models are loaded
+explicitly (``--model-control-mode explicit``) so a model that cannot run here is left
+out instead of failing the whole server.
+
+Example::
+
+    with TritonServer("model_repository", grpc_port=0) as server:   # 0: pick a free port
+        print(server.grpc_url, server.loaded)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from dnx.errors import InputError, MissingDependencyError, ServerError
+from dnx.serving import docker as docker_mode
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "local", "docker")
+DEFAULT_PORTS = {"grpc": 8001, "http": 8000, "metrics": 8002}
+BACKENDS_SOURCE = Path(__file__).parent / "backends"
+TENSORRT = ("tensorrt_plan", "tensorrt")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One model folder of the repository and whether this server loads it."""
+
+    name: str
+    backend: str  # backend or platform as written in config.pbtxt
+    load: bool
+    reason: str = ""  # why it is skipped
+
+
+# --------------------------------------------------------------------------- repository
+
+
+def local_backends() -> list[str]:
+    """Names of the Python-based backends dnx ships (``backends/<name>/model.py``)."""
+    return sorted(p.parent.name for p in BACKENDS_SOURCE.glob("*/model.py"))
+
+
+def _has_version(model_dir: Path) -> bool:
+    return any(p.is_dir() and p.name.isdigit() and any(p.iterdir()) for p in model_dir.iterdir())
+
+
+def choose_models(repository: str | Path, *, mode: str, gpu: bool) -> list[ModelChoice]:
+    """Decide, for each model folder of ``repository``, whether ``mode`` can serve it here."""
+    from dnx.model_repository.render import parse_config
+    from dnx.errors import DnxError
+
+    repo = Path(repository)
+    choices = []
+    for folder in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        cfg_path = folder / "config.pbtxt"
+        if not cfg_path.is_file():
+            choices.append(ModelChoice(folder.name, "?", False, "no config.pbtxt"))
+            continue
+        try:
+            cfg = parse_config(cfg_path.read_text(encoding="utf-8"))
+        except (DnxError, UnicodeDecodeError) as exc:
+            choices.append(ModelChoice(folder.name, "?", False, f"config.pbtxt does not parse ({exc})"))
+            continue
+        name = cfg.name or folder.name
+        kind = cfg.backend or cfg.platform
+        backend = {"onnxruntime_onnx": "onnxruntime"}.get(kind, kind)
+        gpu_only = any(g.kind == g.KIND_GPU for g in cfg.instance_group)
+        reason = ""
+        if not _has_version(folder):
+            reason = "no version folder with a model file (e.g. 1/model.onnx); re-export it"
+        elif backend in TENSORRT and not gpu:
+            reason = "TensorRT plan needs an NVIDIA GPU and the NGC tritonserver image (dnx serve --mode docker on a GPU machine)"
+        elif gpu_only and not gpu:
+            reason = "instance_group asks for KIND_GPU but no GPU is visible"
+        elif mode == "local" and backend in TENSORRT:
+            reason = "local mode has no TensorRT backend; use --mode docker"
+        elif mode == "local" and backend not in local_backends() + ["python"]:
+            reason = f"local mode has no {backend!r} backend (it serves {', '.join(local_backends())}); use --mode docker"
+        choices.append(ModelChoice(name, backend or "?", not reason, reason))
+    return choices
+
+
+# --------------------------------------------------------------------------- local binary
+
+
+@dataclass(frozen=True)
+class LocalTriton:
+    """Where the ``nvidia-pytriton`` wheel keeps the server, its libraries and the Python backend."""
+
+    binary: Path
+    libs: Path
+    python_backend: Path
+    stub: Path
+
+
+def find_local_triton(binary: str | Path | None = None) -> LocalTriton:
+    """Locate ``tritonserver`` from the ``nvidia-pytriton`` wheel (or ``binary``)."""
+    how = "install it with `pip install nvidia-pytriton==0.7.0` or use --mode docker"
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(f"the nvidia-pytriton wheel (which ships tritonserver) is not installed; {how}")
+    root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
+    binary = Path(binary) if binary else root / "bin" / "tritonserver"
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        raise MissingDependencyError(f"tritonserver binary not found at {binary}; {how}")
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / py / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise MissingDependencyError(f"nvidia-pytriton has no Python backend stub for Python {py}; use Python 3.8-3.13 or --mode docker")
+    return LocalTriton(binary, root.parent.parent / "nvidia_pytriton.libs", root / "backends" / "python", stub)
+
+
+def make_backend_dir(dest: Path, triton: LocalTriton) -> Path:
+    """Fill ``dest`` with ``python/`` (backend, utils, stub) and every ``<name>/model.py`` dnx ships."""
+    python = dest / "python"
+    python.mkdir(parents=True, exist_ok=True)
+    for src in (triton.python_backend / "libtriton_python.so", triton.python_backend / "triton_python_backend_utils.py", triton.stub):
+        shutil.copy2(src, python / src.name)
+    for name in local_backends():
+        (dest / name).mkdir(exist_ok=True)
+        shutil.copy2(BACKENDS_SOURCE / name / "model.py", dest / name / "model.py")
+    return dest
+
+
+def tritonserver_argv(
+    binary: str | Path,
+    repository: str | Path,
+    backend_dir: str | Path,
+    models: list[str],
+    *,
+    host: str,
+    grpc_port: int,
+    http_port: int,
+    metrics_port: int,
+) -> list[str]:
+    """The local ``tritonserver`` command line (explicit model control, all services on ``host``)."""
+    argv = [
+        str(binary),
+        f"--model-repository={Path(repository).resolve()}",
+        f"--backend-directory={backend_dir}",
+        "--model-control-mode=explicit",
+        *(f"--load-model={m}" for m in models),
+        f"--grpc-address={host}",
+        f"--grpc-port={grpc_port}",
+        f"--http-address={host}",
+        f"--http-port={http_port}",
+        f"--metrics-address={host}",
+        f"--metrics-port={metrics_port}",
+        "--exit-timeout-secs=10",
+    ]
+    return argv
+
+
+# --------------------------------------------------------------------------- ports
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def check_ports(host: str, ports: dict[str, int]) -> None:
+    """Raise :class:`ServerError` unless every port in ``ports`` (name -> number) can be bound on ``host``."""
+    seen: dict[int, str] = {}
+    for name, port in ports.items():
+        if port in seen:
+            raise InputError(f"--{name}-port and --{seen[port]}-port are both {port}; give each service its own port")
+        seen[port] = name
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise ServerError(
+                        f"{name} port {port} on {host} is already in use (another tritonserver?); "
+                        f"stop that process or pass --{name}-port with a free port"
+                    ) from None
+                raise ServerError(f"cannot bind {host}:{port} for {name} ({exc.strerror}); check --host") from None
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    # If the Python process dies without stopping the server, the kernel stops it.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _log_tail(path: Path, lines: int = 6) -> str:
+    """The server log's last error lines (or last lines), joined into one line."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    text = [t.strip() for t in text if t.strip() and not t.startswith(("+", "|"))]
+    errors = [t for t in text if t[:1] == "E" or "error" in t.lower() or "failed" in t.lower()]
+    noise = ("NVML", "DCGM", "CudaDriverHelper", "pinned")
+    errors = [t for t in errors if not any(n in t for n in noise)]
+    return " | ".join((errors or text)[-lines:]) or "(empty log)"
+
+
+class TritonServer:
+    """A running ``tritonserver``: start it, wait until ready, stop it (also as a context manager).
+
+    Ports given as ``0`` are replaced by free ones. ``loaded`` lists the models served,
+    ``skipped`` maps the others to the reason. The server runs in its own process group
+    (the Python backend's stubs too), so :meth:`stop` leaves nothing behind.
+    """
+
+    def __init__(
+        self,
+        repository: str | Path = "model_repository",
+        *,
+        mode: str = "local",
+        host: str = "127.0.0.1",
+        grpc_port: int = DEFAULT_PORTS["grpc"],
+        http_port: int = DEFAULT_PORTS["http"],
+        metrics_port: int = DEFAULT_PORTS["metrics"],
+        log_file: str | Path | None = None,
+        ready_timeout: float = 180.0,
+        models: list[str] | None = None,
+        tritonserver: str | Path | None = None,
+        image_tag: str | None = None,
+    ):
+        if mode not in MODES:
+            raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.repository = Path(repository)
+        self.mode = mode
+        self.host = host
+        ports = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
+        for name, port in ports.items():
+            while port == 0 or (ports[name] == 0 and port in ports.values()):
+                port = free_port(self._bind_probe_host)
+            ports[name] = port
+        self.grpc_port, self.http_port, self.metrics_port = ports["grpc"], ports["http"], ports["metrics"]
+        self.ready_timeout = ready_timeout
+        self.only_models = models
+        self.tritonserver = tritonserver
+        self.image_tag = image_tag
+        self._workdir: Path | None = None
+        self.log_file = Path(log_file) if log_file else None
+        self.loaded: list[str] = []
+        self.skipped: dict[str, str] = {}
+        self.argv: list[str] = []
+        self._proc: subprocess.Popen | None = None
+        self._container: str | None = None
+
+    # -- addresses ----------------------------------------------------------------------
+    @property
+    def _bind_probe_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+
+    @property
+    def _client_host(self) -> str:
+        return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` for ``tritonclient.grpc``."""
+        return f"{self._client_host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        """``host:port`` for ``tritonclient.http``."""
+        return f"{self._client_host}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Prometheus metrics endpoint."""
+        return f"http://{self._client_host}:{self.metrics_port}/metrics"
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """``{"grpc": ..., "http": ..., "metrics": ...}``."""
+        return {"grpc": self.grpc_url, "http": self.http_url, "metrics": self.metrics_url}
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def __enter__(self) -> "TritonServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> "TritonServer":
+        """Launch the server and block until it and every loaded model are ready."""
+        if self.running:
+            return self
+        if not self.repository.is_dir():
+            raise InputError(
+                f"model repository {self.repository} does not exist; build it with `dnx export` (or `make demo`) or pass --repository"
+            )
+        if self.mode == "auto":
+            self.mode = "docker" if docker_mode.docker_available() else "local"
+            log.info("mode auto: using %s", self.mode)
+        gpu = docker_mode.gpu_present()
+        choices = choose_models(self.repository, mode=self.mode, gpu=gpu)
+        if self.only_models is not None:
+            known = {c.name for c in choices}
+            unknown = [m for m in self.only_models if m not in known]
+            if unknown:
+                raise InputError(f"models {unknown} are not in {self.repository}; pick from {sorted(known)}")
+            choices = [c for c in choices if c.name in self.only_models]
+        self.loaded = [c.name for c in choices if c.load]
+        self.skipped = {c.name: c.reason for c in choices if not c.load}
+        for name, reason in self.skipped.items():
+            log.warning("skipping model %s: %s", name, reason)
+        if not self.loaded:
+            detail = "; ".join(f"{k}: {v}" for k, v in self.skipped.items()) or "it holds no model folders"
+            raise ServerError(f"nothing in {self.repository} can be served in {self.mode} mode ({detail}); export a model with `dnx export`")
+        check_ports(self.host, {"grpc": self.grpc_port, "http": self.http_port, "metrics": self.metrics_port})
+
+        self._workdir = Path(tempfile.mkdtemp(prefix="dnx-triton-"))
+        if self.log_file is None:
+            self.log_file = Path(tempfile.gettempdir()) / f"dnx-tritonserver-{self.grpc_port}.log"
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        if self.mode == "local":
+            triton = find_local_triton(self.tritonserver)
+            backend_dir = make_backend_dir(self._workdir / "backends", triton)
+            self.argv = tritonserver_argv(
+                triton.binary, self.repository, backend_dir, self.loaded, host=self.host,
+                grpc_port=self.grpc_port, http_port=self.http_port, metrics_port=self.metrics_port,
+            )
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(triton.libs), env.get("LD_LIBRARY_PATH")]))
+            # The embedded stub finds this interpreter's site-packages through PATH.
+            env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        else:
+            tag = self.image_tag or docker_mode.select_image_tag(
+                docker_mode.read_manifest(self.repository),
+                [c.name for c in choices if c.load and c.backend in TENSORRT],
+            )
+            self._container = f"dnx-tritonserver-{os.getpid()}-{self.grpc_port}"
+            self.argv = docker_mode.docker_run_argv(
+                self.repository, tag=tag, models=self.loaded, gpu=gpu, host=self.host,
+                grpc_port=self.grpc_port, http_port=self.http_port, metrics_port=self.metrics_port,
+                name=self._container,
+            )
+        log.info("starting: %s", " ".join(self.argv))
+        with open(self.log_file, "wb") as out:
+            self._proc = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True, preexec_fn=_set_pdeathsig if self.mode == "local" else None,
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _get(self, path: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self._client_host}:{self.http_port}{path}", timeout=5) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        pending = ["/v2/health/ready"] + [f"/v2/models/{m}/ready" for m in self.loaded]
+        while pending:
+            if self._proc.poll() is not None:
+                raise ServerError(
+                    f"tritonserver exited with code {self._proc.returncode} while starting: "
+                    f"{_log_tail(self.log_file)} (full log: {self.log_file})"
+                )
+            if time.monotonic() > deadline:
+                waiting = ", ".join(p.split("/")[3] if "/models/" in p else "server" for p in pending)
+                raise ServerError(
+                    f"tritonserver not ready after {self.ready_timeout:.0f}s (waiting for: {waiting}): "
+                    f"{_log_tail(self.log_file)}; raise --timeout or read {self.log_file}"
+                )
+            if self._get(pending[0]):
+                pending.pop(0)
+            else:
+                time.sleep(0.25)
+
+    def wait(self) -> int:
+        """Block until the server exits; raise :class:`ServerError` (with the log tail) if it fails."""
+        code = self._proc.wait()
+        if code != 0:
+            raise ServerError(f"tritonserver exited with code {code}: {_log_tail(self.log_file)} (full log: {self.log_file})")
+        return code
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the server: SIGTERM (graceful unload), then SIGKILL to its whole process group."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                if self._container:
+                    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                        subprocess.run(docker_mode.docker_stop_argv(self._container), capture_output=True, timeout=timeout)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning("tritonserver did not stop within %.0fs; killing it", timeout)
+            # Whatever is left of the group (the server, Python backend stubs) goes now.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if self._workdir is not None:  # the generated backend folder; the log stays
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+
+def serve(server: TritonServer, on_ready: Callable[[TritonServer], None] | None = None) -> None:
+    """Start ``server``, call ``on_ready``, and block until Ctrl-C / SIGTERM (or the server dies).
+
+    The server is always stopped on the way out. SIGTERM is handled only when called from
+    the main thread (where Python can install signal handlers).
+    """
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        server.start()
+        if on_ready:
+            on_ready(server)
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,115 @@
+"""`dnx export` end to end through the CLI: real torch export, ONNX Runtime parity, configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dnx.cli import cli
+from dnx.model_repository.render import parse_config
+
+
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_export_fp32_builds_a_valid_repository(tmp_path):
+    out = tmp_path / "model_repository"
+    r = CliRunner().invoke(cli, ["export", "--weights", "random", "--precision", "fp32", "--target", "cpu",
+                                 "--runtime", "onnxruntime", "--max-batch", "4", "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "densenet121_onnx" in r.output and "max_abs=" in r.output and "weights: random" in r.output
+    cfg = parse_config((out / "densenet121_onnx" / "config.pbtxt").read_text())
+    assert cfg.backend == "onnxruntime" and cfg.max_batch_size == 4
+    assert cfg.output[0].label_filename == "labels.txt"
+    labels = (out / "densenet121_onnx" / "labels.txt").read_text().splitlines()
+    assert len(labels) == 1000 and labels[0] == "tench"
+    manifest = json.loads((out / "dnx-manifest.json").read_text())
+    m = manifest["models"]["densenet121_onnx"]
+    assert manifest["weights"]["random"] is True and manifest["weights"]["seed"] == 0
+    assert manifest["preprocessing"]["resize"] == 256 and manifest["preprocessing"]["center_crop"] == 224
+    assert m["precision"] == "fp32" and m["opset"] == 17 and len(m["files"]["1/model.onnx"]) == 64
+    assert m["parity"]["passed"] is True and m["parity"]["max_abs"] < 1e-3
+    assert manifest["versions"]["torch"] and manifest["versions"]["onnxruntime"]
+    assert [s["status"] for s in manifest["stages"]][0] == "OK"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--weights", "/nonexistent/w.pth"], "not found"),
+        (["--out", "/proc/dnx-repo"], "pass another --out"),
+    ],
+)
+def test_export_errors_are_one_line(args, message, tmp_path):
+    base = ["export", "--weights", "random", "--target", "cpu", "--out", str(tmp_path / "r"), "-q"]
+    r = CliRunner().invoke(cli, base + args)
+    assert r.exit_code == 1
+    assert r.output.startswith("Error: ") and message in r.output
+    assert "Traceback" not in r.output and r.output.count("\n") == 1
+
+
+def test_export_corrupt_weights(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"\x00" * 100)
+    before = bad.read_bytes()
+    r = CliRunner().invoke(cli, ["export", "--weights", str(bad), "--target", "cpu", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 1 and "Error: cannot load weights" in r.output
+    assert bad.read_bytes() == before
+    assert not (tmp_path / "r").exists()
+
+
+def test_failed_run_leaves_previous_repository_intact(fp32_repository, tmp_path, monkeypatch):
+    import shutil
+
+    from dnx import pipeline
+
+    repo = tmp_path / "model_repository"
+    shutil.copytree(fp32_repository, repo)
+    before = _tree(repo)
+
+    def boom(ctx):
+        raise pipeline.DnxError("injected failure in the middle of the pipeline")
+
+    # Fault injection: a stage that fails after the export stage has written into staging.
+    monkeypatch.setattr(pipeline, "STAGES", pipeline.STAGES[:1] + [pipeline.Stage("boom", boom)])
+    r = CliRunner().invoke(cli, ["export", "--weights", "random", "--target", "cpu", "--runtime", "onnxruntime",
+                                 "--out", str(repo), "-q"])
+    assert r.exit_code == 1 and "left unchanged" in r.output and "injected failure" in r.output
+    assert _tree(repo) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_repository"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_leaves_previous_repository_intact(fp32_repository, tmp_path, sig):
+    import shutil
+
+    repo = tmp_path / "model_repository"
+    shutil.copytree(fp32_repository, repo)
+    before = _tree(repo)
+    proc = subprocess.Popen([sys.executable, "-m", "dnx", "export", "--weights", "random", "--target", "cpu",
+                             "--runtime", "onnxruntime", "--out", str(repo), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(tmp_path.glob("model_repository.dnx-staging-*")):
+        time.sleep(0.05)
+    assert list(tmp_path.glob("model_repository.dnx-staging-*")), "export never started staging"
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert _tree(repo) == before
+    if sig == signal.SIGTERM:  # clean unwind removes the staging folder
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["model_repository"]
+    else:  # the next run sweeps the dead run's staging folder away
+        from dnx.model_repository.layout import StagedRepository
+
+        with StagedRepository(repo):
+            assert len(list(tmp_path.glob("model_repository.dnx-staging-*"))) == 1

@@ -1,0 +1,92 @@
+"""Golden tests of rendered config.pbtxt files, parsed back with Triton's ModelConfig proto.
+
+Regenerate the golden files after an intended template change with
+``DNX_UPDATE_GOLDEN=1 pytest tests/model_repository/test_render.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from dnx.errors import DnxError
+from dnx.model_repository.render import TritonConfig, parse_config, render_config
+
+GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden"
+
+
+def _base(**kw) -> TritonConfig:
+    args = dict(name="densenet121_onnx", max_batch_size=16, input_name="input", output_name="logits",
+                input_dims=(3, 224, 224), output_dims=(1000,), backend="onnxruntime")
+    args.update(kw)
+    return TritonConfig(**args)
+
+
+CASES = {
+    "onnxruntime_cpu": _base(parameters={"intra_op_thread_count": "2", "inter_op_thread_count": "1"}),
+    "onnxruntime_gpu_trt_ep": _base(instance_kind="KIND_GPU", preferred_batch_sizes=[4, 8], max_queue_delay_us=100,
+                                    trt_accelerator="fp16", name="densenet121_onnx_fp16"),
+    "tensorrt_plan": _base(name="densenet121_trt_int8", backend=None, platform="tensorrt_plan",
+                           instance_kind="KIND_GPU", instance_count=2, preferred_batch_sizes=[8, 16],
+                           max_queue_delay_us=200, cuda_graphs=True, warmup_batch_sizes=[1, 16]),
+    "openvino_cpu": _base(name="densenet121_openvino_bf16", backend="openvino",
+                          parameters={"NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": "bf16"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden(case):
+    text = render_config(CASES[case])
+    path = GOLDEN / f"{case}.pbtxt"
+    if os.environ.get("DNX_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def test_parsed_fields():
+    msg = parse_config(render_config(CASES["tensorrt_plan"]))
+    assert msg.platform == "tensorrt_plan" and msg.backend == ""
+    assert list(msg.input[0].dims) == [3, 224, 224]
+    assert msg.input[0].data_type == model_config_pb2.TYPE_FP32
+    assert list(msg.output[0].dims) == [1000] and msg.output[0].label_filename == "labels.txt"
+    assert list(msg.dynamic_batching.preferred_batch_size) == [8, 16]
+    assert msg.dynamic_batching.max_queue_delay_microseconds == 200
+    assert msg.instance_group[0].count == 2 and msg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert msg.optimization.cuda.graphs
+    assert [w.batch_size for w in msg.model_warmup] == [1, 16]
+
+    cpu = parse_config(render_config(CASES["onnxruntime_cpu"]))
+    assert cpu.parameters["intra_op_thread_count"].string_value == "2"
+    assert cpu.HasField("dynamic_batching") and not cpu.dynamic_batching.preferred_batch_size
+
+    ep = parse_config(render_config(CASES["onnxruntime_gpu_trt_ep"]))
+    acc = ep.optimization.execution_accelerators.gpu_execution_accelerator[0]
+    assert acc.name == "tensorrt" and acc.parameters["precision_mode"] == "FP16"
+
+
+def test_golden_files_parse_independently():
+    for path in GOLDEN.glob("*.pbtxt"):
+        text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"max_batch_size": 0}, "max_batch_size must be >= 1"),
+        ({"preferred_batch_sizes": [32]}, "outside 1..16"),
+        ({"instance_count": 0}, "instance count"),
+        ({"platform": "tensorrt_plan"}, "exactly one of backend/platform"),
+    ],
+)
+def test_invalid_configs_are_refused(kw, match):
+    with pytest.raises(DnxError, match=match):
+        render_config(_base(**kw))
+
+
+def test_unparseable_text_is_caught():
+    with pytest.raises(DnxError, match="does not parse"):
+        parse_config('name: "x"\nmax_batch_size: sixteen\n')
