@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import queue
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -71,6 +70,8 @@ class TritonClient:
     Raises :class:`ServerError` (one line) when the server is down or the model is not ready.
     """
 
+    timeout_s = 300
+
     def __init__(self, url: str | None = None, model: str = DEFAULT_MODEL_NAME, protocol: str = "grpc", concurrency: int = 4):
         if protocol not in PROTOCOLS:
             raise InputError(f"unknown protocol {protocol!r}; choose grpc or http")
@@ -78,7 +79,8 @@ class TritonClient:
         self.url = (url or DEFAULT_URLS[protocol]).split("://", 1)[-1]
         self.model = model
         self.tc = lazy_import(f"tritonclient.{protocol}")
-        self.error_type = lazy_import("tritonclient.utils").InferenceServerException
+        self.utils = lazy_import("tritonclient.utils")
+        self.error_type = self.utils.InferenceServerException
         try:
             if protocol == "grpc":
                 self.client = self.tc.InferenceServerClient(self.url)
@@ -86,7 +88,11 @@ class TritonClient:
                 self.client = self.tc.InferenceServerClient(self.url, concurrency=concurrency, connection_timeout=10, network_timeout=120)
         except Exception as exc:  # noqa: BLE001 - bad URLs raise many types
             raise ServerError(f"cannot connect to Triton at {self.url!r} ({_short(exc)}); pass --url host:port") from None
-        self._check()
+        try:
+            self._check()
+        except BaseException:
+            self.close()
+            raise
 
     def _check(self) -> None:
         start = "start it with `dnx serve` (or `make serve`) or pass --url"
@@ -109,6 +115,7 @@ class TritonClient:
         config = config.get("config", config)
         self.max_batch_size = int(config.get("max_batch_size", 0))
         self.input_name = config["input"][0]["name"]
+        self.input_dtype = config["input"][0].get("data_type", "TYPE_FP32").replace("TYPE_", "")
         self.output_name = config["output"][0]["name"]
 
     def ready_models(self) -> list[str]:
@@ -118,8 +125,8 @@ class TritonClient:
         return sorted(m["name"] for m in models if m.get("state") == "READY")
 
     def _request(self, batch: np.ndarray, top_k: int | None):
-        inp = self.tc.InferInput(self.input_name, list(batch.shape), "FP32")
-        inp.set_data_from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        inp = self.tc.InferInput(self.input_name, list(batch.shape), self.input_dtype)
+        inp.set_data_from_numpy(np.ascontiguousarray(batch, dtype=self.utils.triton_to_np_dtype(self.input_dtype)))
         out = self.tc.InferRequestedOutput(self.output_name, class_count=top_k or 0)
         return [inp], [out]
 
@@ -135,7 +142,8 @@ class TritonClient:
                     results.append(exc)
             return results
         if self.protocol == "http":
-            pending = [self.client.async_infer(self.model, *self._request(b, top_k)) for b in batches]
+            requests = [self._request(b, top_k) for b in batches]
+            pending = [self.client.async_infer(self.model, inputs, outputs=outputs) for inputs, outputs in requests]
             results = []
             for p in pending:
                 try:
@@ -146,11 +154,17 @@ class TritonClient:
         done: queue.Queue = queue.Queue()
         for i, batch in enumerate(batches):
             inputs, outputs = self._request(batch, top_k)
-            self.client.async_infer(self.model, inputs, callback=lambda r, e, i=i: done.put((i, r, e)), outputs=outputs)
+            # tritonclient calls back with keyword arguments result= and error=.
+            self.client.async_infer(
+                self.model, inputs, callback=lambda result, error, i=i: done.put((i, result, error)), outputs=outputs
+            )
         results: list = [None] * len(batches)
         for _ in batches:
-            i, r, e = done.get(timeout=600)
-            results[i] = e if e is not None else r.as_numpy(self.output_name)
+            try:
+                i, result, error = done.get(timeout=self.timeout_s)
+            except queue.Empty:
+                raise ServerError(f"no answer from {self.url} within {self.timeout_s}s; check the server log") from None
+            results[i] = error if error is not None else result.as_numpy(self.output_name)
         return results
 
     def close(self) -> None:

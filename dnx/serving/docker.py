@@ -18,8 +18,8 @@ from dnx.model_repository.layout import MANIFEST_NAME
 log = logging.getLogger(__name__)
 
 IMAGE = "nvcr.io/nvidia/tritonserver"
-# TensorRT (major.minor) -> the newest Triton release (YY.MM) that ships it. An engine only
-# loads in the TensorRT it was built with, so the serving image follows the plans.
+# TensorRT (major.minor) -> the newest Triton release (YY.MM) that ships it (Triton's support
+# matrix). An engine only loads in the TensorRT it was built with, so the image follows the plans.
 TENSORRT_TO_TRITON = {
     "10.8": "25.02",
     "10.9": "25.05",
@@ -28,7 +28,7 @@ TENSORRT_TO_TRITON = {
     "10.13": "26.02",
     "10.14": "26.07",
 }
-DEFAULT_TAG = "26.07"  # used when the repository holds no TensorRT plan
+DEFAULT_TAG = "26.03"  # no TensorRT plan in the repository: same month as `make engines`' default image
 CONTAINER_REPOSITORY = "/models"
 CONTAINER_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 
@@ -62,25 +62,35 @@ def tag_for_tensorrt(version: str) -> str:
         ) from None
 
 
+def _recorded_tag(trt: dict) -> str | None:
+    """The tag of the NGC TensorRT image that built a plan, when the manifest recorded it."""
+    image = trt.get("image") or trt.get("container") or ""
+    tag = image.rsplit(":", 1)[-1].split("-", 1)[0] if ":" in image else ""
+    return tag if len(tag) == 5 and tag[2] == "." and tag.replace(".", "").isdigit() else None
+
+
 def select_image_tag(manifest: dict, plan_models: list[str]) -> str:
     """Pick the tritonserver tag for a repository whose TensorRT plans are ``plan_models``.
 
-    Every plan must record the same TensorRT version in the manifest
-    (``models[<name>]["tensorrt"]["version"]``); with no plans the default tag is used.
+    Per plan the manifest's ``models[<name>]["tensorrt"]`` gives the build image (same NGC month
+    serves it best) or at least the TensorRT ``version``; every plan must agree. With no plans
+    the default tag is used.
     """
-    versions: dict[str, list[str]] = {}
+    tags: dict[str, list[str]] = {}
     for name in plan_models:
-        version = ((manifest.get("models") or {}).get(name) or {}).get("tensorrt", {}).get("version")
-        if not version:
+        trt = ((manifest.get("models") or {}).get(name) or {}).get("tensorrt") or {}
+        version = trt.get("version")
+        tag = _recorded_tag(trt) or (tag_for_tensorrt(version) if version else None)
+        if tag is None:
             log.warning("%s: no TensorRT version recorded in %s; assuming image %s", name, MANIFEST_NAME, DEFAULT_TAG)
             continue
-        versions.setdefault(tag_for_tensorrt(version), []).append(f"{name} (TensorRT {version})")
-    if len(versions) > 1:
-        detail = "; ".join(f"{tag}: {', '.join(names)}" for tag, names in sorted(versions.items()))
+        tags.setdefault(tag, []).append(f"{name} (TensorRT {version or '?'})")
+    if len(tags) > 1:
+        detail = "; ".join(f"{tag}: {', '.join(names)}" for tag, names in sorted(tags.items()))
         raise ServerError(
             f"TensorRT plans need different tritonserver images ({detail}); rebuild all engines with one TensorRT version"
         )
-    return next(iter(versions), DEFAULT_TAG)
+    return next(iter(tags), DEFAULT_TAG)
 
 
 def docker_run_argv(

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from dnx.errors import InputError, MissingDependencyError, ServerError
+from dnx.errors import DnxError, InputError, MissingDependencyError, ServerError
 from dnx.serving import docker as docker_mode
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,6 @@ def _has_version(model_dir: Path) -> bool:
 def choose_models(repository: str | Path, *, mode: str, gpu: bool) -> list[ModelChoice]:
     """Decide, for each model folder of ``repository``, whether ``mode`` can serve it here."""
     from dnx.model_repository.render import parse_config
-    from dnx.errors import DnxError
 
     repo = Path(repository)
     choices = []
@@ -90,7 +89,7 @@ def choose_models(repository: str | Path, *, mode: str, gpu: bool) -> list[Model
         except (DnxError, UnicodeDecodeError) as exc:
             choices.append(ModelChoice(folder.name, "?", False, f"config.pbtxt does not parse ({exc})"))
             continue
-        name = cfg.name or folder.name
+        name = folder.name  # Triton names a model after its folder
         kind = cfg.backend or cfg.platform
         backend = {"onnxruntime_onnx": "onnxruntime"}.get(kind, kind)
         gpu_only = any(g.kind == g.KIND_GPU for g in cfg.instance_group)
@@ -185,13 +184,16 @@ def tritonserver_argv(
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``host`` right now."""
-    with socket.socket() as s:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
 
 def check_ports(host: str, ports: dict[str, int]) -> None:
-    """Raise :class:`ServerError` unless every port in ``ports`` (name -> number) can be bound on ``host``."""
+    """Raise :class:`ServerError` unless every port in ``ports`` (name -> number) can be bound on ``host``.
+
+    Run before launching, so a busy port is reported in one line instead of a server log.
+    """
     seen: dict[int, str] = {}
     for name, port in ports.items():
         if port in seen:
@@ -236,9 +238,13 @@ def _log_tail(path: Path, lines: int = 6) -> str:
 class TritonServer:
     """A running ``tritonserver``: start it, wait until ready, stop it (also as a context manager).
 
-    Ports given as ``0`` are replaced by free ones. ``loaded`` lists the models served,
-    ``skipped`` maps the others to the reason. The server runs in its own process group
-    (the Python backend's stubs too), so :meth:`stop` leaves nothing behind.
+    ``mode``: ``local`` | ``docker`` | ``auto``. Ports given as ``0`` are replaced by free ones.
+    ``models`` restricts loading to those names; ``tritonserver`` overrides the binary path and
+    ``image_tag`` the NGC tag (docker). After :meth:`start`, ``loaded`` lists the models served
+    and ``skipped`` maps the others to the reason; ``urls`` gives the client addresses.
+
+    The server runs in its own process group (the Python backend's stubs too), so :meth:`stop`
+    leaves nothing behind; a local server also gets SIGTERM if the thread that started it dies.
     """
 
     def __init__(
@@ -286,7 +292,8 @@ class TritonServer:
 
     @property
     def _client_host(self) -> str:
-        return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return f"[{host}]" if ":" in host else host
 
     @property
     def grpc_url(self) -> str:
@@ -332,6 +339,8 @@ class TritonServer:
         if self.mode == "auto":
             self.mode = "docker" if docker_mode.docker_available() else "local"
             log.info("mode auto: using %s", self.mode)
+        elif self.mode == "docker" and not docker_mode.docker_available():
+            raise ServerError("no Docker engine answers `docker info`; start Docker or use --mode local")
         gpu = docker_mode.gpu_present()
         choices = choose_models(self.repository, mode=self.mode, gpu=gpu)
         if self.only_models is not None:
@@ -350,6 +359,15 @@ class TritonServer:
         check_ports(self.host, {"grpc": self.grpc_port, "http": self.http_port, "metrics": self.metrics_port})
 
         self._workdir = Path(tempfile.mkdtemp(prefix="dnx-triton-"))
+        try:
+            self._launch(choices, gpu)
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _launch(self, choices: list[ModelChoice], gpu: bool) -> None:
         if self.log_file is None:
             self.log_file = Path(tempfile.gettempdir()) / f"dnx-tritonserver-{self.grpc_port}.log"
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -381,12 +399,6 @@ class TritonServer:
                 self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True, preexec_fn=_set_pdeathsig if self.mode == "local" else None,
             )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def _get(self, path: str) -> bool:
         try:
@@ -448,16 +460,16 @@ class TritonServer:
 def serve(server: TritonServer, on_ready: Callable[[TritonServer], None] | None = None) -> None:
     """Start ``server``, call ``on_ready``, and block until Ctrl-C / SIGTERM (or the server dies).
 
-    The server is always stopped on the way out. SIGTERM is handled only when called from
+    The server is always stopped on the way out. Signals are handled only when called from
     the main thread (where Python can install signal handlers).
     """
 
     def _terminate(signum, frame):
         raise KeyboardInterrupt
 
-    previous = None
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _terminate)
+        previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.start()
         if on_ready:
@@ -467,5 +479,5 @@ def serve(server: TritonServer, on_ready: Callable[[TritonServer], None] | None 
         pass
     finally:
         server.stop()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

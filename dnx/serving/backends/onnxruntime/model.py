@@ -6,10 +6,10 @@ says ``backend: "onnxruntime"`` when no ``libtriton_onnxruntime.so`` is there. S
 here through this file, by the ``tritonserver`` binary of the ``nvidia-pytriton`` wheel.
 
 What it honours from the config: input/output names and data types, ``max_batch_size``,
-``default_model_filename``, and the C++ backend's session parameters
+``default_model_filename``, and the C++ backend's parameters with the same meaning
 (``intra_op_thread_count``, ``inter_op_thread_count``, ``execution_mode``,
-``enable_mem_arena``/``enable_mem_area``, ``enable_mem_pattern``) plus
-``optimization { graph { level } }``. Every batch the dynamic batcher hands to
+``enable_mem_arena`` (older spelling ``enable_mem_area``), ``enable_mem_pattern``,
+``memory.enable_memory_arena_shrinkage``) plus ``optimization { graph { level } }``. Every batch the dynamic batcher hands to
 :meth:`TritonPythonModel.execute` becomes ONE ``InferenceSession.run``; a request that
 does not fit the config gets an error response of its own and the others are answered.
 
@@ -43,13 +43,23 @@ def _session_options(config: dict) -> "ort.SessionOptions":
     pattern = params.get("enable_mem_pattern")
     if pattern is not None:
         opts.enable_mem_pattern = pattern not in ("0", "false", "False")
-    # Same mapping as the C++ backend: -1 basic, 1 extended, anything else all.
+    # The C++ backend's mapping: -1 basic, 1 basic + extended, 2 none, unset all.
     level = int(config.get("optimization", {}).get("graph", {}).get("level", 0) or 0)
     opts.graph_optimization_level = {
         -1: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         1: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        2: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     }.get(level, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     return opts
+
+
+def _run_options(config: dict):
+    shrink = _params(config).get("memory.enable_memory_arena_shrinkage")
+    if not shrink:
+        return None
+    run = ort.RunOptions()
+    run.add_run_config_entry("memory.enable_memory_arena_shrinkage", shrink)
+    return run
 
 
 def _dims(tensor_config: dict) -> tuple:
@@ -79,6 +89,7 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(
             path, sess_options=_session_options(self.config), providers=["CPUExecutionProvider"]
         )
+        self.run_options = _run_options(self.config)
         graph_inputs = {i.name for i in self.session.get_inputs()}
         graph_outputs = {o.name for o in self.session.get_outputs()}
         missing = [n for n, _, _ in self.inputs if n not in graph_inputs] + [
@@ -134,7 +145,7 @@ class TritonPythonModel:
             else:
                 feed = {n: np.concatenate([m[1][n] for m in members]) for n, _, _ in self.inputs}
             try:
-                results = self.session.run(out_names, feed)
+                results = self.session.run(out_names, feed, self.run_options)
             except Exception as exc:  # noqa: BLE001 - the error goes back to each client
                 for idx, _, _ in members:
                     responses[idx] = pb_utils.InferenceResponse(

@@ -1,0 +1,43 @@
+"""Regenerate the command reference in README.md from the commands' --help text.
+
+    python scripts/cli_reference.py          # rewrite README.md in place
+    python scripts/cli_reference.py --check  # exit 1 if README.md is out of date (used by tests)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from dnx.cli import cli
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BEGIN, END = "<!-- cli-reference:begin -->", "<!-- cli-reference:end -->"
+
+
+def reference() -> str:
+    """The markdown block: `dnx --help` and each command's --help."""
+    runner = CliRunner()
+    parts = []
+    for args in [[]] + [[name] for name in cli.list_commands(None)]:
+        text = runner.invoke(cli, [*args, "--help"], prog_name="dnx", terminal_width=100).output
+        title = "dnx " + " ".join(args) if args else "dnx"
+        parts.append(f"### `{title.strip()}`\n\n```text\n{text.rstrip()}\n```\n")
+    return "\n".join(parts)
+
+
+def render(readme: str) -> str:
+    """``readme`` with the block between the markers replaced."""
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{reference()}\n{END}{tail}"
+
+
+if __name__ == "__main__":
+    current = README.read_text()
+    new = render(current)
+    if "--check" in sys.argv:
+        sys.exit(0 if new == current else 1)
+    README.write_text(new)

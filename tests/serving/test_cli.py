@@ -1,0 +1,96 @@
+"""`dnx infer` and `dnx serve` through click's CliRunner (the server is the real session server)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from dnx.cli import cli
+from dnx.serving.server import free_port
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def test_infer_prints_top5_labels_from_server(runner, triton_server, served_model, photo_paths, reference_logits, served_labels):
+    result = runner.invoke(cli, ["infer", str(photo_paths[0]), str(photo_paths[1]), "--url", triton_server.grpc_url])
+    assert result.exit_code == 0, result.output
+    for path, ref in zip(photo_paths[:2], reference_logits):
+        assert str(path) in result.output
+        for rank, index in enumerate(np.argsort(ref)[::-1][:5], 1):
+            assert f"{rank}. " in result.output and f"{served_labels[index]} ({index})" in result.output
+    assert "6. " not in result.output
+
+
+def test_infer_json_http_async(runner, triton_server, served_model, photo_paths, reference_logits, served_labels):
+    args = ["infer", *map(str, photo_paths[:3]), "--protocol", "http", "--url", triton_server.http_url,
+            "--json", "--top-k", "3", "--batch-size", "2", "--async", "--model", served_model]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["model"] == served_model
+    for entry, ref in zip(data["results"], reference_logits):
+        assert entry["error"] is None and [p["rank"] for p in entry["predictions"]] == [1, 2, 3]
+        top = np.argsort(ref)[::-1][:3]
+        assert {p["index"] for p in entry["predictions"]} == set(top.tolist())
+        assert all(p["label"] == served_labels[p["index"]] for p in entry["predictions"])
+
+
+def test_infer_folder_with_a_non_image(runner, triton_server, photo_paths, tmp_path):
+    for p in photo_paths[:2]:
+        shutil.copy(p, tmp_path / p.name)
+    (tmp_path / "fake.png").write_text("this is text, not a PNG")
+    (tmp_path / "notes.txt").write_text("ignored: not an image suffix")
+    result = runner.invoke(cli, ["infer", str(tmp_path), "--url", triton_server.grpc_url, "--json", "-k", "1"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    by_name = {e["file"].rsplit("/", 1)[-1]: e for e in data["results"]}
+    assert set(by_name) == {photo_paths[0].name, photo_paths[1].name, "fake.png"}
+    assert "fake.png: not a readable image" in by_name["fake.png"]["error"]
+    assert all(len(by_name[p.name]["predictions"]) == 1 for p in photo_paths[:2])
+    assert "Error: 1 of 3 files could not be classified" in result.stderr
+
+
+def test_infer_server_down(runner, photo_paths):
+    result = runner.invoke(cli, ["infer", str(photo_paths[0]), "--url", f"127.0.0.1:{free_port()}"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: cannot reach Triton at 127.0.0.1:")
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_infer_unknown_model(runner, triton_server, photo_paths):
+    result = runner.invoke(cli, ["infer", str(photo_paths[0]), "--url", triton_server.grpc_url, "--model", "nope"])
+    assert result.exit_code == 1 and "Error: model 'nope' is not ready" in result.output
+
+
+def test_infer_no_images(runner, tmp_path):
+    result = runner.invoke(cli, ["infer", str(tmp_path)])
+    assert result.exit_code == 1 and "Error: no image files found" in result.output
+
+
+def test_serve_help(runner):
+    result = runner.invoke(cli, ["serve", "--help"])
+    assert result.exit_code == 0
+    for option in ("--repository", "--mode", "--host", "--grpc-port", "--http-port", "--metrics-port", "--log-file", "--timeout"):
+        assert option in result.output
+    assert "auto|local|docker" in result.output
+
+
+def test_serve_missing_repository(runner, tmp_path):
+    result = runner.invoke(cli, ["serve", "--repository", str(tmp_path / "nope"), "--mode", "local"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: model repository") and result.output.count("\n") == 1
+
+
+def test_serve_busy_port(runner, triton_server, serving_repository, tmp_path):
+    result = runner.invoke(cli, ["serve", "--repository", str(serving_repository), "--mode", "local",
+                                 "--http-port", str(triton_server.http_port), "--grpc-port", "0", "--metrics-port", "0",
+                                 "--log-file", str(tmp_path / "log")])
+    assert result.exit_code == 1
+    assert "Error: http port" in result.output and "already in use" in result.output and "--http-port" in result.output

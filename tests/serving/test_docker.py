@@ -1,0 +1,100 @@
+"""Docker mode: image tag choice and the `docker run` command line (pure functions).
+
+No Docker engine or GPU exists on the machines dnx is developed on, so the container itself is
+never started here; `auto` mode is checked to fall back to local.
+"""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dnx.errors import ServerError
+from dnx.serving import docker as d
+from dnx.serving.server import TritonServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _manifest(**trt_by_model):
+    return {"models": {name: {"tensorrt": trt} for name, trt in trt_by_model.items()}}
+
+
+def test_tag_follows_recorded_tensorrt_version():
+    m = _manifest(densenet121_trt_fp16={"version": "10.13.3.9"}, densenet121_trt_int8={"version": "10.13.3.9"})
+    assert d.select_image_tag(m, ["densenet121_trt_fp16", "densenet121_trt_int8"]) == "26.02"
+    assert d.select_image_tag(_manifest(p={"version": "10.8.0.43"}), ["p"]) == "25.02"
+
+
+def test_tag_prefers_the_recorded_build_image():
+    m = _manifest(p={"version": "10.14.1.48", "image": "nvcr.io/nvidia/tensorrt:26.03-py3"})
+    assert d.select_image_tag(m, ["p"]) == "26.03"
+
+
+def test_default_tag_without_plans_or_versions():
+    assert d.select_image_tag({}, []) == d.DEFAULT_TAG
+    assert d.select_image_tag({"models": {}}, ["p"]) == d.DEFAULT_TAG  # warned, not fatal
+
+
+def test_conflicting_or_unknown_tensorrt_versions():
+    with pytest.raises(ServerError, match="different tritonserver images"):
+        d.select_image_tag(_manifest(a={"version": "10.8.0"}, b={"version": "10.14.1"}), ["a", "b"])
+    with pytest.raises(ServerError, match="no known tritonserver image ships TensorRT 9.2"):
+        d.select_image_tag(_manifest(a={"version": "9.2.0"}), ["a"])
+
+
+def test_docker_run_argv_gpu():
+    argv = d.docker_run_argv("/data/repo", tag="26.02", models=["a", "b"], gpu=True, grpc_port=9001,
+                             http_port=9000, metrics_port=9002, name="x")
+    assert argv[:2] == ["docker", "run"] and "--rm" in argv
+    assert argv[argv.index("--gpus") + 1] == "all"
+    assert "127.0.0.1:9000:8000" in argv and "127.0.0.1:9001:8001" in argv and "127.0.0.1:9002:8002" in argv
+    assert argv[argv.index("-v") + 1] == "/data/repo:/models:ro"
+    image = argv.index("nvcr.io/nvidia/tritonserver:26.02-py3")
+    assert argv[image + 1 :] == ["tritonserver", "--model-repository=/models", "--model-control-mode=explicit",
+                                 "--load-model=a", "--load-model=b"]
+
+
+def test_docker_run_argv_cpu_has_no_gpus_flag():
+    argv = d.docker_run_argv("repo", tag="26.03", models=["a"], gpu=False, host="0.0.0.0")
+    assert "--gpus" not in argv and "0.0.0.0:8001:8001" in argv
+    assert argv[argv.index("-v") + 1] == f"{Path('repo').resolve()}:/models:ro"
+
+
+@pytest.mark.server
+@pytest.mark.skipif(d.docker_available(), reason="a Docker engine answers here; auto would pick docker")
+def test_auto_mode_falls_back_to_local_without_docker_engine(tmp_path):
+    from tests.fixtures_server import add_test_models
+
+    add_test_models(tmp_path)
+    server = TritonServer(tmp_path, mode="auto", grpc_port=0, http_port=0, metrics_port=0, log_file=tmp_path / "log")
+    try:
+        server.start()
+        assert server.mode == "local" and server.argv[0].endswith("tritonserver")
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(d.docker_available(), reason="a Docker engine answers here")
+def test_docker_mode_without_engine_is_a_clean_error(tmp_path):
+    from tests.fixtures_server import add_test_models
+
+    add_test_models(tmp_path)
+    with pytest.raises(ServerError, match="no Docker engine answers `docker info`; start Docker or use --mode local"):
+        TritonServer(tmp_path, mode="docker", grpc_port=0, http_port=0, metrics_port=0).start()
+
+
+def _compose():
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    pytest.skip("no docker compose client to lint docker/docker-compose.yml (apt-get install docker-compose)")
+
+
+def test_compose_file_is_valid():
+    cmd = _compose() + ["-f", str(ROOT / "docker" / "docker-compose.yml"), "config"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "nvcr.io/nvidia/tritonserver" in out.stdout and "/models" in out.stdout
