@@ -25,6 +25,9 @@ from dnx.errors import DnxError, InputError, ParityError
 from dnx.spec import DEFAULT_MODEL, PRECISIONS, ModelSpec
 
 
+DEFAULT_MAX_BATCH = 16
+
+
 class Status(str, Enum):
     OK = "OK"
     FAILED = "FAILED"
@@ -57,7 +60,7 @@ class ExportOptions:
     weights: str = "imagenet"
     seed: int = 0
     opset: int = 17
-    max_batch: int = 16
+    max_batch: int | None = None  # None: 16, or the tuned batch of OpenVINO models (see TUNING)
     preferred_batch: tuple[int, ...] | None = None  # None: per-runtime tuned default
     max_queue_delay_us: int | None = None
     instances: int | None = None
@@ -80,15 +83,16 @@ class ExportOptions:
 
     def check(self) -> None:
         """Raise :class:`InputError` for option values that cannot work."""
-        if self.max_batch < 1:
+        if self.max_batch is not None and self.max_batch < 1:
             raise InputError(f"--max-batch must be at least 1 (got {self.max_batch})")
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad:
             raise InputError(f"unknown precision {bad[0]!r}; choose from {', '.join(PRECISIONS)}")
         if self.target not in ("cpu", "gpu", "auto"):
             raise InputError(f"--target must be cpu, gpu or auto (got {self.target!r})")
-        if self.preferred_batch and any(not 1 <= b <= self.max_batch for b in self.preferred_batch):
-            raise InputError(f"--preferred-batch sizes must lie in 1..--max-batch ({self.max_batch})")
+        limit = self.max_batch or DEFAULT_MAX_BATCH
+        if self.preferred_batch and any(not 1 <= b <= limit for b in self.preferred_batch):
+            raise InputError(f"--preferred-batch sizes must lie in 1..--max-batch ({limit})")
         if self.max_queue_delay_us is not None and self.max_queue_delay_us < 0:
             raise InputError("--max-queue-delay-us must be 0 or more")
         if self.instances is not None and self.instances < 1:
@@ -100,16 +104,16 @@ class ExportOptions:
 
 
 @dataclass
-class Variant:
+class ModelEntry:
     """One model of the repository being built: a runtime × precision pair and its files."""
 
     runtime: str  # onnxruntime | openvino | tensorrt
     precision: str
     name: str
     files: dict[str, Path]  # file name inside <model>/<version>/ -> built file
+    max_batch_size: int = DEFAULT_MAX_BATCH
     backend: str | None = None
     platform: str | None = None
-    default_model_filename: str | None = None
     parameters: dict[str, str] = field(default_factory=dict)
     preferred_batch: tuple[int, ...] = ()
     max_queue_delay_us: int = 0
@@ -117,8 +121,9 @@ class Variant:
     kind: str = "KIND_CPU"
     trt_accelerator: str | None = None
     info: dict = field(default_factory=dict)
-    run: Callable[[np.ndarray], np.ndarray] | None = None  # for parity: NCHW batch -> logits
+    runner: object = None  # Polygraphy runner or callable for the parity stage
     parity: dict | None = None
+    notes: str = ""
 
 
 @dataclass
@@ -133,11 +138,13 @@ class Context:
     precisions: tuple[str, ...] = ()
     model: object = None
     weights: object = None
-    onnx_path: Path | None = None
     onnx_files: dict[str, Path] = field(default_factory=dict)  # precision -> ONNX graph
-    inputs: dict[str, np.ndarray] = field(default_factory=dict)  # "photos" / "random" -> batch
-    reference: dict[str, np.ndarray] = field(default_factory=dict)  # same keys -> torch logits
-    variants: list[Variant] = field(default_factory=list)
+    onnx_info: dict[str, dict] = field(default_factory=dict)  # precision -> converter info
+    inputs: np.ndarray | None = None  # parity inputs: photographs + seeded random tensors
+    inputs_info: dict = field(default_factory=dict)
+    reference: np.ndarray | None = None  # PyTorch FP32 logits of ``inputs``
+    models: list[ModelEntry] = field(default_factory=list)
+    parity: object = None  # dnx.parity.ParityReport
     results: list[StageResult] = field(default_factory=list)
     manifest: dict = field(default_factory=dict)
 
@@ -150,6 +157,7 @@ class ExportResult:
     stages: list[StageResult]
     manifest: dict
     committed: bool
+    parity: object = None  # dnx.parity.ParityReport
 
     @property
     def ok(self) -> bool:
@@ -176,173 +184,257 @@ def default_runtimes(target: str) -> tuple[str, ...]:
     return ("onnxruntime", "openvino") if target == "cpu" else ("onnxruntime", "tensorrt")
 
 
-# --------------------------------------------------------------------------- stages
+# --------------------------------------------------------------------------- tuning
 
-def stage_torch_to_onnx(ctx: Context) -> StageResult:
-    """Load the torchvision model, export ONNX, and gate its parity with PyTorch."""
-    from dnx.exporter.torch_export import OnnxFromTorch, load_torch_model, torch_forward
-    from dnx.preprocess import photo_batch
+@dataclass(frozen=True)
+class Tuning:
+    """Dynamic batching and instance defaults of one runtime on one target."""
 
-    ctx.model, ctx.weights = load_torch_model(ctx.spec, ctx.options.weights, ctx.options.seed)
-    ctx.onnx_path = ctx.work / "model.fp32.onnx"
-    ctx.onnx_files["fp32"] = ctx.onnx_path
-    opset = OnnxFromTorch(ctx.model, ctx.spec, ctx.options.opset)(ctx.onnx_path)
-    rng = np.random.default_rng(ctx.options.seed)
-    ctx.inputs = {"photos": photo_batch(ctx.spec)}
-    if ctx.options.random_inputs:
-        ctx.inputs["random"] = rng.standard_normal((ctx.options.random_inputs, *ctx.spec.input_shape), dtype=np.float32)
-    ctx.reference = {k: torch_forward(ctx.model, v) for k, v in ctx.inputs.items()}
-    session = _ort_session(ctx.onnx_path)
-    got = {k: session.run(None, {ctx.spec.input_name: v})[0] for k, v in ctx.inputs.items()}
-    passed, reason, figs = _gate(ctx.reference, got, ctx.spec.gates["fp32"], ctx.weights.trained)
-    figures = {"opset": opset, "onnx_bytes": ctx.onnx_path.stat().st_size, **figs}
-    if not passed:
-        return StageResult("torch_to_onnx", Status.FAILED, f"ONNX vs PyTorch: {reason}", figures)
-    return StageResult("torch_to_onnx", Status.OK, "", figures)
+    preferred_batch: tuple[int, ...] = ()
+    max_queue_delay_us: int = 0
+    instances: int = 1
 
 
-def _ort_session(path: Path, threads: int | None = None):
-    from dnx._lazy import lazy_import
-
-    ort = lazy_import("onnxruntime")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or (os.cpu_count() or 1)
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def _gate(reference, got, gate, trained):
-    # TEMPORARY until dnx.parity lands
-    ref = np.concatenate([reference[k] for k in reference]).astype(np.float64)
-    out = np.concatenate([got[k] for k in reference]).astype(np.float64)
-    err = np.abs(ref - out)
-    cos = (ref * out).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1))
-    figs = {"max_abs": float(err.max()), "mean_abs": float(err.mean()), "min_cosine": float(cos.min())}
-    if gate.max_abs is not None and figs["max_abs"] > gate.max_abs:
-        return False, f"max abs error {figs['max_abs']:.3g} > {gate.max_abs:g}", figs
-    if gate.min_cosine is not None and figs["min_cosine"] < gate.min_cosine:
-        return False, f"cosine {figs['min_cosine']:.6f} < {gate.min_cosine}", figs
-    return True, "", figs
-
-
-def stage_onnxruntime_variants(ctx: Context) -> StageResult:
-    """ONNX Runtime variants: one per requested precision ONNX Runtime can run."""
-    built = []
-    for precision in ctx.precisions:
-        path = ctx.onnx_files.get(precision)
-        if path is None:
-            continue
-        v = Variant(
-            runtime="onnxruntime", precision=precision, name=ctx.spec.model_name("onnxruntime", precision),
-            files={"model.onnx": path}, backend="onnxruntime",
-        )
-        _apply_tuning(ctx, v)
-        v.run = _ort_runner(path)
-        ctx.variants.append(v)
-        built.append(v.name)
-    if not built:
-        return StageResult("onnxruntime_variants", Status.SKIPPED, "no precision ONNX Runtime runs was requested")
-    return StageResult("onnxruntime_variants", Status.OK, "", {"models": built})
-
-
-def _ort_runner(path: Path):
-    session = None
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        nonlocal session
-        session = session or _ort_session(path)
-        return session.run(None, {session.get_inputs()[0].name: batch})[0]
-
-    return run
-
-
-# Defaults measured on a 2-core CPU (perf/BENCHMARKS.md): batching hurts ONNX Runtime there,
-# so its dynamic batcher forms batches only from requests already queued (no delay).
+# Measured on the 2-core developer machine (perf/BENCHMARKS.md): batching hurts ONNX Runtime
+# there, so its dynamic batcher only merges requests that are already queued (no delay).
+# OpenVINO's defaults come from dnx.exporter.openvino.TUNED. GPU defaults follow Triton's
+# usual starting point (preferred = a couple of batch sizes, 100 µs delay).
 TUNING = {
-    ("onnxruntime", "cpu"): {"preferred_batch": (), "max_queue_delay_us": 0, "instances": 1},
-    ("onnxruntime", "gpu"): {"preferred_batch": (4, 8), "max_queue_delay_us": 100, "instances": 1},
-    ("openvino", "cpu"): {"preferred_batch": (), "max_queue_delay_us": 0, "instances": 1},
-    ("tensorrt", "gpu"): {"preferred_batch": (4, 8), "max_queue_delay_us": 100, "instances": 1},
+    ("onnxruntime", "cpu"): Tuning(),
+    ("onnxruntime", "gpu"): Tuning(preferred_batch=(4, 8), max_queue_delay_us=100),
+    ("tensorrt", "gpu"): Tuning(preferred_batch=(4, 8), max_queue_delay_us=100),
 }
 
 
-def _apply_tuning(ctx: Context, v: Variant) -> None:
+def _tune(ctx: Context, m: ModelEntry) -> ModelEntry:
     o = ctx.options
-    d = TUNING.get((v.runtime, ctx.target), TUNING[("onnxruntime", "cpu")])
-    v.preferred_batch = tuple(o.preferred_batch) if o.preferred_batch is not None else tuple(
-        b for b in d["preferred_batch"] if b <= o.max_batch)
-    v.max_queue_delay_us = o.max_queue_delay_us if o.max_queue_delay_us is not None else d["max_queue_delay_us"]
-    v.instances = o.instances or d["instances"]
-    v.kind = "KIND_GPU" if ctx.target == "gpu" else "KIND_CPU"
-    if v.runtime == "onnxruntime":
+    t = TUNING.get((m.runtime, ctx.target), Tuning())
+    m.max_batch_size = o.max_batch or DEFAULT_MAX_BATCH
+    m.preferred_batch = tuple(o.preferred_batch) if o.preferred_batch is not None else tuple(
+        b for b in t.preferred_batch if b <= m.max_batch_size)
+    m.max_queue_delay_us = o.max_queue_delay_us if o.max_queue_delay_us is not None else t.max_queue_delay_us
+    m.instances = o.instances or t.instances
+    m.kind = "KIND_GPU" if ctx.target == "gpu" else "KIND_CPU"
+    return m
+
+
+# --------------------------------------------------------------------------- stages
+
+def stage_torch_to_onnx(ctx: Context) -> StageResult:
+    """Load the torchvision model, export ONNX, and gate its parity with PyTorch (max abs ≤ 1e-3)."""
+    from dnx.exporter.torch_export import OnnxFromTorch, load_torch_model, torch_forward
+    from dnx.parity import compare_arrays, parity_inputs, run_outputs
+
+    ctx.model, ctx.weights = load_torch_model(ctx.spec, ctx.options.weights, ctx.options.seed)
+    path = ctx.work / "model.fp32.onnx"
+    opset = OnnxFromTorch(ctx.model, ctx.spec, ctx.options.opset)(path)
+    ctx.onnx_files["fp32"] = path
+    ctx.inputs, ctx.inputs_info = parity_inputs(ctx.spec, random=ctx.options.random_inputs, seed=ctx.options.seed)
+    ctx.reference = torch_forward(ctx.model, ctx.inputs)
+    got = run_outputs(_ort_runner(path, "onnx-fp32"), ctx.inputs, ctx.spec)
+    row = compare_arrays("onnx-fp32", "fp32", ctx.reference, got, runtime="onnxruntime", spec=ctx.spec,
+                         trained=ctx.weights.trained)
+    m = row.metrics
+    figures = {"opset": opset, "onnx_mb": round(path.stat().st_size / 2**20, 1), "weights": ctx.weights.source,
+               "max_abs": m.max_abs if m else None, "cos_min": m.cos_min if m else None}
+    if not row.passed:
+        return StageResult("torch_to_onnx", Status.FAILED, f"ONNX Runtime vs PyTorch: {row.reason}", figures)
+    return StageResult("torch_to_onnx", Status.OK, "", figures)
+
+
+def stage_fp16_onnx(ctx: Context) -> StageResult:
+    """FP16 ONNX graph with FP32 inputs/outputs; nodes that overflow stay FP32."""
+    from dnx.exporter.precision import Fp16FromOnnx
+
+    dst = ctx.work / "model.fp16.onnx"
+    probe = {ctx.spec.input_name: ctx.inputs}
+    info = Fp16FromOnnx(ctx.onnx_files["fp32"], probe=probe, spec=ctx.spec)(dst)
+    ctx.onnx_files["fp16"], ctx.onnx_info["fp16"] = dst, info
+    return StageResult("fp16_onnx", Status.OK, "", {"fp32_nodes": len(info["fp32_nodes"]), "seconds": info["seconds"]})
+
+
+def stage_int8_onnx(ctx: Context) -> StageResult:
+    """INT8 ONNX graph with explicit symmetric Q/DQ, calibrated on images (cached)."""
+    from dnx.exporter.calibration import calibration_set
+    from dnx.exporter.precision import Int8FromOnnx
+
+    o = ctx.options
+    calib = calibration_set(o.calib_dir, o.calib_samples, seed=o.calib_seed, synthetic=o.calib_synthetic,
+                            spec=ctx.spec, progress=o.progress)
+    dst = ctx.work / "model.int8.onnx"
+    info = Int8FromOnnx(ctx.onnx_files["fp32"], calib, method=o.calib_method, cache_dir=Path(o.cache_dir) / "calib",
+                        progress=o.progress, spec=ctx.spec)(dst)
+    ctx.onnx_files["int8"], ctx.onnx_info["int8"] = dst, info
+    c = info.get("calibration", {})
+    figures = {"samples": c.get("count"), "method": o.calib_method, "synthetic": c.get("synthetic"),
+               "cache_hit": info.get("cache_hit"), "q_nodes": info.get("qdq", {}).get("quantize_linear")}
+    return StageResult("int8_onnx", Status.OK, "calibrated on SYNTHETIC data" if c.get("synthetic") else "", figures)
+
+
+def stage_onnxruntime_models(ctx: Context) -> StageResult:
+    """ONNX Runtime models (backend "onnxruntime"): one per precision graph built."""
+    built, skipped = [], []
+    for precision in ctx.precisions:
+        path = ctx.onnx_files.get(precision)
+        if path is None:
+            skipped.append(f"{precision}: no ONNX Runtime variant (OpenVINO builds it)")
+            continue
+        name = ctx.spec.model_name("onnxruntime", precision)
+        m = _tune(ctx, ModelEntry("onnxruntime", precision, name, {"model.onnx": path}, backend="onnxruntime"))
         if ctx.target == "cpu":
-            threads = o.threads or max(1, (os.cpu_count() or 1) // v.instances)
-            v.parameters.update({"intra_op_thread_count": str(threads), "inter_op_thread_count": "1"})
+            threads = ctx.options.threads or max(1, (os.cpu_count() or 1) // m.instances)
+            m.parameters = {"intra_op_thread_count": str(threads), "inter_op_thread_count": "1"}
         else:
-            v.trt_accelerator = "fp16" if v.precision == "fp16" else None
+            m.trt_accelerator = "fp16" if precision == "fp16" else None
+        m.info = {"onnx": ctx.onnx_info.get(precision, {})}
+        m.runner = _ort_runner(path, name)
+        m.notes = _notes(ctx, precision)
+        ctx.models.append(m)
+        built.append(name)
+    return StageResult("onnxruntime_models", Status.OK if built else Status.SKIPPED, "; ".join(skipped), {"models": built})
+
+
+def stage_openvino_models(ctx: Context) -> StageResult:
+    """OpenVINO IR models (backend "openvino") for the CPU: fp32, bf16 where native, int8 from Q/DQ."""
+    from dnx.exporter.openvino import OPENVINO_PRECISIONS, openvino_variant, unsupported_reason
+
+    o = ctx.options
+    built, skipped = [], []
+    for precision in ctx.precisions:
+        reason = unsupported_reason(precision) if precision in OPENVINO_PRECISIONS else \
+            f"OpenVINO CPU variants are {', '.join(OPENVINO_PRECISIONS)}"
+        if reason:
+            skipped.append(f"{precision}: {reason}")
+            continue
+        src = ctx.onnx_files["int8" if precision == "int8" else "fp32"]
+        v = openvino_variant(src, precision, ctx.work / f"openvino-{precision}", max_batch_size=o.max_batch,
+                             instance_count=o.instances, threads=o.threads, max_queue_delay_us=o.max_queue_delay_us,
+                             preferred_batch_sizes=tuple(o.preferred_batch) if o.preferred_batch is not None else None)
+        s = v.serving
+        m = ModelEntry("openvino", precision, v.model_name(ctx.spec), dict(v.files), max_batch_size=s.max_batch_size,
+                       backend="openvino", parameters=dict(v.parameters), preferred_batch=tuple(s.preferred_batch_sizes),
+                       max_queue_delay_us=s.max_queue_delay_us, instances=s.instance_count, kind="KIND_CPU",
+                       info={"openvino": v.info, "onnx": ctx.onnx_info.get(precision, {})})
+        m.runner = v.runner()
+        m.notes = _notes(ctx, precision)
+        ctx.models.append(m)
+        built.append(m.name)
+    return StageResult("openvino_models", Status.OK if built else Status.SKIPPED, "; ".join(skipped), {"models": built})
+
+
+def stage_tensorrt_engines(ctx: Context) -> StageResult:
+    """TensorRT plans (platform "tensorrt_plan") from each precision graph; SKIPPED without TensorRT + GPU."""
+    from dnx.exporter.engine import EngineFromOnnx, EngineSettings, tensorrt_available
+
+    usable, reason = tensorrt_available()
+    if not usable:
+        return StageResult("tensorrt_engines", Status.SKIPPED, reason)
+    from dnx.parity import trt_runner
+
+    o = ctx.options
+    built = []
+    for precision in ctx.precisions:
+        src = ctx.onnx_files.get(precision)
+        if src is None:
+            continue
+        name = ctx.spec.model_name("tensorrt", precision)
+        m = _tune(ctx, ModelEntry("tensorrt", precision, name, {}, platform="tensorrt_plan"))
+        settings = EngineSettings(max_batch_size=m.max_batch_size, workspace_mib=o.workspace_mib,
+                                  optimization_level=o.builder_opt_level, hardware_compatible=o.hardware_compatible,
+                                  version_compatible=o.version_compatible,
+                                  timing_cache=str(Path(o.cache_dir) / "tensorrt" / "timing.cache"))
+        plan = ctx.work / f"{name}.plan"
+        meta = EngineFromOnnx(src, settings, precision=precision, spec=ctx.spec)(plan)
+        m.files = {"model.plan": plan}
+        m.info = {"tensorrt": {"version": meta["tensorrt_version"], "image": os.environ.get("DNX_BUILD_IMAGE"), **meta},
+                  "onnx": ctx.onnx_info.get(precision, {})}
+        m.runner = trt_runner(plan, name)
+        m.notes = _notes(ctx, precision)
+        ctx.models.append(m)
+        built.append(name)
+    return StageResult("tensorrt_engines", Status.OK, "", {"models": built})
 
 
 def stage_parity(ctx: Context) -> StageResult:
-    """Gate every variant against the PyTorch FP32 reference on photos and random inputs."""
-    rows, failed = {}, []
-    for v in ctx.variants:
-        if v.run is None:
-            v.parity = {"passed": None, "reason": "no runner on this machine"}
-            continue
-        got = {k: v.run(batch) for k, batch in ctx.inputs.items()}
-        passed, reason, figs = _gate(ctx.reference, got, ctx.spec.gates[v.precision], ctx.weights.trained)
-        v.parity = {"passed": passed, "reason": reason, **figs}
-        rows[v.name] = v.parity
-        if not passed:
-            failed.append(f"{v.name} ({reason})")
-    if failed:
-        return StageResult("parity", Status.FAILED, "failed the parity gate: " + "; ".join(failed), {"models": rows})
-    return StageResult("parity", Status.OK, "", {"models": rows})
+    """Gate every model against the PyTorch FP32 reference (Polygraphy comparator)."""
+    from dnx.parity import Variant, check_parity
+
+    variants = [Variant(m.name, m.precision, m.runner, m.runtime, m.notes) for m in ctx.models]
+    report = check_parity(ctx.reference, variants, inputs=ctx.inputs, inputs_info=ctx.inputs_info, spec=ctx.spec,
+                          trained=ctx.weights.trained)
+    ctx.parity = report
+    for m in ctx.models:
+        m.parity = report.row(m.name).to_dict()
+    figures = {r.variant: ("PASS" if r.passed else "FAIL") for r in report.rows}
+    if not report.passed:
+        bad = "; ".join(f"{r.variant}: {r.reason}" for r in report.failures())
+        return StageResult("parity", Status.FAILED, f"failed the parity gate: {bad}", figures)
+    return StageResult("parity", Status.OK, "", figures)
 
 
-def stage_write_repository(ctx: Context, repo: Path) -> StageResult:
-    """Write config.pbtxt, labels and model files of every variant that passed (or --keep-failing)."""
+def _notes(ctx: Context, precision: str) -> str:
+    calib = ctx.onnx_info.get("int8", {}).get("calibration", {})
+    return "INT8 calibrated on SYNTHETIC data" if precision == "int8" and calib.get("synthetic") else ""
+
+
+def _ort_runner(path: Path, name: str):
+    from dnx.parity import onnxrt_runner
+
+    return onnxrt_runner(path, name, threads=os.cpu_count() or 1)
+
+
+# --------------------------------------------------------------------------- writing
+
+def write_models(ctx: Context, repo: Path) -> StageResult:
+    """Write config.pbtxt, labels and model files of every model that passed (or --keep-failing)."""
     from dnx.exporter.torch_export import imagenet_labels, sha256_file
     from dnx.model_repository.layout import LABELS_NAME, atomic_write_text, model_dir
     from dnx.model_repository.render import TritonConfig, render_config
 
     labels = "\n".join(imagenet_labels(ctx.spec)) + "\n"
     written = []
-    for v in ctx.variants:
-        if v.parity and v.parity.get("passed") is False and not ctx.options.keep_failing:
+    for m in ctx.models:
+        if m.parity and m.parity.get("passed") is False and not ctx.options.keep_failing:
             continue
         cfg = TritonConfig(
-            name=v.name, max_batch_size=ctx.options.max_batch,
+            name=m.name, max_batch_size=m.max_batch_size,
             input_name=ctx.spec.input_name, output_name=ctx.spec.output_name,
             input_dims=ctx.spec.input_shape, output_dims=(ctx.spec.num_classes,),
-            backend=v.backend, platform=v.platform, default_model_filename=v.default_model_filename,
-            label_filename=LABELS_NAME, instance_count=v.instances, instance_kind=v.kind,
-            preferred_batch_sizes=list(v.preferred_batch), max_queue_delay_us=v.max_queue_delay_us,
-            parameters=dict(v.parameters), cuda_graphs=ctx.options.cuda_graphs and v.runtime == "tensorrt",
-            trt_accelerator=v.trt_accelerator,
+            backend=m.backend, platform=m.platform, label_filename=LABELS_NAME,
+            instance_count=m.instances, instance_kind=m.kind,
+            preferred_batch_sizes=list(m.preferred_batch), max_queue_delay_us=m.max_queue_delay_us,
+            parameters=dict(m.parameters), cuda_graphs=ctx.options.cuda_graphs and m.runtime == "tensorrt",
+            trt_accelerator=m.trt_accelerator,
         )
         text = render_config(cfg)
-        vdir = model_dir(repo, v.name)
+        vdir = model_dir(repo, m.name)
         vdir.mkdir(parents=True, exist_ok=True)
         files = {}
-        for fname, src in v.files.items():
+        for fname, src in m.files.items():
             shutil.copyfile(src, vdir / fname)
             files[f"1/{fname}"] = sha256_file(vdir / fname)
-        atomic_write_text(repo / v.name / "config.pbtxt", text)
-        atomic_write_text(repo / v.name / LABELS_NAME, labels)
-        ctx.manifest["models"][v.name] = {
-            "runtime": v.runtime, "precision": v.precision, "backend": v.backend, "platform": v.platform,
+        atomic_write_text(repo / m.name / "config.pbtxt", text)
+        atomic_write_text(repo / m.name / LABELS_NAME, labels)
+        ctx.manifest["models"][m.name] = {
+            "runtime": m.runtime, "precision": m.precision, "backend": m.backend, "platform": m.platform,
             "target": ctx.target, "files": files, "opset": ctx.options.opset,
             "config": {"max_batch_size": cfg.max_batch_size, "instance_count": cfg.instance_count,
                        "instance_kind": cfg.instance_kind, "preferred_batch_sizes": cfg.preferred_batch_sizes,
                        "max_queue_delay_us": cfg.max_queue_delay_us, "parameters": cfg.parameters},
-            "parity": v.parity, **v.info,
+            "parity": m.parity, **{k: v for k, v in m.info.items() if v},
         }
-        written.append(v.name)
+        written.append(m.name)
+    if ctx.parity is not None:
+        ctx.manifest["parity"] = ctx.parity.to_dict()
+    calib = ctx.onnx_info.get("int8", {}).get("calibration")
+    if calib:
+        ctx.manifest["calibration"] = calib
     if not written:
-        return StageResult("write_repository", Status.FAILED, "no model passed; nothing to write")
-    return StageResult("write_repository", Status.OK, "", {"models": written})
+        return StageResult("write_repository", Status.FAILED, "no model was built; nothing to write")
+    return StageResult("write_repository", Status.OK, "", {"models": len(written)})
 
+
+# --------------------------------------------------------------------------- the pipeline
 
 @dataclass(frozen=True)
 class Stage:
@@ -353,10 +445,18 @@ class Stage:
     when: Callable[[Context], bool] = lambda ctx: True
 
 
+def _wants(precision: str, *runtimes: str) -> Callable[[Context], bool]:
+    return lambda c: precision in c.precisions and any(r in c.runtimes for r in runtimes)
+
+
 STAGES: list[Stage] = [
     Stage("torch_to_onnx", stage_torch_to_onnx),
-    Stage("onnxruntime_variants", stage_onnxruntime_variants, lambda c: "onnxruntime" in c.runtimes),
-    Stage("parity", stage_parity),
+    Stage("fp16_onnx", stage_fp16_onnx, _wants("fp16", "onnxruntime", "tensorrt")),
+    Stage("int8_onnx", stage_int8_onnx, _wants("int8", "onnxruntime", "tensorrt", "openvino")),
+    Stage("onnxruntime_models", stage_onnxruntime_models, lambda c: "onnxruntime" in c.runtimes),
+    Stage("openvino_models", stage_openvino_models, lambda c: "openvino" in c.runtimes),
+    Stage("tensorrt_engines", stage_tensorrt_engines, lambda c: "tensorrt" in c.runtimes),
+    Stage("parity", stage_parity, lambda c: bool(c.models)),
 ]
 
 
@@ -364,9 +464,9 @@ def _run_stage(stage: Stage, ctx: Context) -> StageResult:
     t0 = time.perf_counter()
     try:
         result = stage.run(ctx)
+    except InputError:
+        raise  # a user error stops the run with its own one-line message
     except DnxError as exc:
-        if isinstance(exc, InputError):
-            raise  # a user error stops the run with its own one-line message
         result = StageResult(stage.name, Status.FAILED, str(exc))
     result.seconds = time.perf_counter() - t0
     return result
@@ -376,7 +476,7 @@ def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | Non
     """Build a Triton model repository at ``options.out``.
 
     The repository is assembled in a staging folder beside ``options.out`` and swapped in only
-    when no stage failed (``--keep-failing`` lets parity-failing variants through); otherwise the
+    when no stage failed (``keep_failing`` lets parity-failing models through); otherwise the
     previous repository is left untouched. ``on_stage`` is called after each stage.
     """
     from dnx.manifest import new_manifest, write_manifest
@@ -386,6 +486,14 @@ def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | Non
     options.check()
     spec = get_spec(options.model)
     target, target_reason = resolve_target(options.target)
+    if options.runtimes and target == "cpu" and "tensorrt" in options.runtimes and options.target == "cpu":
+        raise InputError("--runtime tensorrt needs --target gpu (or auto on a GPU machine)")
+
+    def report(result: StageResult) -> None:
+        ctx.results.append(result)
+        if on_stage:
+            on_stage(result)
+
     with StagedRepository(options.out) as staged, tempfile.TemporaryDirectory(prefix="dnx-work-") as work:
         ctx = Context(options=options, spec=spec, work=Path(work), target=target)
         ctx.precisions = tuple(dict.fromkeys(options.precisions or default_precisions(target)))
@@ -394,22 +502,18 @@ def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | Non
             if not stage.when(ctx):
                 continue
             result = _run_stage(stage, ctx)
-            ctx.results.append(result)
-            if on_stage:
-                on_stage(result)
+            report(result)
             if result.status is Status.FAILED and not (stage.name == "parity" and options.keep_failing):
                 return ExportResult(None, ctx.results, ctx.manifest, committed=False)
         ctx.manifest = new_manifest(spec, ctx.weights.to_dict(), _options_record(options, target, target_reason))
-        result = stage_write_repository(ctx, staged.path)
-        ctx.results.append(result)
-        if on_stage:
-            on_stage(result)
+        result = write_models(ctx, staged.path)
+        report(result)
         if result.status is Status.FAILED:
             return ExportResult(None, ctx.results, ctx.manifest, committed=False)
         ctx.manifest["stages"] = [r.to_dict() for r in ctx.results]
         write_manifest(staged.path, ctx.manifest)
         repo = staged.commit()
-    return ExportResult(repo, ctx.results, ctx.manifest, committed=True)
+    return ExportResult(repo, ctx.results, ctx.manifest, committed=True, parity=ctx.parity)
 
 
 def _options_record(options: ExportOptions, target: str, reason: str) -> dict:

@@ -32,8 +32,9 @@ def _int_list(ctx, param, value):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights and inputs.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True,
               help="Model repository folder (replaced atomically).")
-@click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Triton max_batch_size (and TensorRT profile max).")
+@click.option("--max-batch", type=click.IntRange(min=1),
+              help="Triton max_batch_size (and TensorRT profile max). Default: 16; OpenVINO models use "
+                   "their tuned size (the openvino backend pads every batch to it).")
 @click.option("--preferred-batch", callback=_int_list, help="Dynamic batcher preferred sizes, e.g. 4,8.")
 @click.option("--max-queue-delay-us", type=click.IntRange(min=0), help="Dynamic batcher max queue delay (µs).")
 @click.option("--instances", type=click.IntRange(min=1), help="Model instances per model (instance_group count).")
@@ -83,10 +84,8 @@ def command(quiet, **kwargs):
                        + ("; pass --keep-failing to write failing variants anyway" if failed and failed[0].name == "parity" else ""))
     click.echo(f"Wrote {result.repository} ({len(result.manifest.get('models', {}))} models; "
                f"weights: {result.manifest['weights']['source']})")
-    for name, m in result.manifest["models"].items():
-        p = m.get("parity") or {}
-        figs = f"max_abs={p['max_abs']:.3g} cosine={p['min_cosine']:.6f}" if "max_abs" in p else "parity not run"
-        click.echo(f"  {name:32s} {m['runtime']:12s} {m['precision']:5s} {figs}")
+    if result.parity is not None:
+        click.echo(result.parity.format_table())
 
 
 def _print_stage(r) -> None:

@@ -1,0 +1,125 @@
+"""``dnx validate``: parity of every model in a repository, locally and through a running server.
+
+The PyTorch FP32 reference is rebuilt from the weights the manifest records (random weights
+from their seed, a ``.pth`` whose hash must still match, or torchvision's ImageNet weights).
+Each model runs locally with the runtime it is served by (ONNX Runtime, OpenVINO, TensorRT
+where available). With ``served=True`` the same inputs also go through the server, and the
+served outputs are gated against PyTorch and compared with the local runtime.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dnx.errors import InputError
+from dnx.manifest import read_manifest
+
+
+@dataclass
+class ValidationResult:
+    """Local parity report, the served one (or None), and models skipped with their reason."""
+
+    local: object  # dnx.parity.ParityReport
+    served: object | None
+    skipped: dict[str, str]
+
+    @property
+    def passed(self) -> bool:
+        return self.local.passed and (self.served is None or self.served.passed)
+
+
+def _reference_model(manifest: dict, repo: Path):
+    from dnx.exporter.torch_export import load_torch_model, sha256_file
+    from dnx.spec import get_spec
+
+    spec = get_spec(manifest.get("model", "densenet121"))
+    w = manifest["weights"]
+    if w.get("random"):
+        return load_torch_model(spec, "random", w.get("seed") or 0)[0], spec, False
+    if w["source"].startswith("imagenet:"):
+        return load_torch_model(spec, "imagenet")[0], spec, True
+    path = Path(w["source"])
+    if w.get("sha256") and path.is_file() and sha256_file(path) != w["sha256"]:
+        raise InputError(f"{path} changed since {repo} was exported; re-export, or restore the original weights")
+    return load_torch_model(spec, str(path))[0], spec, True
+
+
+def local_runner(repo: Path, name: str, entry: dict):
+    """A runner for one repository model, with the runtime that serves it; ``(runner, None)`` or ``(None, why)``."""
+    from dnx import parity
+
+    vdir = Path(repo) / name / "1"
+    runtime = entry.get("runtime")
+    if runtime == "onnxruntime":
+        return parity.onnxrt_runner(vdir / "model.onnx", name, threads=os.cpu_count() or 1), None
+    if runtime == "openvino":
+        from dnx.exporter.openvino import OpenVinoRunner
+
+        cfg = entry.get("config", {})
+        runner = OpenVinoRunner(vdir / "model.xml", cfg.get("parameters", {}), cfg.get("max_batch_size", 1))
+        return runner, None
+    if runtime == "tensorrt":
+        from dnx.exporter.engine import tensorrt_available
+
+        usable, reason = tensorrt_available()
+        return (parity.trt_runner(vdir / "model.plan", name), None) if usable else (None, reason)
+    return None, f"unknown runtime {runtime!r} in the manifest"
+
+
+def validate(
+    repository: str | os.PathLike = "model_repository",
+    *,
+    models: list[str] | None = None,
+    served: bool = False,
+    url: str | None = None,
+    protocol: str = "grpc",
+    random_inputs: int = 4,
+    seed: int = 0,
+) -> ValidationResult:
+    """Gate every model of ``repository`` against PyTorch; with ``served`` also through the server at ``url``."""
+    from dnx import parity
+    from dnx.exporter.torch_export import torch_forward
+
+    repo = Path(repository)
+    if not repo.is_dir():
+        raise InputError(f"{repo}: no such repository; build one with `dnx export` or pass --repository")
+    manifest = read_manifest(repo)
+    entries = manifest.get("models", {})
+    names = models or list(entries)
+    unknown = [n for n in names if n not in entries]
+    if unknown:
+        raise InputError(f"{unknown[0]!r} is not in {repo} (models: {', '.join(entries)}); check --models")
+
+    model, spec, trained = _reference_model(manifest, repo)
+    inputs, info = parity.parity_inputs(spec, random=random_inputs, seed=seed)
+    reference = torch_forward(model, inputs)
+
+    variants, skipped = [], {}
+    for name in names:
+        runner, why = local_runner(repo, name, entries[name])
+        if runner is None:
+            skipped[name] = why
+            continue
+        variants.append(parity.Variant(name, entries[name]["precision"], runner, entries[name]["runtime"]))
+    local = parity.check_parity(reference, variants, inputs=inputs, inputs_info=info, spec=spec, trained=trained)
+
+    served_report = None
+    if served:
+        from dnx.serving.client import infer_logits
+
+        rows = []
+        local_out = {v.name: parity.run_outputs(v.runner, inputs, spec) for v in variants}
+        for name in names:
+            precision = entries[name]["precision"]
+            out = infer_logits(inputs, url=url, model=name, protocol=protocol)
+            rows.append(parity.compare_arrays(f"{name} (served)", precision, reference, out, runtime=f"triton-{protocol}",
+                                              spec=spec, trained=trained))
+            if name in local_out:
+                # Served vs the same runtime in-process: the serving path must add no error of its own.
+                rows.append(parity.compare_arrays(f"{name} (served vs local)", precision, local_out[name], out,
+                                                  runtime=f"triton-{protocol}", spec=spec, trained=trained))
+        served_report = parity.ParityReport(rows=rows, reference="pytorch-fp32 / local runtime", inputs=info,
+                                            trained=trained)
+    return ValidationResult(local, served_report, skipped)
