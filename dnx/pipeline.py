@@ -67,7 +67,7 @@ class ExportOptions:
     threads: int | None = None
     calib_dir: Path | None = None
     calib_samples: int = 512
-    calib_method: str = "entropy"
+    calib_method: str = "max"
     calib_synthetic: bool = False
     calib_seed: int = 0
     cache_dir: Path = Path(".dnx-cache")
@@ -254,28 +254,41 @@ def stage_fp16_onnx(ctx: Context) -> StageResult:
 
 
 def stage_int8_onnx(ctx: Context) -> StageResult:
-    """INT8 ONNX graph with explicit symmetric Q/DQ, calibrated on images (cached)."""
+    """INT8 ONNX graphs with explicit Q/DQ, calibrated on images (cached).
+
+    TensorRT and OpenVINO get symmetric int8 (zero points 0, what TensorRT compiles). ONNX
+    Runtime on a CPU gets uint8 activations with zero points instead: only then does it fuse
+    every Conv into a quantized kernel, about 2x its FP32 speed (measured, see
+    perf/BENCHMARKS.md), where the symmetric graph is no faster than FP32.
+    """
     from dnx.exporter.calibration import calibration_set
     from dnx.exporter.precision import Int8FromOnnx
 
     o = ctx.options
     calib = calibration_set(o.calib_dir, o.calib_samples, seed=o.calib_seed, synthetic=o.calib_synthetic,
                             spec=ctx.spec, progress=o.progress)
-    dst = ctx.work / "model.int8.onnx"
-    info = Int8FromOnnx(ctx.onnx_files["fp32"], calib, method=o.calib_method, cache_dir=Path(o.cache_dir) / "calib",
-                        progress=o.progress, spec=ctx.spec)(dst)
-    ctx.onnx_files["int8"], ctx.onnx_info["int8"] = dst, info
-    c = info.get("calibration", {})
-    figures = {"samples": c.get("count"), "method": o.calib_method, "synthetic": c.get("synthetic"),
-               "cache_hit": info.get("cache_hit"), "q_nodes": info.get("qdq", {}).get("quantize_linear")}
-    return StageResult("int8_onnx", Status.OK, "calibrated on SYNTHETIC data" if c.get("synthetic") else "", figures)
+    graphs = {}
+    if ctx.target == "cpu" and "onnxruntime" in ctx.runtimes:
+        graphs["int8_cpu"] = False
+    if ctx.target == "gpu" or {"openvino", "tensorrt"} & set(ctx.runtimes):
+        graphs["int8"] = True
+    figures = {"samples": calib.count, "method": o.calib_method, "synthetic": calib.synthetic}
+    for key, symmetric in graphs.items():
+        dst = ctx.work / f"model.{key}.onnx"
+        info = Int8FromOnnx(ctx.onnx_files["fp32"], calib, method=o.calib_method, symmetric=symmetric,
+                            cache_dir=Path(o.cache_dir) / "calib", progress=o.progress, spec=ctx.spec)(dst)
+        ctx.onnx_files[key], ctx.onnx_info[key] = dst, info
+        figures[f"{key}_cache_hit"] = info["cache_hit"]
+        figures[f"{key}_q_nodes"] = info["qdq"]["quantize_linear"]
+    return StageResult("int8_onnx", Status.OK, "calibrated on SYNTHETIC data" if calib.synthetic else "", figures)
 
 
 def stage_onnxruntime_models(ctx: Context) -> StageResult:
     """ONNX Runtime models (backend "onnxruntime"): one per precision graph built."""
     built, skipped = [], []
     for precision in ctx.precisions:
-        path = ctx.onnx_files.get(precision)
+        key = f"{precision}_cpu" if f"{precision}_cpu" in ctx.onnx_files else precision
+        path = ctx.onnx_files.get(key)
         if path is None:
             skipped.append(f"{precision}: no ONNX Runtime variant (OpenVINO builds it)")
             continue
@@ -286,7 +299,7 @@ def stage_onnxruntime_models(ctx: Context) -> StageResult:
             m.parameters = {"intra_op_thread_count": str(threads), "inter_op_thread_count": "1"}
         else:
             m.trt_accelerator = "fp16" if precision == "fp16" else None
-        m.info = {"onnx": ctx.onnx_info.get(precision, {})}
+        m.info = {"onnx": ctx.onnx_info.get(key, {})}
         m.runner = _ort_runner(path, name)
         m.notes = _notes(ctx, precision)
         ctx.models.append(m)
@@ -373,7 +386,8 @@ def stage_parity(ctx: Context) -> StageResult:
 
 
 def _notes(ctx: Context, precision: str) -> str:
-    calib = ctx.onnx_info.get("int8", {}).get("calibration", {})
+    info = ctx.onnx_info.get("int8") or ctx.onnx_info.get("int8_cpu") or {}
+    calib = info.get("calibration", {})
     return "INT8 calibrated on SYNTHETIC data" if precision == "int8" and calib.get("synthetic") else ""
 
 
@@ -426,7 +440,7 @@ def write_models(ctx: Context, repo: Path) -> StageResult:
         written.append(m.name)
     if ctx.parity is not None:
         ctx.manifest["parity"] = ctx.parity.to_dict()
-    calib = ctx.onnx_info.get("int8", {}).get("calibration")
+    calib = (ctx.onnx_info.get("int8") or ctx.onnx_info.get("int8_cpu") or {}).get("calibration")
     if calib:
         ctx.manifest["calibration"] = calib
     if not written:

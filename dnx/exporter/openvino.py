@@ -1,0 +1,277 @@
+"""OpenVINO variants of the CPU target, laid out the way Triton's ``openvino`` backend reads them.
+
+What that backend reads (triton-inference-server/openvino_backend: README sections
+"Parameters" and "Loading non default model format"; ``src/openvino.cc``
+``ModelState::ReadModel``, ``ParseParameters``, ``ParseParameterHelper``, ``ValidateInputs``
+and ``ModelInstanceState::ProcessRequests``):
+
+* the model file ``<model>/<version>/model.xml`` (OpenVINO IR, ``model.bin`` beside it) unless
+  ``default_model_filename`` names another (``model.onnx``, ``model.pdmodel``, ...). dnx writes
+  IR, so no ``default_model_filename`` is needed and no ONNX import happens at load time;
+* string ``parameters``: ``PERFORMANCE_HINT`` (LATENCY | THROUGHPUT | CUMULATIVE_THROUGHPUT),
+  ``INFERENCE_NUM_THREADS``, ``COMPILATION_NUM_THREADS``, ``NUM_STREAMS`` (AUTO | NUMA | n),
+  ``HINT_BF16`` (YES), ``ENABLE_BATCH_PADDING``, ``SKIP_OV_DYNAMIC_BATCHSIZE``,
+  ``RESHAPE_IO_LAYERS`` (YES), ``CPU_EXTENSION_PATH``. Other keys are ignored;
+* with ``max_batch_size > 0`` it fixes the model's batch to ``max_batch_size``
+  (``ov::set_batch``) and answers any other batch size with an error unless
+  ``ENABLE_BATCH_PADDING`` is YES, which pads every execution to ``max_batch_size``. So the
+  dynamic batcher only works with padding, and a lone request costs a full batch:
+  ``max_batch_size`` is a latency/throughput trade-off for this backend (see :data:`TUNED`).
+
+There is no backend key for FP32 inference. On a CPU with native bfloat16, OpenVINO's CPU
+default *is* bf16, so the C++ backend runs the ``fp32`` variant in bf16. dnx writes
+``INFERENCE_PRECISION_HINT: f32`` (OpenVINO's own property name) for it: dnx's local backend
+honours it, the C++ backend ignores it. The ``bf16`` variant uses the documented ``HINT_BF16``.
+The ``int8`` variant (an ONNX model with calibrated Q/DQ nodes) gets no precision key, so both
+backends run its unquantized layers at the CPU default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+import numpy as np
+
+from dnx._lazy import lazy_import
+from dnx.errors import DnxError, InputError
+from dnx.spec import DEFAULT_MODEL, ModelSpec
+
+IR_FILES = ("model.xml", "model.bin")
+OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
+BACKEND = "openvino"
+
+
+@dataclass(frozen=True)
+class ServingDefaults:
+    """Triton settings of one OpenVINO variant (dynamic batcher, instances, OpenVINO streams)."""
+
+    max_batch_size: int
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_us: int = 0
+    instance_count: int = 1
+    num_streams: int = 1
+    performance_hint: str = "LATENCY"
+    threads: int | None = None  # INFERENCE_NUM_THREADS; None: OpenVINO's default, the serving machine's cores
+
+
+# Measured on the 2-core developer machine kind (perf/BENCHMARKS.md, "OpenVINO"): with the
+# backend's batch padding a lone request pays for the whole max_batch_size, so the batch stays
+# small where batch-1 latency matters; see the sweep figures for the reasoning.
+TUNED: dict[str, ServingDefaults] = {
+    "fp32": ServingDefaults(max_batch_size=2, preferred_batch_sizes=(2,), max_queue_delay_us=0),
+    "bf16": ServingDefaults(max_batch_size=2, preferred_batch_sizes=(2,), max_queue_delay_us=0),
+    "int8": ServingDefaults(max_batch_size=2, preferred_batch_sizes=(2,), max_queue_delay_us=0),
+}
+
+
+def cpu_capabilities() -> list[str]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of this machine's CPU (e.g. FP32, BF16, INT8)."""
+    ov = lazy_import("openvino")
+    return [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU runs bfloat16 natively (AVX512_BF16 or AMX), as OpenVINO reports it."""
+    return "BF16" in cpu_capabilities()
+
+
+def unsupported_reason(precision: str) -> str | None:
+    """Why ``precision`` cannot be an OpenVINO variant on this machine, or None when it can."""
+    if precision not in OPENVINO_PRECISIONS:
+        return f"OpenVINO variants exist for {', '.join(OPENVINO_PRECISIONS)}, not {precision}"
+    if precision == "bf16" and not cpu_supports_bf16():
+        return "this CPU has no native bfloat16 (OpenVINO OPTIMIZATION_CAPABILITIES lacks BF16)"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+class IrFromOnnx:
+    """Convert an ONNX file into OpenVINO IR (``model.xml`` + ``model.bin``), weights kept in FP32.
+
+    ``IrFromOnnx(onnx_path)(out_dir)`` returns ``{"model.xml": path, "model.bin": path}``.
+    Q/DQ pairs of a quantized ONNX model become OpenVINO FakeQuantize nodes, which the CPU
+    plugin runs in int8. The ONNX file is only read (its hash is checked afterwards).
+    """
+
+    def __init__(self, onnx_path: str | os.PathLike):
+        self.onnx_path = Path(onnx_path)
+
+    def __call__(self, out_dir: str | os.PathLike) -> dict[str, Path]:
+        ov = lazy_import("openvino")
+        if not self.onnx_path.is_file():
+            raise InputError(f"ONNX model {self.onnx_path} not found; export it first (dnx export)")
+        before = _sha256(self.onnx_path)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            model = ov.convert_model(str(self.onnx_path))
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises plain RuntimeError/OpConversionFailure
+            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+            raise DnxError(f"OpenVINO cannot convert {self.onnx_path.name}: {first}; check the ONNX opset (17 works)") from None
+        tmp = Path(tempfile.mkdtemp(prefix=".ir-", dir=out))
+        try:
+            # compress_to_fp16=False: the default would store FP16 weights even for the FP32 variant.
+            ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+            files = {}
+            for name in IR_FILES:
+                os.replace(tmp / name, out / name)
+                files[name] = out / name
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if _sha256(self.onnx_path) != before:
+            raise DnxError(f"{self.onnx_path} changed while OpenVINO read it; this is a bug, report it")
+        return files
+
+
+def backend_parameters(precision: str, serving: ServingDefaults) -> dict[str, str]:
+    """The ``parameters`` of the variant's ``config.pbtxt``: documented openvino-backend keys only,
+    plus ``INFERENCE_PRECISION_HINT`` for fp32 (read by dnx's local backend, see the module doc)."""
+    params = {"PERFORMANCE_HINT": serving.performance_hint, "NUM_STREAMS": str(serving.num_streams)}
+    if serving.threads:
+        params["INFERENCE_NUM_THREADS"] = str(serving.threads)
+    if serving.max_batch_size > 1:
+        # Without it the backend rejects every batch smaller than max_batch_size.
+        params["ENABLE_BATCH_PADDING"] = "YES"
+    if precision == "bf16":
+        params["HINT_BF16"] = "YES"
+    elif precision == "fp32":
+        params["INFERENCE_PRECISION_HINT"] = "f32"
+    return params
+
+
+def compile_properties(parameters: dict[str, str]) -> dict[str, str]:
+    """OpenVINO CPU properties for config ``parameters``, mapped as the C++ backend maps them."""
+    props: dict[str, str] = {}
+    for key in ("PERFORMANCE_HINT", "INFERENCE_NUM_THREADS", "COMPILATION_NUM_THREADS", "NUM_STREAMS"):
+        value = parameters.get(key, "").strip()
+        if value:
+            props[key] = value.upper()
+    if parameters.get("HINT_BF16", "").strip().lower() == "yes":
+        props["INFERENCE_PRECISION_HINT"] = "bf16"
+    elif parameters.get("INFERENCE_PRECISION_HINT", "").strip():
+        props["INFERENCE_PRECISION_HINT"] = parameters["INFERENCE_PRECISION_HINT"].strip().lower()
+    return props
+
+
+@dataclass
+class OpenVinoVariant:
+    """One OpenVINO model of the repository: its files and its Triton settings."""
+
+    precision: str
+    files: dict[str, Path]  # file name inside <model>/<version>/ -> built file
+    parameters: dict[str, str]
+    serving: ServingDefaults
+    info: dict = field(default_factory=dict)
+
+    def model_name(self, spec: ModelSpec = DEFAULT_MODEL) -> str:
+        """``densenet121_openvino``, ``densenet121_openvino_bf16``, ``densenet121_openvino_int8``."""
+        return spec.model_name(BACKEND, self.precision)
+
+    def triton_config(self, spec: ModelSpec = DEFAULT_MODEL, **overrides):
+        """A :class:`~dnx.model_repository.render.TritonConfig` for this variant (``backend: "openvino"``)."""
+        from dnx.model_repository.render import TritonConfig
+
+        s = self.serving
+        cfg = TritonConfig(
+            name=self.model_name(spec), max_batch_size=s.max_batch_size,
+            input_name=spec.input_name, output_name=spec.output_name,
+            input_dims=spec.input_shape, output_dims=(spec.num_classes,), backend=BACKEND,
+            instance_count=s.instance_count, instance_kind="KIND_CPU",
+            preferred_batch_sizes=list(s.preferred_batch_sizes), max_queue_delay_us=s.max_queue_delay_us,
+            parameters=dict(self.parameters),
+        )
+        return replace(cfg, **overrides)
+
+    def runner(self) -> "OpenVinoRunner":
+        """A local runner that executes the variant as the served model does (for parity checks)."""
+        return OpenVinoRunner(self.files["model.xml"], self.parameters, self.serving.max_batch_size)
+
+
+def serving_defaults(precision: str, **overrides) -> ServingDefaults:
+    """The tuned :data:`TUNED` settings of ``precision``; keyword overrides (None = keep) win."""
+    if precision not in TUNED:
+        raise InputError(f"no OpenVINO variant for precision {precision!r}; choose from {', '.join(OPENVINO_PRECISIONS)}")
+    base = TUNED[precision]
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    serving = replace(base, **changes)
+    if "max_batch_size" in changes and "preferred_batch_sizes" not in changes:
+        serving = replace(serving, preferred_batch_sizes=tuple(b for b in base.preferred_batch_sizes if b <= serving.max_batch_size))
+    if "instance_count" in changes and "num_streams" not in changes:
+        # One OpenVINO stream per Triton instance: the C++ backend shares one compiled model
+        # between instances, each instance owning one infer request.
+        serving = replace(serving, num_streams=serving.instance_count)
+    return serving
+
+
+def openvino_variant(
+    onnx_path: str | os.PathLike,
+    precision: str,
+    out_dir: str | os.PathLike,
+    **overrides,
+) -> OpenVinoVariant:
+    """Build the OpenVINO variant of ``precision`` from ``onnx_path`` into ``out_dir``.
+
+    ``onnx_path`` is the FP32 ONNX model for ``fp32``/``bf16`` and the calibrated Q/DQ ONNX
+    model for ``int8``. ``overrides`` are :class:`ServingDefaults` fields (``max_batch_size``,
+    ``instance_count``, ``threads``, ...; None keeps the tuned value). Raises
+    :class:`InputError` when this CPU cannot run ``precision`` natively.
+    """
+    reason = unsupported_reason(precision)
+    if reason:
+        raise InputError(f"cannot build the OpenVINO {precision} variant: {reason}; drop --precision {precision}")
+    serving = serving_defaults(precision, **overrides)
+    files = IrFromOnnx(onnx_path)(out_dir)
+    ov = lazy_import("openvino")
+    info = {"openvino": ov.get_version(), "source_onnx_sha256": _sha256(Path(onnx_path)),
+            "cpu_capabilities": cpu_capabilities()}
+    return OpenVinoVariant(precision, files, backend_parameters(precision, serving), serving, info)
+
+
+class OpenVinoRunner:
+    """Run an IR on the CPU the way the ``openvino`` backend serves it: batch fixed at
+    ``max_batch_size`` (inputs padded with zeros), the config's parameters as properties.
+
+    ``runner(batch)`` takes an NCHW float32 array of any length and returns the logits.
+    """
+
+    def __init__(self, xml_path: str | os.PathLike, parameters: dict[str, str], max_batch_size: int):
+        ov = lazy_import("openvino")
+        core = ov.Core()
+        model = core.read_model(str(xml_path))
+        self.batch = max_batch_size
+        if max_batch_size > 0:
+            for param in model.get_parameters():
+                param.set_layout(ov.Layout("N..."))
+            ov.set_batch(model, max_batch_size)
+        self.compiled = core.compile_model(model, "CPU", compile_properties(parameters))
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.batch <= 0:
+            return self.request.infer([batch])[0].copy()
+        outs = []
+        for start in range(0, len(batch), self.batch):
+            chunk = batch[start:start + self.batch]
+            n = len(chunk)
+            if n < self.batch:
+                chunk = np.concatenate([chunk, np.zeros((self.batch - n, *chunk.shape[1:]), np.float32)])
+            outs.append(self.request.infer([chunk])[0][:n].copy())
+        return np.concatenate(outs)
+
+    @property
+    def precision(self) -> str:
+        """The inference precision OpenVINO chose (``f32``, ``bf16``)."""
+        return self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+
