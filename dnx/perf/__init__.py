@@ -17,6 +17,7 @@ import datetime as _dt
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from dnx.errors import InputError
 from dnx.perf.sweep import SweepOptions, SweepResult, default_metrics_url, inspect_server, sweep
 
 
@@ -40,6 +41,7 @@ class PerfRun:
     result: SweepResult
     paths: dict[str, Path]
     comparison: list[dict]
+    skipped: dict[str, str] = field(default_factory=dict)  # model -> why it was not measured
 
 
 def default_out_dir(root: str | Path = "perf/results") -> Path:
@@ -74,10 +76,17 @@ def run_perf(opts: PerfOptions) -> PerfRun:
         else:
             url, metrics_url = s.url, s.metrics_url or default_metrics_url(s.url)
         models = inspect_server(url, s.protocol, opts.models)
+        skipped = {m.name: f"variable input dims ({', '.join(m.variable_inputs)})" for m in models if m.variable_inputs}
+        if opts.models and skipped:
+            raise InputError(f"{', '.join(skipped)}: {'; '.join(skipped.values())}; dnx perf measures fixed-shape "
+                             "models only, run perf_analyzer by hand with --shape")
+        models = [m for m in models if m.name not in skipped]
+        if not models:
+            raise InputError(f"no fixed-shape READY model to measure (skipped: {', '.join(skipped)}); pass --models")
         collect = opts.collect_metrics if opts.collect_metrics is not None else any(m.on_gpu for m in models)
         s = replace(s, url=url, collect_metrics=collect, verbose_csv=s.verbose_csv or collect,
                     metrics_url=metrics_url if collect else None)
         result = sweep(models, s, out)
     manifest = read_manifest(opts.repository)
-    paths = write_report(result, latency_budget_ms=opts.latency_budget_ms, manifest=manifest)
-    return PerfRun(result, paths, compare(tidy_rows(result, manifest), opts.latency_budget_ms))
+    paths = write_report(result, latency_budget_ms=opts.latency_budget_ms, manifest=manifest, skipped=skipped)
+    return PerfRun(result, paths, compare(tidy_rows(result, manifest), opts.latency_budget_ms), skipped)

@@ -121,6 +121,8 @@ def _render_md(result: SweepResult, rows: list[dict], comparison: list[dict], me
         lines.append("| " + " | ".join(cells) + " |")
     if "concurrency" in plots:
         lines += ["", f"![throughput vs concurrency]({plots['concurrency']})"]
+    if meta.get("skipped"):
+        lines += ["", "Not measured: " + "; ".join(f"`{k}` ({v})" for k, v in meta["skipped"].items()) + "."]
     unstable = [r for r in rows if not r["stable"]]
     if unstable:
         pts = ", ".join(f"{r['model']} b{r['batch']} c{r['concurrency']}" for r in unstable)
@@ -197,7 +199,8 @@ def write_plots(rows: list[dict], out_dir: Path) -> dict[str, str]:
 
 
 def write_report(result: SweepResult, *, latency_budget_ms: float | None = None,
-                 manifest: dict | None = None, extra: dict | None = None) -> dict[str, Path]:
+                 manifest: dict | None = None, skipped: dict[str, str] | None = None,
+                 extra: dict | None = None) -> dict[str, Path]:
     """Write ``results.csv``, ``commands.txt``, ``report.md``, ``report.json`` and plots into the result's folder."""
     out = Path(result.out_dir)
     rows = tidy_rows(result, manifest)
@@ -215,6 +218,7 @@ def write_report(result: SweepResult, *, latency_budget_ms: float | None = None,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "perf_analyzer": result.perf_analyzer,
         "manifest": manifest,
+        "skipped": skipped or {},
     }
     atomic_write_text(out / "report.md", _render_md(result, rows, comparison, meta, latency_budget_ms, plots))
     o = result.options
@@ -229,13 +233,14 @@ def write_report(result: SweepResult, *, latency_budget_ms: float | None = None,
             "collect_metrics": o.collect_metrics, "latency_budget_ms": latency_budget_ms,
         },
         "models": {
-            m.name: {"precision": p, "runtime": rt, "config": m.summary()}
+            m.name: {"precision": p, "runtime": rt, "config": m.summary(), "server_config": m.config}
             for m in result.models for p, rt in [variant_of(m.name, manifest)]
         },
         "comparison": comparison,
         "results": rows,
         "runs": [asdict(r) for r in result.runs],
         "plots": plots,
+        "skipped": skipped or {},
         **(extra or {}),
     }
     atomic_write_text(out / "report.json", json.dumps(doc, indent=2) + "\n")

@@ -1,11 +1,11 @@
 """Concurrency sweeps with the real ``perf_analyzer`` against a running Triton server.
 
 One ``perf_analyzer`` process measures one (model, batch size) over the whole concurrency
-range. ``perf_analyzer`` aborts a range (exit code 2, no CSV) when one level never gets a
-stable measurement, so a failed range is split at that level: the levels before and after
-it are measured again with the same window, the failing level alone with a longer window,
-and only when the retries are spent is it measured once more with the stability check
-relaxed and flagged ``stable=False``.
+range. When a level never gets a stable measurement, perf_analyzer leaves it out of the CSV
+(and aborts the whole range, exit code 2, when it is the first level). Such a level is
+measured again alone with a doubled window; the other levels missing from the CSV again
+with the same window. Only when the retries are spent is the level measured once more with
+the stability check relaxed, and its row flagged ``stable=False``.
 """
 
 from __future__ import annotations
@@ -239,6 +239,11 @@ class ServedModel:
         return int(self.config.get("max_batch_size", 0))
 
     @property
+    def variable_inputs(self) -> list[str]:
+        """Inputs with a variable (-1) dimension: perf_analyzer would need ``--shape`` for them."""
+        return [i.get("name", "?") for i in self.config.get("input", []) if any(int(d) < 0 for d in i.get("dims", []))]
+
+    @property
     def on_gpu(self) -> bool:
         return any(g.get("kind") == "KIND_GPU" for g in self.config.get("instance_group", []))
 
@@ -249,7 +254,11 @@ class ServedModel:
             "version": self.version,
             "backend": c.get("backend") or c.get("platform", ""),
             "max_batch_size": self.max_batch_size,
-            "dynamic_batching": c.get("dynamic_batching"),
+            # gRPC's JSON omits zero defaults that HTTP's includes: normalise to both fields.
+            "dynamic_batching": None if "dynamic_batching" not in c else {
+                "preferred_batch_size": [int(b) for b in c["dynamic_batching"].get("preferred_batch_size", [])],
+                "max_queue_delay_microseconds": int(c["dynamic_batching"].get("max_queue_delay_microseconds", 0)),
+            },
             "instance_group": [
                 {"count": int(g.get("count", 1)), "kind": g.get("kind", "")} for g in c.get("instance_group", [])
             ],
@@ -273,13 +282,20 @@ def inspect_server(url: str, protocol: str = "grpc", models: list[str] | None = 
     """
     utils = lazy_import("tritonclient.utils")
     client = _client(url, protocol)
-    where = f"{url} ({protocol})"
+    try:
+        return _inspect(client, utils.InferenceServerException, f"{url} ({protocol})", protocol, models)
+    finally:
+        client.close()
+
+
+def _inspect(client, client_error, where: str, protocol: str, models: list[str] | None) -> list[ServedModel]:
+    json_kw = {"as_json": True} if protocol == "grpc" else {}
     try:
         if not client.is_server_live():
             raise ServerError(f"the Triton server at {where} is not live; start it with `make serve` or pass --launch")
-        index = client.get_model_repository_index(**({"as_json": True} if protocol == "grpc" else {}))
-    except utils.InferenceServerException as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        index = client.get_model_repository_index(**json_kw)
+    except (client_error, OSError) as exc:  # the HTTP client raises plain socket errors
+        msg = (str(exc).splitlines() or [""])[0] or exc.__class__.__name__
         raise ServerError(
             f"no Triton server answers at {where} ({msg}); start one with `make serve`, pass --launch, or fix --url"
         ) from None
@@ -302,8 +318,8 @@ def inspect_server(url: str, protocol: str = "grpc", models: list[str] | None = 
     out = []
     for name in wanted:
         try:
-            meta = client.get_model_config(name, **({"as_json": True} if protocol == "grpc" else {}))
-        except utils.InferenceServerException as exc:
+            meta = client.get_model_config(name, **json_kw)
+        except (client_error, OSError) as exc:
             raise ServerError(f"cannot read the config of {name!r} from {where}: {exc}; check the server log") from None
         cfg = meta.get("config", meta)
         version = next((e.get("version", "") for e in entries if e["name"] == name and e.get("version")), "")
@@ -332,7 +348,7 @@ class SweepOptions:
     percentile: int | None = None
     stability_percentage: float | None = None
     max_trials: int | None = None
-    retries: int = 2  # longer windows (x2 each) for a level that is unstable
+    retries: int = 1  # longer windows (x2 each) for a level that is unstable
     collect_metrics: bool = False
     metrics_url: str | None = None
     verbose_csv: bool = False
@@ -428,8 +444,42 @@ def _run_once(argv: list[str], env: dict, log_path: Path, progress: _Progress, m
     return rc, "".join(lines)
 
 
-def _segment(levels: list[int], step: int) -> ConcurrencyRange:
-    return ConcurrencyRange(levels[0], levels[-1], step)
+def _contiguous(levels: list[int], step: int) -> list[list[int]]:
+    """Split sorted levels into runs perf_analyzer can sweep with one ``start:end:step``."""
+    runs: list[list[int]] = []
+    for c in levels:
+        if runs and c - runs[-1][-1] == step:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return runs
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Consecutive concurrency levels for one perf_analyzer run."""
+
+    levels: tuple[int, ...]
+    window_ms: int
+    attempt: int = 0  # how many times the window was doubled
+    relaxed: bool = False  # last resort: stability check relaxed, rows flagged unstable
+
+
+def plan_retries(seg: Segment, measured: set[int], unstable: set[int], step: int, retries: int) -> list[Segment]:
+    """The runs still needed after ``seg`` produced ``measured`` levels and reported ``unstable`` ones (pure).
+
+    An unstable level is retried alone with a doubled window, ``retries`` times, then once
+    relaxed; other levels missing from the CSV are measured again with the same window.
+    """
+    missing = [c for c in seg.levels if c not in measured]
+    out = []
+    for c in missing:
+        if c in unstable:
+            out.append(Segment((c,), seg.window_ms * 2, seg.attempt + 1) if seg.attempt < retries
+                       else Segment((c,), seg.window_ms, seg.attempt, relaxed=True))
+    for run in _contiguous([c for c in missing if c not in unstable], step):
+        out.append(Segment(tuple(run), seg.window_ms, seg.attempt, seg.relaxed))
+    return out
 
 
 def measure(
@@ -441,47 +491,41 @@ def measure(
     step = opts.concurrency.step
     collected: dict[int, Measurement] = {}
     runs: list[Run] = []
-    # (levels, window, attempt, relaxed)
-    pending = [(opts.concurrency.levels(), opts.measurement_interval_ms, 0, False)]
+    pending = [Segment(tuple(opts.concurrency.levels()), opts.measurement_interval_ms)]
     while pending:
-        levels, window, attempt, relaxed = pending.pop(0)
-        rng = _segment(levels, step)
-        stem = f"{model.name}_b{batch}_c{rng.start}-{rng.end}_w{window}" + ("_relaxed" if relaxed else "")
+        seg = pending.pop(0)
+        rng = ConcurrencyRange(seg.levels[0], seg.levels[-1], step)
+        stem = f"{model.name}_b{batch}_c{rng.start}-{rng.end}_w{seg.window_ms}" + ("_relaxed" if seg.relaxed else "")
         csv_path, log_path = raw / f"{stem}.csv", raw / f"{stem}.log"
         argv = build_argv(
             binary, model.name, url=opts.url, protocol=opts.protocol, batch_size=batch, concurrency=rng,
-            measurement_interval_ms=window, csv_path=csv_path, percentile=opts.percentile,
-            stability_percentage=RELAXED_STABILITY if relaxed else opts.stability_percentage,
+            measurement_interval_ms=seg.window_ms, csv_path=csv_path, percentile=opts.percentile,
+            stability_percentage=RELAXED_STABILITY if seg.relaxed else opts.stability_percentage,
             max_trials=opts.max_trials, collect_metrics=opts.collect_metrics, metrics_url=opts.metrics_url,
             verbose_csv=opts.verbose_csv, input_data=opts.input_data,
         )
+        csv_path.unlink(missing_ok=True)
         rc, text = _run_once(argv, env, log_path, progress, model.name, batch)
-        m = _UNSTABLE_RE.search(text)
-        unstable_at = int(m.group(1)) if (rc == STABILITY_EXIT_CODE and m) else None
-        runs.append(Run(model.name, batch, str(rng), window, shell_line(argv, env),
-                        str(csv_path.relative_to(out_dir)) if rc == 0 else None,
-                        str(log_path.relative_to(out_dir)), rc, unstable_at))
-        if rc == 0:
-            for meas in parse_csv(csv_path):
-                meas.window_ms, meas.stable = window, not relaxed
-                collected[meas.concurrency] = meas
-                progress.level_done(model.name, batch, meas.concurrency)
-            continue
-        if unstable_at is None or unstable_at not in levels:
+        # perf_analyzer aborts (exit 2, no CSV) when the first level is unstable, but
+        # exits 0 and leaves a later unstable level out of the CSV: both are handled alike.
+        unstable = {int(x) for x in _UNSTABLE_RE.findall(text)}
+        wrote = rc in (0, STABILITY_EXIT_CODE) and csv_path.is_file()
+        got = {m.concurrency: m for m in parse_csv(csv_path)} if wrote else {}
+        runs.append(Run(model.name, batch, str(rng), seg.window_ms, shell_line(argv, env),
+                        str(csv_path.relative_to(out_dir)) if wrote else None,
+                        str(log_path.relative_to(out_dir)), rc, min(unstable) if unstable else None))
+        for meas in got.values():
+            meas.window_ms, meas.stable = seg.window_ms, not seg.relaxed
+            collected[meas.concurrency] = meas
+            progress.level_done(model.name, batch, meas.concurrency)
+        missing = [c for c in seg.levels if c not in got]
+        if missing and (rc not in (0, STABILITY_EXIT_CODE) or not unstable & set(missing) or seg.relaxed):
             tail = " | ".join(ln.strip() for ln in text.strip().splitlines()[-3:])
             raise PerfError(
-                f"perf_analyzer failed on {model.name} batch {batch} (exit {rc}): {tail}; "
-                f"see {log_path}"
+                f"perf_analyzer measured no result for {model.name} batch {batch} concurrency {missing} "
+                f"(exit {rc}): {tail}; see {log_path}"
             )
-        i = levels.index(unstable_at)
-        if levels[:i]:
-            pending.append((levels[:i], window, attempt, relaxed))
-        if attempt < opts.retries:
-            pending.append(([unstable_at], window * 2, attempt + 1, False))
-        else:
-            pending.append(([unstable_at], window, attempt, True))
-        if levels[i + 1:]:
-            pending.append((levels[i + 1:], opts.measurement_interval_ms, 0, False))
+        pending.extend(plan_retries(seg, set(got), unstable, step, opts.retries))
     return [collected[c] for c in sorted(collected)], runs
 
 

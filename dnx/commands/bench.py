@@ -1,0 +1,69 @@
+"""``dnx bench`` (``make bench``): served Triton vs in-process baselines, one run, ratios vs targets."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command("bench")
+@click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True,
+              help="Model repository to serve and to take the in-process models from.")
+@click.option("--out-md", type=click.Path(path_type=Path), default=Path("perf/BENCHMARKS.md"), show_default=True,
+              help="Markdown summary to write.")
+@click.option("--results", type=click.Path(path_type=Path), help="Raw results folder. Default: perf/results/bench-<timestamp>/.")
+@click.option("--duration", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds per in-process (runtime, batch) point.")
+@click.option("--concurrency", default="1:4", show_default=True, help="Served sweep, perf_analyzer start:end[:step].")
+@click.option("--measurement-interval", type=int, default=5000, show_default=True, help="perf_analyzer window (ms).")
+@click.option("--stability-percentage", type=float, help="perf_analyzer stability threshold (default 10).")
+@click.option("--max-trials", type=click.IntRange(min=3), default=6, show_default=True,
+              help="perf_analyzer windows per level before it counts as unstable.")
+@click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Retries of an unstable level with a doubled window.")
+@click.option("--models", help="Comma list of served models to sweep. Default: every model the local server loads.")
+@click.option("--no-torch", is_flag=True, help="Skip the PyTorch eager baseline.")
+@click.option("--notes", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Markdown file appended to BENCHMARKS.md as 'Notes' (e.g. what was tuned).")
+@click.option("--quick", is_flag=True, help="Short run for CI: 1.5 s points, concurrency 1:2, 1 s windows, PyTorch batch 1.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def command(repository, out_md, results, duration, concurrency, measurement_interval, stability_percentage,
+            max_trials, retries, models, no_torch, notes, quick, quiet):
+    """Measure the served repository against PyTorch eager, ONNX Runtime and OpenVINO in-process.
+
+    \b
+    Examples:
+      dnx bench                                   # what `make bench` runs; writes perf/BENCHMARKS.md
+      dnx bench --quick --out-md /tmp/BENCH.md    # a short smoke run
+    """
+    from dnx.perf.bench import BenchOptions, run_bench
+    from dnx.perf.sweep import ConcurrencyRange
+
+    opts = BenchOptions(
+        repository=repository, out_md=out_md, results_dir=results, duration_s=duration,
+        concurrency=ConcurrencyRange.parse(concurrency), measurement_interval_ms=measurement_interval,
+        stability_percentage=stability_percentage, max_trials=max_trials, retries=retries, include_torch=not no_torch,
+        served_models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
+        command=shlex.join(["dnx", "bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "dnx bench",
+        progress=not quiet, notes=notes.read_text() if notes else "",
+    )
+    if quick:
+        opts.duration_s, opts.warmup, opts.min_iterations = min(duration, 1.5), 1, 3
+        opts.concurrency, opts.measurement_interval_ms = ConcurrencyRange(1, 2, 1), 1000
+        opts.stability_percentage, opts.max_trials, opts.torch_batches = stability_percentage or 100.0, 3, (1,)
+    res = run_bench(opts, on_step=None if quiet else lambda msg: click.echo(f"bench: {msg}", err=True))
+    for t in res.in_process:
+        click.echo(f"{t.runner:28s} batch {t.batch:2d}  {t.throughput:7.1f} img/s  p50 {t.p50_ms:7.1f} ms  p99 {t.p99_ms:7.1f} ms")
+    best = {}
+    for r in res.served:
+        if r["throughput"] > best.get(r["model"], {}).get("throughput", -1):
+            best[r["model"]] = r
+    for name, r in best.items():
+        click.echo(f"{'served ' + name:28s} c{r['concurrency']:<2d}       {r['throughput']:7.1f} infer/s p99 {r['p99_ms']:7.1f} ms")
+    for r in res.ratios:
+        verdict = "n/a" if r["pass"] is None else ("pass" if r["pass"] else "FAIL")
+        click.echo(f"{r['name']}: {r['value']:.2f}x (target {r['target']}) {verdict}")
+    click.echo(f"Wrote {res.out_md} (details in {res.results_dir})")

@@ -1,0 +1,79 @@
+"""``dnx perf``: perf_analyzer concurrency sweeps against a Triton server, with a report and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def int_list(text: str, flag: str) -> tuple[int, ...]:
+    """``"1,4"`` -> ``(1, 4)``; raise InputError (one line, exit 1) otherwise."""
+    from dnx.errors import InputError
+
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        values = ()
+    if not values or any(v < 1 for v in values):
+        raise InputError(f"{flag} {text!r} is not a comma list of positive integers; e.g. {flag} 1,4")
+    return values
+
+
+@click.command("perf")
+@click.option("--models", help="Comma list of models. Default: every READY model on the server.")
+@click.option("--concurrency", default="1:16", show_default=True, help="perf_analyzer range start:end[:step].")
+@click.option("--batch-size", default="1", show_default=True, help="Comma list of request batch sizes, e.g. 1,4.")
+@click.option("--url", default="127.0.0.1:8001", show_default=True, help="Server address (gRPC port for grpc).")
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="Results folder. Default: perf/results/<timestamp>/.")
+@click.option("--measurement-interval", type=int, default=5000, show_default=True,
+              help="perf_analyzer window (ms); doubled for a retry of an unstable level.")
+@click.option("--percentile", type=int, help="Stabilize on this latency percentile instead of the average.")
+@click.option("--stability-percentage", type=float, help="Allowed variation between windows (perf_analyzer: 10).")
+@click.option("--max-trials", type=int, help="Windows per level before it counts as unstable (perf_analyzer: 10).")
+@click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Retries of an unstable level with a longer window before it is reported unstable.")
+@click.option("--latency-budget-ms", type=float, help="Report the best throughput with p99 within this budget.")
+@click.option("--collect-metrics/--no-collect-metrics", default=None,
+              help="perf_analyzer --collect-metrics --verbose-csv. Default: on when a model runs on a GPU.")
+@click.option("--metrics-url", help="Server metrics endpoint. Default: <host of --url>:8002/metrics.")
+@click.option("--launch", is_flag=True, help="Start a local server on --repository for the run, stop it after.")
+@click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True,
+              help="Model repository (served with --launch; its dnx-manifest.json names precision/runtime).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def command(models, concurrency, batch_size, url, protocol, out, measurement_interval, percentile,
+            stability_percentage, max_trials, retries, latency_budget_ms, collect_metrics, metrics_url,
+            launch, repository, quiet):
+    """Sweep concurrency with perf_analyzer and write CSVs, report.md, report.json and plots.
+
+    \b
+    Examples:
+      make serve &
+      dnx perf --concurrency 1:16
+      dnx perf --models densenet121_onnx --concurrency 1:16:2 --batch-size 1,4 --latency-budget-ms 50
+      dnx perf --launch --concurrency 1:4 --measurement-interval 2000
+    """
+    from dnx.perf import PerfOptions, run_perf
+    from dnx.perf.sweep import ConcurrencyRange, SweepOptions
+
+    sweep = SweepOptions(
+        url=url, protocol=protocol, concurrency=ConcurrencyRange.parse(concurrency),
+        batch_sizes=int_list(batch_size, "--batch-size"), measurement_interval_ms=measurement_interval,
+        percentile=percentile, stability_percentage=stability_percentage, max_trials=max_trials,
+        retries=retries, metrics_url=metrics_url, progress=not quiet,
+    )
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    run = run_perf(PerfOptions(sweep=sweep, models=names, out=out, latency_budget_ms=latency_budget_ms,
+                               launch=launch, repository=repository, collect_metrics=collect_metrics))
+    for c in run.comparison:
+        b, w = c["best"], c["within_budget"]
+        line = (f"{c['model']:28s} best {b['throughput']:8.1f} infer/s (batch {b['batch']}, concurrency "
+                f"{b['concurrency']}, p99 {b['p99_ms']:.1f} ms)")
+        if latency_budget_ms is not None:
+            line += (f"; within p99 {latency_budget_ms:g} ms: {w['throughput']:.1f} infer/s at c{w['concurrency']}"
+                     if w else f"; nothing within p99 {latency_budget_ms:g} ms")
+        click.echo(line)
+    for name, why in run.skipped.items():
+        click.echo(f"{name:28s} not measured: {why}")
+    click.echo(f"Report: {run.paths['md']}")

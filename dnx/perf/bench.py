@@ -1,0 +1,446 @@
+"""``make bench``: one run, one machine, the same photograph, served Triton vs in-process baselines.
+
+In-process runners (PyTorch eager, ONNX Runtime, OpenVINO, plus any the caller adds) are
+timed first, then the repository is served by a local Triton launched through
+:mod:`dnx.serving.server` and swept with perf_analyzer (:mod:`dnx.perf.sweep`) at
+concurrency 1..N. The ratios against the targets go to ``perf/BENCHMARKS.md``.
+
+More in-process runners: pass them in :attr:`BenchOptions.extra_runners`, or register a
+factory ``fn(repository: Path, manifest: dict | None) -> list[InProcessRunner]`` with
+:func:`register_runner_factory` (how the OpenVINO exporter can contribute its own).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dnx._lazy import lazy_import
+from dnx.errors import InputError
+from dnx.model_repository.layout import atomic_write_text
+from dnx.perf.sweep import ConcurrencyRange, SweepOptions
+
+Infer = Callable[[np.ndarray], object]
+
+
+@dataclass
+class InProcessRunner:
+    """A baseline timed in this process. ``load(batch)`` returns a function that runs one batch."""
+
+    name: str  # e.g. "onnxruntime fp32"
+    family: str  # pytorch | onnxruntime | openvino | ...
+    precision: str
+    batch_sizes: tuple[int, ...]
+    load: Callable[[int], Infer]
+    threads: int | None = None
+    notes: str = ""
+
+
+@dataclass
+class Timing:
+    """One runner at one batch size."""
+
+    runner: str
+    family: str
+    precision: str
+    batch: int
+    threads: int | None
+    iterations: int
+    mean_ms: float
+    p50_ms: float
+    p99_ms: float
+    throughput: float  # images per second
+    notes: str = ""
+
+
+_FACTORIES: list[Callable[[Path, dict | None], list[InProcessRunner]]] = []
+
+
+def register_runner_factory(fn: Callable[[Path, dict | None], list[InProcessRunner]]):
+    """Add a factory of extra in-process runners to every bench (usable as a decorator)."""
+    if fn not in _FACTORIES:
+        _FACTORIES.append(fn)
+    return fn
+
+
+# ------------------------------------------------------------------ built-in runners
+
+
+def torch_eager_runner(batch_sizes=(1, 4, 8), threads: int | None = None) -> InProcessRunner:
+    """torchvision DenseNet-121 in PyTorch eager (the approach of the suite dnx replaces)."""
+    threads = threads or os.cpu_count()
+
+    def load(batch: int) -> Infer:
+        torch = lazy_import("torch")
+        tv = lazy_import("torchvision")
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        model = tv.models.densenet121(weights=None).eval()
+
+        def run(x: np.ndarray):
+            with torch.inference_mode():
+                return model(torch.from_numpy(x))
+        return run
+
+    return InProcessRunner("pytorch eager fp32", "pytorch", "fp32", tuple(batch_sizes), load, threads,
+                           "torch.set_num_threads(os.cpu_count()), inference_mode, random weights")
+
+
+def onnxruntime_runner(onnx_path: Path, batch_sizes=(1,), threads: int = 2, precision: str = "fp32") -> InProcessRunner:
+    """ONNX Runtime CPU session on ``onnx_path`` (intra-op ``threads``, inter-op 1)."""
+
+    def load(batch: int) -> Infer:
+        ort = lazy_import("onnxruntime")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        return lambda x: sess.run(None, {name: x})
+
+    return InProcessRunner(f"onnxruntime {precision}", "onnxruntime", precision, tuple(batch_sizes), load, threads,
+                           f"intra_op={threads}, inter_op=1, {Path(onnx_path).name}")
+
+
+_OV_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+
+
+def openvino_runner(model_path: Path, precision: str = "fp32", batch_sizes=(1, 8), threads: int | None = None) -> InProcessRunner:
+    """OpenVINO CPU on an ONNX or IR file, LATENCY hint, inference precision from ``precision``."""
+    threads = threads or os.cpu_count()
+
+    def load(batch: int) -> Infer:
+        ov = lazy_import("openvino")
+        core = ov.Core()
+        model = core.read_model(str(model_path))
+        model.reshape({model.inputs[0].get_any_name(): [batch, 3, 224, 224]})
+        compiled = core.compile_model(model, "CPU", {
+            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
+            "INFERENCE_PRECISION_HINT": _OV_HINTS.get(precision, "f32"),
+        })
+        request = compiled.create_infer_request()
+        return lambda x: request.infer({0: x})
+
+    return InProcessRunner(f"openvino {precision}", "openvino", precision, tuple(batch_sizes), load, threads,
+                           f"LATENCY hint, {threads} threads, precision hint {_OV_HINTS.get(precision, 'f32')}, "
+                           f"{Path(model_path).parent.parent.name}/{Path(model_path).name}")
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        return "avx512_bf16" in Path("/proc/cpuinfo").read_text() or "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def _model_file(repository: Path, model: str) -> Path | None:
+    files = sorted(p for p in (repository / model / "1").glob("model.*") if p.suffix in (".onnx", ".xml"))
+    return files[0] if files else None
+
+
+@register_runner_factory
+def _openvino_runners(repository: Path, manifest: dict | None) -> list[InProcessRunner]:
+    """OpenVINO per precision: the repository's OpenVINO models, else the fp32 ONNX (f32, and bf16 if native)."""
+    from dnx._lazy import has_module
+    from dnx.perf.report import variant_of
+
+    if not has_module("openvino"):
+        return []
+    found = []
+    for d in sorted(p for p in repository.iterdir() if p.is_dir()):
+        precision, runtime = variant_of(d.name, manifest)
+        path = _model_file(repository, d.name)
+        if runtime == "openvino" and path is not None:
+            found.append(openvino_runner(path, precision))
+    if found:
+        return found
+    onnx = _model_file(repository, "densenet121_onnx")
+    if onnx is None:
+        return []
+    return [openvino_runner(onnx, "fp32")] + ([openvino_runner(onnx, "bf16")] if _cpu_has_bf16() else [])
+
+
+# ------------------------------------------------------------------ timing
+
+
+def batch_of(images: np.ndarray, batch: int) -> np.ndarray:
+    """``batch`` images cycled from ``images`` (float32 NCHW, contiguous)."""
+    return np.ascontiguousarray(images[np.arange(batch) % len(images)])
+
+
+def time_runner(runner: InProcessRunner, images: np.ndarray, duration_s: float = 10.0,
+                warmup: int = 3, min_iterations: int = 5) -> list[Timing]:
+    """Time ``runner`` at each of its batch sizes for about ``duration_s`` seconds each."""
+    out = []
+    for batch in runner.batch_sizes:
+        x = batch_of(images, batch)
+        infer = runner.load(batch)
+        for _ in range(warmup):
+            infer(x)
+        lat = []
+        start = time.perf_counter()
+        while len(lat) < min_iterations or time.perf_counter() - start < duration_s:
+            t0 = time.perf_counter()
+            infer(x)
+            lat.append(time.perf_counter() - t0)
+        ms = np.asarray(lat) * 1000.0
+        out.append(Timing(runner.name, runner.family, runner.precision, batch, runner.threads, len(lat),
+                          float(ms.mean()), float(np.percentile(ms, 50)), float(np.percentile(ms, 99)),
+                          float(batch * len(lat) / ms.sum() * 1000.0), runner.notes))
+        del infer
+    return out
+
+
+# ------------------------------------------------------------------ machine
+
+
+def machine_info() -> dict:
+    """CPU model, cores, RAM, load, OS and Python of this machine."""
+    cpu = platform.processor() or platform.machine()
+    ram_gib = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram_gib, "bf16": _cpu_has_bf16(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "os": platform.platform(), "python": platform.python_version(),
+    }
+
+
+def library_versions() -> dict:
+    """Versions of the libraries measured."""
+    from importlib import metadata
+
+    out = {}
+    for name in ("torch", "torchvision", "onnxruntime", "openvino", "numpy", "tritonclient", "nvidia-pytriton"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+# ------------------------------------------------------------------ the bench
+
+
+@dataclass
+class BenchOptions:
+    """What ``dnx bench`` runs."""
+
+    repository: Path = Path("model_repository")
+    out_md: Path = Path("perf/BENCHMARKS.md")
+    results_dir: Path | None = None  # None: perf/results/bench-<timestamp>/
+    duration_s: float = 10.0  # per in-process (runner, batch)
+    warmup: int = 3
+    min_iterations: int = 5
+    concurrency: ConcurrencyRange = field(default_factory=lambda: ConcurrencyRange(1, 4, 1))
+    measurement_interval_ms: int = 5000
+    stability_percentage: float | None = None
+    max_trials: int | None = 6  # perf_analyzer's 10 windows x retries is long on a noisy machine
+    retries: int = 1
+    served_models: list[str] | None = None  # None: every model the local server loads
+    torch_batches: tuple[int, ...] = (1, 4, 8)
+    ort_threads: int = 2
+    include_torch: bool = True
+    extra_runners: list[InProcessRunner] = field(default_factory=list)
+    use_registered: bool = True  # include runners from register_runner_factory (OpenVINO)
+    command: str = ""  # how the bench was invoked, for the record
+    progress: bool = True
+    notes: str = ""
+
+
+@dataclass
+class BenchResult:
+    """Everything measured, the ratios, and where they were written."""
+
+    machine: dict
+    versions: dict
+    in_process: list[Timing]
+    served: list[dict]  # tidy perf rows
+    served_configs: dict
+    ratios: list[dict]
+    commands: list[str]
+    out_md: Path
+    results_dir: Path
+    photo: str = ""
+
+
+def _ort_model(repository: Path, manifest: dict | None) -> tuple[str, Path, int]:
+    from dnx.model_repository.render import parse_config
+    from dnx.perf.report import variant_of
+
+    for d in sorted(p for p in repository.iterdir() if p.is_dir()):
+        if variant_of(d.name, manifest) == ("fp32", "onnxruntime") and (d / "1" / "model.onnx").is_file():
+            cfg = parse_config((d / "config.pbtxt").read_text())
+            return d.name, d / "1" / "model.onnx", max(cfg.max_batch_size, 1)
+    raise InputError(f"{repository} has no fp32 ONNX Runtime model (densenet121_onnx); build one with "
+                     "`dnx export --precision fp32` or pass --repository")
+
+
+def _ratio(name: str, value: float | None, target: float, higher_is_better: bool, detail: str) -> dict:
+    ok = None if value is None else (value >= target if higher_is_better else value <= target)
+    return {"name": name, "value": value, "target": f"{'>=' if higher_is_better else '<='} {target:g}x",
+            "pass": ok, "detail": detail}
+
+
+def compute_ratios(in_process: list[Timing], served: list[dict], ort_model: str) -> list[dict]:
+    """The issue's targets: served vs in-process ONNX Runtime and PyTorch eager."""
+    ort = [t for t in in_process if t.family == "onnxruntime" and t.precision == "fp32"]
+    torch1 = next((t for t in in_process if t.family == "pytorch" and t.batch == 1), None)
+    mine = [r for r in served if r["model"] == ort_model and r["batch"] == 1]
+    best = max(mine, key=lambda r: r["throughput"], default=None)
+    c1 = next((r for r in mine if r["concurrency"] == 1), None)
+    ort_best = max(ort, key=lambda t: t.throughput, default=None)
+    ort1 = next((t for t in ort if t.batch == 1), None)
+    out = []
+    if best and ort_best:
+        out.append(_ratio("served best throughput / in-process ONNX Runtime best", best["throughput"] / ort_best.throughput,
+                          0.8, True, f"{best['throughput']:.1f} infer/s ({ort_model}, concurrency {best['concurrency']}) vs "
+                          f"{ort_best.throughput:.1f} img/s (batch {ort_best.batch})"))
+    if best and torch1:
+        out.append(_ratio("served best throughput / PyTorch eager batch 1", best["throughput"] / torch1.throughput, 3.0, True,
+                          f"{best['throughput']:.1f} vs {torch1.throughput:.1f} img/s"))
+    if c1 and ort1:
+        out.append(_ratio("served p99 at concurrency 1 / in-process ONNX Runtime batch-1 p99", c1["p99_ms"] / ort1.p99_ms,
+                          1.5, False, f"{c1['p99_ms']:.1f} ms vs {ort1.p99_ms:.1f} ms (in-process median "
+                          f"{ort1.p50_ms:.1f} ms)"))
+    # The CPU-variants view (OpenVINO issue): the best served variant of any runtime.
+    if served and in_process:
+        sb = max(served, key=lambda r: r["throughput"])
+        ib = max(in_process, key=lambda t: t.throughput)
+        served_fig = f"{sb['model']} c{sb['concurrency']} {sb['throughput']:.1f} infer/s"
+        out.append(_ratio("best served variant / fastest in-process runner", sb["throughput"] / ib.throughput, 0.85, True,
+                          f"{served_fig} vs {ib.runner} batch {ib.batch} {ib.throughput:.1f} img/s"))
+        if ort_best:
+            out.append(_ratio("best served variant / in-process ONNX Runtime fp32 best", sb["throughput"] / ort_best.throughput,
+                              1.6, True, f"{served_fig} vs {ort_best.throughput:.1f} img/s"))
+    return out
+
+
+def write_input_dir(image: np.ndarray, folder: Path, input_name: str = "input") -> Path:
+    """perf_analyzer ``--input-data`` folder: one raw float32 file named after the input."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / input_name).write_bytes(np.ascontiguousarray(image, dtype=np.float32).tobytes())
+    return folder
+
+
+def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) -> BenchResult:
+    """Time the in-process baselines, sweep the served repository, write BENCHMARKS.md."""
+    from dnx.perf import launched_server
+    from dnx.perf.report import read_manifest, tidy_rows, write_report
+    from dnx.perf.sweep import inspect_server, sweep
+    from dnx.preprocess import photo_batch, sample_photographs
+
+    step = on_step or (lambda msg: None)
+    repo = Path(opts.repository)
+    if not repo.is_dir():
+        raise InputError(f"model repository {repo} does not exist; build it with `dnx export` or pass --repository")
+    manifest = read_manifest(repo)
+    ort_name, ort_path, max_batch = _ort_model(repo, manifest)
+    results = Path(opts.results_dir or Path("perf/results") / _dt.datetime.now(_dt.timezone.utc).strftime("bench-%Y%m%dT%H%M%SZ"))
+    results.mkdir(parents=True, exist_ok=True)
+    machine, versions = machine_info(), library_versions()
+    images = photo_batch()
+    photo = sample_photographs()[0].name
+
+    runners: list[InProcessRunner] = []
+    if opts.include_torch:
+        runners.append(torch_eager_runner(opts.torch_batches))
+    runners.append(onnxruntime_runner(ort_path, tuple(dict.fromkeys((1, max_batch))), opts.ort_threads))
+    if opts.use_registered:
+        for factory in _FACTORIES:
+            runners.extend(factory(repo, manifest))
+    runners.extend(opts.extra_runners)
+    timings: list[Timing] = []
+    for r in runners:
+        step(f"in-process {r.name}, batch {', '.join(map(str, r.batch_sizes))}")
+        timings.extend(time_runner(r, images, opts.duration_s, opts.warmup, opts.min_iterations))
+
+    step(f"served: local Triton on {repo}, perf_analyzer concurrency {opts.concurrency}")
+    # Kept with the results so the recorded perf_analyzer command lines can be rerun.
+    input_dir = write_input_dir(images[0], results / "input-data")
+    with launched_server(repo, opts.served_models, results / "tritonserver.log") as server:
+        models = [m for m in inspect_server(server.grpc_url, "grpc", opts.served_models) if not m.variable_inputs]
+        sweep_opts = SweepOptions(
+            url=server.grpc_url, protocol="grpc", concurrency=opts.concurrency, batch_sizes=(1,),
+            measurement_interval_ms=opts.measurement_interval_ms, stability_percentage=opts.stability_percentage,
+            max_trials=opts.max_trials, retries=opts.retries, input_data=str(input_dir), progress=opts.progress,
+        )
+        swept = sweep(models, sweep_opts, results)
+    write_report(swept, manifest=manifest)
+    served = tidy_rows(swept, manifest)
+    configs = {m.name: m.summary() for m in models}
+    ratios = compute_ratios(timings, served, ort_name)
+    commands = [opts.command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])] + [r.command for r in swept.runs]
+    result = BenchResult(machine, versions, timings, served, configs, ratios, commands, Path(opts.out_md), results, photo)
+    atomic_write_text(results / "bench.json", json.dumps(
+        {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}, indent=2) + "\n")
+    atomic_write_text(opts.out_md, render_markdown(result, opts))
+    return result
+
+
+def _fmt(x, nd=1):
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def render_markdown(res: BenchResult, opts: BenchOptions) -> str:
+    """``perf/BENCHMARKS.md``."""
+    m = res.machine
+    lines = [
+        "# Benchmarks", "",
+        f"Written by `dnx bench` (`make bench`) on {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}: "
+        f"one run, one machine, the same preprocessed photographs for every runtime (scikit-image `{res.photo}` for "
+        "perf_analyzer and batch 1, the shipped photographs cycled for larger batches).", "",
+        "## Machine", "",
+        f"- CPU: {m['cpu']}, {m['cores']} logical cores, bf16: {'yes' if m['bf16'] else 'no'}",
+        f"- RAM: {m['ram_gib']} GiB; load average at start: {', '.join(map(str, m['load_average']))}",
+        f"- OS: {m['os']}; Python {m['python']}", "",
+        "## Versions", "",
+        ", ".join(f"{k} {v}" for k, v in res.versions.items() if v), "",
+        "## Ratios vs targets", "",
+        "| ratio | value | target | result | figures |", "|---|---|---|---|---|",
+    ]
+    for r in res.ratios:
+        verdict = "n/a" if r["pass"] is None else ("pass" if r["pass"] else "**FAIL**")
+        lines.append(f"| {r['name']} | {_fmt(r['value'], 2)}x | {r['target']} | {verdict} | {r['detail']} |")
+    lines += ["", "## In-process", "",
+              f"Each point runs for ~{opts.duration_s:g} s (at least {opts.min_iterations} runs) after {opts.warmup} warm-up "
+              "runs; throughput = batch x iterations / time.", "",
+              "| runner | batch | threads | iterations | mean ms | p50 ms | p99 ms | img/s | notes |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for t in res.in_process:
+        lines.append(f"| {t.runner} | {t.batch} | {t.threads or '-'} | {t.iterations} | {_fmt(t.mean_ms)} | "
+                     f"{_fmt(t.p50_ms)} | {_fmt(t.p99_ms)} | {_fmt(t.throughput)} | {t.notes} |")
+    lines += ["", "## Served by Triton (local server launched by dnx, perf_analyzer over gRPC, batch 1)", "",
+              "| model | concurrency | infer/s | p50 ms | p99 ms | queue ms | compute ms | stable |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in res.served:
+        compute = r["server_compute_input_ms"] + r["server_compute_infer_ms"] + r["server_compute_output_ms"]
+        lines.append(f"| `{r['model']}` | {r['concurrency']} | {_fmt(r['throughput'])} | {_fmt(r['p50_ms'])} | "
+                     f"{_fmt(r['p99_ms'])} | {_fmt(r['server_queue_ms'])} | {_fmt(compute)} | "
+                     f"{'yes' if r['stable'] else '**no**'} |")
+    lines += ["", "Configs read back from the server:", ""]
+    for name, c in res.served_configs.items():
+        lines.append(f"- `{name}`: `{json.dumps(c)}`")
+    if opts.notes:
+        lines += ["", "## Notes", "", opts.notes.strip()]
+    lines += ["", "## Commands", "", "```"] + res.commands + ["```", "",
+              f"Full results (raw perf_analyzer CSVs, report, plots): `{res.results_dir}`."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,97 @@
+"""``dnx bench``: in-process baselines vs the repository served through dnx, ratios in BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from dnx.cli import cli
+from dnx.perf.bench import (
+    BenchOptions, Timing, _openvino_runners, compute_ratios, onnxruntime_runner, run_bench, time_runner,
+)
+from dnx.perf.sweep import ConcurrencyRange
+
+
+def timing(family, batch, thr, p99, precision="fp32"):
+    return Timing(f"{family} {precision}", family, precision, batch, 2, 10, 1000 / thr * batch, p99, p99, thr)
+
+
+def test_ratios_against_the_targets():
+    in_process = [timing("pytorch", 1, 14.0, 80.0), timing("onnxruntime", 1, 67.0, 16.0),
+                  timing("onnxruntime", 8, 49.0, 170.0)]
+    served = [{"model": "densenet121_onnx", "batch": 1, "concurrency": 1, "throughput": 60.0, "p99_ms": 20.0},
+              {"model": "densenet121_onnx", "batch": 1, "concurrency": 2, "throughput": 50.0, "p99_ms": 45.0}]
+    r = {x["name"]: x for x in compute_ratios(in_process, served, "densenet121_onnx")}
+    ort = r["served best throughput / in-process ONNX Runtime best"]
+    assert ort["value"] == pytest.approx(60 / 67) and ort["pass"] and ort["target"] == ">= 0.8x"
+    torch = r["served best throughput / PyTorch eager batch 1"]
+    assert torch["value"] == pytest.approx(60 / 14) and torch["pass"]
+    p99 = r["served p99 at concurrency 1 / in-process ONNX Runtime batch-1 p99"]
+    assert p99["value"] == pytest.approx(20 / 16) and p99["pass"] and p99["target"] == "<= 1.5x"
+    assert r["best served variant / fastest in-process runner"]["value"] == pytest.approx(60 / 67)
+    assert r["best served variant / in-process ONNX Runtime fp32 best"]["pass"] is False  # 0.9x < 1.6x
+    served[0]["p99_ms"] = 30.0
+    r = {x["name"]: x for x in compute_ratios(in_process, served, "densenet121_onnx")}
+    assert r["served p99 at concurrency 1 / in-process ONNX Runtime batch-1 p99"]["pass"] is False
+
+
+def test_in_process_runners_time_real_runtimes(onnx_fp32_path, photos):
+    from dnx.preprocess import photo_batch
+
+    images = photo_batch(limit=2)
+    (t,) = time_runner(onnxruntime_runner(onnx_fp32_path, (2,), threads=2), images, duration_s=0.1, warmup=1,
+                       min_iterations=2)
+    assert t.batch == 2 and t.iterations >= 2 and t.throughput > 0 and t.p50_ms <= t.p99_ms
+
+
+def test_openvino_runners_per_precision(fp32_repository):
+    pytest.importorskip("openvino")
+    from dnx.preprocess import photo_batch
+
+    runners = _openvino_runners(fp32_repository, None)
+    assert runners and runners[0].name == "openvino fp32" and runners[0].batch_sizes == (1, 8)
+    (t,) = time_runner(dataclasses.replace(runners[0], batch_sizes=(1,)), photo_batch(limit=1), 0.1, 1, 2)
+    assert t.family == "openvino" and t.throughput > 0
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_quick_bench_writes_benchmarks_md_with_ratios(fp32_repository, onnx_fp32_path, tmp_path):
+    extra = onnxruntime_runner(onnx_fp32_path, (1,), threads=1)
+    extra = dataclasses.replace(extra, name="onnxruntime fp32 1-thread")
+    opts = BenchOptions(
+        repository=fp32_repository, out_md=tmp_path / "BENCHMARKS.md", results_dir=tmp_path / "res",
+        duration_s=0.2, warmup=1, min_iterations=2, concurrency=ConcurrencyRange(1, 2),
+        measurement_interval_ms=1000, stability_percentage=100, max_trials=3, torch_batches=(1,),
+        use_registered=False, extra_runners=[extra], command="dnx bench --test", progress=False,
+        notes="Tried: nothing yet.",
+    )
+    res = run_bench(opts)
+    runners = [(t.runner, t.batch) for t in res.in_process]
+    assert runners == [("pytorch eager fp32", 1), ("onnxruntime fp32", 1), ("onnxruntime fp32", 8),
+                       ("onnxruntime fp32 1-thread", 1)]
+    assert all(t.throughput > 0 for t in res.in_process)
+    assert [(r["model"], r["concurrency"]) for r in res.served] == [("densenet121_onnx", 1), ("densenet121_onnx", 2)]
+    assert len(res.ratios) == 5 and all(r["value"] > 0 for r in res.ratios)
+
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    for needle in ("## Machine", "logical cores", "GiB", "onnxruntime 1.", "torch 2.", "tritonclient 2.50.0",
+                   "served best throughput / in-process ONNX Runtime best", ">= 3x",
+                   "served p99 at concurrency 1 / in-process ONNX Runtime batch-1 p99",
+                   "| onnxruntime fp32 1-thread | 1 |", "| `densenet121_onnx` | 2 |", "dnx bench --test",
+                   "perf_analyzer -m densenet121_onnx", "--input-data", "Tried: nothing yet.", '"max_batch_size": 8'):
+        assert needle in md, needle
+    assert (tmp_path / "res" / "input-data" / "input").stat().st_size == 3 * 224 * 224 * 4
+    doc = json.loads((tmp_path / "res" / "bench.json").read_text())
+    assert doc["machine"]["cores"] >= 1 and doc["served_configs"]["densenet121_onnx"]["max_batch_size"] == 8
+    assert (tmp_path / "res" / "report.md").is_file() and (tmp_path / "res" / "plots").is_dir()
+
+
+def test_bench_missing_repository_is_a_one_line_error(tmp_path):
+    r = CliRunner().invoke(cli, ["bench", "--repository", str(tmp_path / "nope"), "--out-md", str(tmp_path / "B.md")])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and r.output.startswith("Error: model repository")
+    r = CliRunner().invoke(cli, ["bench", "--concurrency", "5:1"])
+    assert r.exit_code == 1 and "below start" in r.output

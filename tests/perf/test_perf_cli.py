@@ -1,0 +1,157 @@
+"""``dnx perf`` end to end: the real perf_analyzer against a real local tritonserver."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from dnx.cli import cli
+from dnx.perf.sweep import inspect_server
+from dnx.serving.server import free_port
+
+PNG = b"\x89PNG\r\n\x1a\n"
+# Short windows; a loose stability check keeps the run short on a shared 2-core machine.
+FAST = ["--measurement-interval", "1000", "--stability-percentage", "100", "--max-trials", "3", "-q"]
+
+
+def one_line_error(result, *needles):
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_short_sweep_writes_every_result_file(triton_server, serving_repository, tmp_path):
+    out = tmp_path / "results"
+    r = CliRunner().invoke(cli, ["perf", "--url", triton_server.grpc_url, "--concurrency", "1:2", "--batch-size", "1,2",
+                                 "--out", str(out), "--latency-budget-ms", "100000", "--repository",
+                                 str(serving_repository), *FAST])
+    assert r.exit_code == 0, r.output
+    assert "densenet121_onnx" in r.output and "infer/s" in r.output and str(out / "report.md") in r.output
+    # No --models: every READY model; variable-shape ones (the fixture's test models) are named, not measured.
+    variable = [m.name for m in inspect_server(triton_server.grpc_url) if m.variable_inputs]
+    for name in variable:
+        assert f"{name}" in r.output and "not measured: variable input dims" in r.output
+
+    with (out / "results.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted((int(x["batch"]), int(x["concurrency"])) for x in rows) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    for x in rows:
+        assert x["model"] == "densenet121_onnx" and x["precision"] == "fp32" and x["runtime"] == "onnxruntime"
+        assert float(x["throughput"]) > 0
+        p = [float(x[k]) for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms")]
+        assert 0 < p[0] <= p[1] <= p[2] <= p[3] < 60_000  # ms, not microseconds
+        assert float(x["server_compute_infer_ms"]) > 0
+
+    # One perf_analyzer per batch size over the range (plus a retry per level it found unstable, if any).
+    # (perf_analyzer writes no CSV when the first level is unstable; its log is always kept.)
+    logs = {p.name for p in (out / "raw").glob("*.log")}
+    assert {"densenet121_onnx_b1_c1-2_w1000.log", "densenet121_onnx_b2_c1-2_w1000.log"} <= logs
+    assert list((out / "raw").glob("*.csv"))
+    commands = (out / "commands.txt").read_text().splitlines()
+    assert all("perf_analyzer -m densenet121_onnx" in c and "LD_LIBRARY_PATH=" in c for c in commands)
+    assert sum("--concurrency-range 1:2:1 --measurement-interval 1000" in c for c in commands) == 2
+
+    report = json.loads((out / "report.json").read_text())
+    cfg = report["models"]["densenet121_onnx"]["config"]
+    assert cfg["max_batch_size"] == 8 and cfg["instance_group"][0]["kind"] == "KIND_CPU"
+    from dnx.model_repository.render import parse_config
+
+    written = parse_config((serving_repository / "densenet121_onnx" / "config.pbtxt").read_text())
+    assert cfg["dynamic_batching"]["max_queue_delay_microseconds"] == written.dynamic_batching.max_queue_delay_microseconds
+    assert cfg["parameters"] == {k: v.string_value for k, v in written.parameters.items()}
+    assert len(report["results"]) == 4 and report["comparison"][0]["within_budget"] is not None
+    assert list(report["models"]) == ["densenet121_onnx"] and sorted(report["skipped"]) == sorted(variable)
+    assert report["options"]["concurrency"] == "1:2:1"
+    assert [r["command"] for r in report["runs"]] == commands
+
+    md = (out / "report.md").read_text()
+    assert "## Comparison" in md and "## `densenet121_onnx` (onnxruntime, fp32)" in md
+    assert "max_batch_size 8" in md and "best within p99 <= 100000 ms" in md
+    assert md.count("\n| 1 | ") == 2 and md.count("\n| 2 | ") == 2  # a table row per batch x concurrency
+
+    plots = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert plots == ["densenet121_onnx_throughput_vs_p99.png", "throughput_vs_concurrency.png"]
+    import matplotlib.image as mpimg
+
+    for name in plots:
+        data = (out / "plots" / name).read_bytes()
+        assert data.startswith(PNG)
+        assert mpimg.imread(out / "plots" / name).shape[0] > 100
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_unstable_level_is_retried_with_a_longer_window_then_flagged(triton_server, tmp_path):
+    """A 0.01 % stability threshold is never met: 500 ms, then 1000 ms, then a relaxed check."""
+    from dnx.perf.sweep import ConcurrencyRange, SweepOptions, sweep
+
+    models = inspect_server(triton_server.grpc_url, "grpc", ["densenet121_onnx"])
+    opts = SweepOptions(url=triton_server.grpc_url, concurrency=ConcurrencyRange(1, 1), measurement_interval_ms=500,
+                        stability_percentage=0.01, max_trials=3, retries=1, progress=False)
+    res = sweep(models, opts, tmp_path)
+    assert [(r.window_ms, r.returncode, r.unstable_at) for r in res.runs] == [(500, 2, 1), (1000, 2, 1), (1000, 0, None)]
+    assert "--stability-percentage 1000" in res.runs[-1].command
+    (m,) = res.measurements[("densenet121_onnx", 1)]
+    assert m.concurrency == 1 and not m.stable and m.window_ms == 1000 and m.throughput > 0
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_collect_metrics_adds_verbose_csv_and_metrics_url(triton_server, tmp_path):
+    """What a GPU server gets automatically, forced here on the CPU server (GPU columns stay empty)."""
+    metrics = triton_server.metrics_url.removeprefix("http://")
+    r = CliRunner().invoke(cli, ["perf", "--url", triton_server.grpc_url, "--models", "densenet121_onnx",
+                                 "--concurrency", "1", "--collect-metrics", "--metrics-url", metrics,
+                                 "--out", str(tmp_path), *FAST])
+    assert r.exit_code == 0, r.output
+    (command,) = (tmp_path / "commands.txt").read_text().splitlines()[:1]
+    assert f"--collect-metrics --metrics-url {metrics} --verbose-csv" in command
+    raw = next((tmp_path / "raw").glob("*.csv")).read_text()
+    assert "Avg GPU Utilization" in raw.splitlines()[0]
+    rows = json.loads((tmp_path / "report.json").read_text())["results"]
+    assert [(x["concurrency"], x["gpu_utilization"]) for x in rows] == [(1, "")]
+
+
+@pytest.mark.server
+def test_variable_shape_model_asked_by_name_is_a_one_line_error(triton_server, tmp_path):
+    variable = [m.name for m in inspect_server(triton_server.grpc_url) if m.variable_inputs]
+    if not variable:
+        pytest.skip("the session server has no variable-shape model")
+    r = CliRunner().invoke(cli, ["perf", "--url", triton_server.grpc_url, "--models", variable[0],
+                                 "--out", str(tmp_path), *FAST])
+    one_line_error(r, variable[0], "--shape")
+
+
+@pytest.mark.server
+def test_unknown_model_is_a_one_line_error(triton_server, tmp_path):
+    r = CliRunner().invoke(cli, ["perf", "--url", triton_server.grpc_url, "--models", "nope", "--out", str(tmp_path), *FAST])
+    one_line_error(r, "'nope'", "densenet121_onnx")
+
+
+@pytest.mark.server
+def test_http_protocol_inspection(triton_server):
+    (m,) = inspect_server(triton_server.http_url, "http", ["densenet121_onnx"])
+    assert m.name == "densenet121_onnx" and m.max_batch_size == 8 and not m.on_gpu
+
+
+def test_server_down_is_a_one_line_error(tmp_path):
+    r = CliRunner().invoke(cli, ["perf", "--url", f"127.0.0.1:{free_port()}", "--out", str(tmp_path), *FAST])
+    one_line_error(r, "no Triton server answers", "make serve")
+
+
+@pytest.mark.parametrize("flags,needles", [
+    (["--concurrency", "5:1"], ["--concurrency '5:1'", "below start"]),
+    (["--concurrency", "x"], ["start:end[:step]"]),
+    (["--batch-size", "0,a"], ["--batch-size"]),
+    (["--measurement-interval", "5"], ["too short"]),
+])
+def test_bad_flags_are_one_line_errors(flags, needles, tmp_path):
+    r = CliRunner().invoke(cli, ["perf", "--out", str(tmp_path), *flags])
+    one_line_error(r, *needles)
