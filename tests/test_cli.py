@@ -50,3 +50,9 @@ def test_unknown_command_and_bad_flag():
 def test_version():
     r = CliRunner().invoke(cli, ["--version"])
     assert r.exit_code == 0 and "dnx, version" in r.output
+
+
+def test_readme_command_reference_is_current():
+    root = __import__("pathlib").Path(__file__).parents[1]
+    r = subprocess.run([sys.executable, str(root / "scripts" / "cli_reference.py"), "--check"], cwd=root)
+    assert r.returncode == 0, "README.md command reference is stale: run python scripts/cli_reference.py"
