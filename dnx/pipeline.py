@@ -401,7 +401,8 @@ def _ort_runner(path: Path, name: str):
 
 def write_models(ctx: Context, repo: Path) -> StageResult:
     """Write config.pbtxt, labels and model files of every model that passed (or --keep-failing)."""
-    from dnx.exporter.torch_export import imagenet_labels, sha256_file
+    from dnx.exporter.torch_export import imagenet_labels
+    from dnx.hashing import sha256_file
     from dnx.model_repository.layout import LABELS_NAME, atomic_write_text, model_dir
     from dnx.model_repository.render import TritonConfig, render_config
 

@@ -31,7 +31,8 @@ class ValidationResult:
 
 
 def _reference_model(manifest: dict, repo: Path):
-    from dnx.exporter.torch_export import load_torch_model, sha256_file
+    from dnx.exporter.torch_export import load_torch_model
+    from dnx.hashing import sha256_file
     from dnx.spec import get_spec
 
     spec = get_spec(manifest.get("model", "densenet121"))

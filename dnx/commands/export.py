@@ -6,16 +6,12 @@ from pathlib import Path
 
 import click
 
+from dnx.commands import int_list
 from dnx.spec import PRECISIONS
 
 
 def _int_list(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return tuple(int(x) for x in value.split(",") if x.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected a comma-separated list of integers, got {value!r}") from None
+    return None if value is None else int_list(value, "--" + param.name.replace("_", "-"))
 
 
 @click.command("export")

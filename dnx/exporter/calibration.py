@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dnx.hashing import sha256_file  # noqa: F401 - re-exported for the converters
 from dnx.errors import InputError
 from dnx.model_repository.layout import atomic_write_bytes, atomic_write_text
 from dnx.preprocess import find_images, load_image
@@ -32,15 +33,6 @@ DEFAULT_CACHE_DIR = Path(".dnx-cache") / "calib"
 
 # ONNX Runtime CalibrationMethod member for each --calib-method value.
 ORT_METHODS = {"max": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sha256_array(data: np.ndarray) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dnx._lazy import lazy_import
 from dnx.errors import DnxError, InputError, MissingDependencyError
-from dnx.exporter.calibration import sha256_file
+from dnx.hashing import sha256_bytes, sha256_file
 from dnx.model_repository.layout import atomic_write_bytes
 from dnx.spec import DEFAULT_MODEL, ModelSpec
 
@@ -215,7 +215,7 @@ class EngineFromOnnx:
             "gpu_name": gpu.get("name"),
             "compute_capability": gpu.get("compute_capability"),
             "source_sha256": source_sha,
-            "sha256": _sha256_bytes(plan),
+            "sha256": sha256_bytes(plan),
             "network_flags": net_flags,
             "builder_flags_set": to_set,
             "builder_flags_cleared": to_clear,
@@ -258,9 +258,3 @@ def _plan_io(trt, logger, plan: bytes) -> list[dict]:
             entry["profile"] = [list(s) for s in engine.get_tensor_profile_shape(name, 0)]
         io.append(entry)
     return io
-
-
-def _sha256_bytes(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()

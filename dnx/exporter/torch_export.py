@@ -6,7 +6,6 @@ The exported graph has a dynamic batch dimension, named input/output (``input`` 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from dnx._lazy import lazy_import
 from dnx.errors import WeightsError
+from dnx.hashing import sha256_file
 from dnx.spec import DEFAULT_MODEL, ModelSpec
 
 # Old torchvision DenseNet checkpoints name layers 'norm.1', 'conv.2', ...
@@ -34,15 +34,6 @@ class WeightsInfo:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _clean_state_dict(obj) -> dict:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from dnx.errors import InputError
-from dnx.exporter.calibration import calibration_set, sha256_file
+from dnx.exporter.calibration import calibration_set
+from dnx.hashing import sha256_file
 from dnx.exporter.precision import Fp16FromOnnx, Int8FromOnnx, qdq_summary
 from dnx.parity import cosine_per_sample
 

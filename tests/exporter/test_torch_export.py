@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from dnx.errors import WeightsError
-from dnx.exporter.torch_export import imagenet_labels, load_torch_model, sha256_file, torch_forward
+from dnx.exporter.torch_export import imagenet_labels, load_torch_model, torch_forward
+from dnx.hashing import sha256_file
 
 torch = pytest.importorskip("torch")
 
