@@ -66,6 +66,7 @@ class CalibrationSet:
     seed: int
     files: tuple[str, ...] = ()  # chosen images, relative to source
     available: int = 0  # images found under source
+    unreadable: tuple[str, ...] = ()  # image files skipped because they could not be read
     sha256: str = field(default="")
 
     def __post_init__(self):
@@ -88,6 +89,8 @@ class CalibrationSet:
             "images_found": self.available,
             "preprocessing": "dnx.preprocess.load_image (same as inference)" if not self.synthetic else "none (standard normal)",
         }
+        if self.unreadable:
+            info["unreadable_files"] = list(self.unreadable)
         if method is not None:
             info["method"] = method
         return info
@@ -160,20 +163,39 @@ def calibration_set(
         data = np.random.default_rng(seed).standard_normal((samples, *spec.input_shape)).astype(np.float32)
         return CalibrationSet(data=data, source="synthetic", synthetic=True, seed=seed)
 
-    chosen = choose_samples(found, samples, seed)
-    data = np.empty((len(chosen), *spec.input_shape), dtype=np.float32)
-    with progress_bar(len(chosen), "loading calibration images", progress) as bar:
-        for i, path in enumerate(chosen):
-            data[i] = load_image(path, spec)
+    # Unreadable files are skipped (named in the manifest); replacements come from the rest of
+    # the seeded order, so one corrupt file neither aborts calibration nor shrinks the set.
+    order = choose_samples(found, len(found), seed) if samples >= len(found) else _seeded_order(found, seed)
+    loaded, skipped = [], []
+    with progress_bar(min(samples, len(found)), "loading calibration images", progress) as bar:
+        for path in order:
+            if len(loaded) == samples:
+                break
+            try:
+                loaded.append((path, load_image(path, spec)))
+            except InputError:
+                skipped.append(str(path.relative_to(root)))
+                continue
             bar.update(1)
+    if not loaded:
+        raise InputError(f"--calib-dir {root}: none of the {len(found)} image files could be read "
+                         f"(e.g. {skipped[0]}); pass JPEG/PNG photographs")
+    loaded.sort(key=lambda item: item[0])
     return CalibrationSet(
-        data=data,
+        data=np.stack([arr for _, arr in loaded]),
         source=str(root),
         synthetic=False,
         seed=seed,
-        files=tuple(str(p.relative_to(root)) for p in chosen),
+        files=tuple(str(p.relative_to(root)) for p, _ in loaded),
         available=len(found),
+        unreadable=tuple(skipped),
     )
+
+
+def _seeded_order(files: list[Path], seed: int) -> list[Path]:
+    """All ``files`` in a seeded random order; its first N are :func:`choose_samples`' N (as a set)."""
+    perm = np.random.default_rng(seed).permutation(len(files))
+    return [files[i] for i in perm]
 
 
 def cache_key(source_sha256: str, calib: CalibrationSet, method: str, recipe: dict) -> str:

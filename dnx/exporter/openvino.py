@@ -13,10 +13,15 @@ and ``ModelInstanceState::ProcessRequests``):
   ``HINT_BF16`` (YES), ``ENABLE_BATCH_PADDING``, ``SKIP_OV_DYNAMIC_BATCHSIZE``,
   ``RESHAPE_IO_LAYERS`` (YES), ``CPU_EXTENSION_PATH``. Other keys are ignored;
 * with ``max_batch_size > 0`` it fixes the model's batch to ``max_batch_size``
-  (``ov::set_batch``) and answers any other batch size with an error unless
-  ``ENABLE_BATCH_PADDING`` is YES, which pads every execution to ``max_batch_size``. So the
-  dynamic batcher only works with padding, and a lone request costs a full batch:
-  ``max_batch_size`` is a latency/throughput trade-off for this backend (see :data:`TUNED`).
+  (``ov::set_batch``) and refuses requests of another batch size unless
+  ``ENABLE_BATCH_PADDING`` is YES, which pads every execution to ``max_batch_size``: a lone
+  request then costs a full batch. Its padding bookkeeping also fails batches that the dynamic
+  batcher fills exactly after a padded one (openvino_backend PR #115, 2026-04, closed; the
+  fix is not in the source read for dnx).
+
+Hence the tuned default ``max_batch_size: 1`` (:data:`TUNED`): no padding, nothing for that bug
+to hit, and on the 2-core machine it was also the fastest served setting at concurrency 1-4.
+Clients send one image per request; Triton queues the rest.
 
 There is no backend key for FP32 inference. On a CPU with native bfloat16, OpenVINO's CPU
 default *is* bf16, so the C++ backend runs the ``fp32`` variant in bf16. dnx writes
@@ -28,16 +33,17 @@ backends run its unquantized layers at the CPU default.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
 import numpy as np
 
 from dnx._lazy import lazy_import
 from dnx.errors import DnxError, InputError
+from dnx.hashing import sha256_file
 from dnx.spec import DEFAULT_MODEL, ModelSpec
 
 IR_FILES = ("model.xml", "model.bin")
@@ -58,14 +64,11 @@ class ServingDefaults:
     threads: int | None = None  # INFERENCE_NUM_THREADS; None: OpenVINO's default, the serving machine's cores
 
 
-# Measured on the 2-core developer machine kind (perf/BENCHMARKS.md, "OpenVINO"): with the
-# backend's batch padding a lone request pays for the whole max_batch_size, so the batch stays
-# small where batch-1 latency matters; see the sweep figures for the reasoning.
-TUNED: dict[str, ServingDefaults] = {
-    "fp32": ServingDefaults(max_batch_size=2, preferred_batch_sizes=(2,), max_queue_delay_us=0),
-    "bf16": ServingDefaults(max_batch_size=2, preferred_batch_sizes=(2,), max_queue_delay_us=0),
-    "int8": ServingDefaults(max_batch_size=2, preferred_batch_sizes=(2,), max_queue_delay_us=0),
-}
+# Measured on the 2-core developer machine kind (perf/BENCHMARKS.md, "OpenVINO"), perf_analyzer
+# concurrency 1-4: max_batch_size 1, one instance, one stream, LATENCY hint, OpenVINO's own
+# thread count beat max_batch_size 2/4 with padding (a lone request pays for the whole batch)
+# and two instances x two streams (one thread each) for every precision.
+TUNED: dict[str, ServingDefaults] = {p: ServingDefaults(max_batch_size=1) for p in ("fp32", "bf16", "int8")}
 
 
 def cpu_capabilities() -> list[str]:
@@ -88,14 +91,6 @@ def unsupported_reason(precision: str) -> str | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 class IrFromOnnx:
     """Convert an ONNX file into OpenVINO IR (``model.xml`` + ``model.bin``), weights kept in FP32.
 
@@ -111,7 +106,7 @@ class IrFromOnnx:
         ov = lazy_import("openvino")
         if not self.onnx_path.is_file():
             raise InputError(f"ONNX model {self.onnx_path} not found; export it first (dnx export)")
-        before = _sha256(self.onnx_path)
+        before = sha256_file(self.onnx_path)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         try:
@@ -129,7 +124,7 @@ class IrFromOnnx:
                 files[name] = out / name
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        if _sha256(self.onnx_path) != before:
+        if sha256_file(self.onnx_path) != before:
             raise DnxError(f"{self.onnx_path} changed while OpenVINO read it; this is a bug, report it")
         return files
 
@@ -233,8 +228,13 @@ def openvino_variant(
     serving = serving_defaults(precision, **overrides)
     files = IrFromOnnx(onnx_path)(out_dir)
     ov = lazy_import("openvino")
-    info = {"openvino": ov.get_version(), "source_onnx_sha256": _sha256(Path(onnx_path)),
+    info = {"openvino": ov.get_version(), "source_onnx_sha256": sha256_file(Path(onnx_path)),
             "cpu_capabilities": cpu_capabilities()}
+    if precision == "int8":
+        info["fake_quantize_nodes"] = files["model.xml"].read_text(encoding="utf-8").count('type="FakeQuantize"')
+        if not info["fake_quantize_nodes"]:
+            raise InputError(f"{Path(onnx_path).name} has no Q/DQ nodes, so it cannot be the int8 variant; "
+                             "pass the calibrated Q/DQ ONNX model (dnx export --precision int8 --calib-dir ...)")
     return OpenVinoVariant(precision, files, backend_parameters(precision, serving), serving, info)
 
 

@@ -114,24 +114,34 @@ def onnxruntime_runner(onnx_path: Path, batch_sizes=(1,), threads: int = 2, prec
 _OV_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 
 
-def openvino_runner(model_path: Path, precision: str = "fp32", batch_sizes=(1, 8), threads: int | None = None) -> InProcessRunner:
-    """OpenVINO CPU on an ONNX or IR file, LATENCY hint, inference precision from ``precision``."""
+def openvino_runner(model_path: Path, precision: str = "fp32", batch_sizes=(1, 8), threads: int | None = None,
+                    parameters: dict[str, str] | None = None) -> InProcessRunner:
+    """OpenVINO CPU on an ONNX or IR file, LATENCY hint, inference precision from ``precision``.
+
+    ``parameters`` (a served model's config parameters) replace the precision choice, so the
+    in-process run compiles exactly as the openvino backend does (int8 then runs its
+    unquantized layers at the CPU default, as served).
+    """
     threads = threads or os.cpu_count()
+    props = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": _OV_HINTS.get(precision, "f32")}
+    if parameters is not None:
+        from dnx.exporter.openvino import compile_properties
+
+        props = {"PERFORMANCE_HINT": "LATENCY", **compile_properties(parameters)}
+    props["INFERENCE_NUM_THREADS"] = threads
 
     def load(batch: int) -> Infer:
         ov = lazy_import("openvino")
         core = ov.Core()
         model = core.read_model(str(model_path))
         model.reshape({model.inputs[0].get_any_name(): [batch, 3, 224, 224]})
-        compiled = core.compile_model(model, "CPU", {
-            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
-            "INFERENCE_PRECISION_HINT": _OV_HINTS.get(precision, "f32"),
-        })
+        compiled = core.compile_model(model, "CPU", props)
         request = compiled.create_infer_request()
         return lambda x: request.infer({0: x})
 
     return InProcessRunner(f"openvino {precision}", "openvino", precision, tuple(batch_sizes), load, threads,
-                           f"LATENCY hint, {threads} threads, precision hint {_OV_HINTS.get(precision, 'f32')}, "
+                           f"LATENCY hint, {threads} threads, precision hint "
+                           f"{props.get('INFERENCE_PRECISION_HINT', 'CPU default')}, "
                            f"{Path(model_path).parent.parent.name}/{Path(model_path).name}")
 
 
@@ -160,7 +170,8 @@ def _openvino_runners(repository: Path, manifest: dict | None) -> list[InProcess
         precision, runtime = variant_of(d.name, manifest)
         path = _model_file(repository, d.name)
         if runtime == "openvino" and path is not None:
-            found.append(openvino_runner(path, precision))
+            params = (((manifest or {}).get("models") or {}).get(d.name) or {}).get("config", {}).get("parameters")
+            found.append(openvino_runner(path, precision, parameters=params))
     if found:
         return found
     onnx = _model_file(repository, "densenet121_onnx")

@@ -80,6 +80,16 @@ def test_unreadable_image_names_the_file(tmp_path):
         calibration_set(tmp_path, progress=False)
 
 
+def test_unreadable_files_are_skipped_and_recorded(tmp_path):
+    shutil.copytree(CALIB_DIR, tmp_path / "calib")
+    (tmp_path / "calib" / "aaa_corrupt.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    calib = calibration_set(tmp_path / "calib", samples=100, progress=False)
+    assert calib.count == 6 and "aaa_corrupt.jpg" not in calib.files
+    assert calib.describe()["unreadable_files"] == ["aaa_corrupt.jpg"]
+    few = calibration_set(tmp_path / "calib", samples=6, seed=1, progress=False)
+    assert few.count == 6  # a corrupt file is replaced, the set keeps its size
+
+
 def test_synthetic_fallback_is_flagged(tmp_path):
     calib = calibration_set(None, samples=3, synthetic=True, seed=1)
     assert calib.synthetic and calib.source == "synthetic" and calib.data.shape == (3, 3, 224, 224)

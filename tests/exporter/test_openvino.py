@@ -218,6 +218,8 @@ def test_config_golden_parsed_with_triton_proto():
 def test_unsupported_precision_and_missing_onnx(tmp_path, onnx_fp32_path):
     with pytest.raises(InputError, match="fp16.*drop --precision fp16"):
         ovx.openvino_variant(onnx_fp32_path, "fp16", tmp_path)
+    with pytest.raises(InputError, match="no Q/DQ nodes"):
+        ovx.openvino_variant(onnx_fp32_path, "int8", tmp_path / "int8")
     with pytest.raises(InputError, match="not found"):
         ovx.IrFromOnnx(tmp_path / "missing.onnx")(tmp_path / "out")
 

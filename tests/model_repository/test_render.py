@@ -34,7 +34,8 @@ CASES = {
                            instance_kind="KIND_GPU", instance_count=2, preferred_batch_sizes=[8, 16],
                            max_queue_delay_us=200, cuda_graphs=True, warmup_batch_sizes=[1, 16]),
     "openvino_cpu": _base(name="densenet121_openvino_bf16", backend="openvino",
-                          parameters={"NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": "bf16"}),
+                          max_batch_size=1,
+                          parameters={"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "HINT_BF16": "YES"}),
 }
 
 
@@ -66,6 +67,12 @@ def test_parsed_fields():
     ep = parse_config(render_config(CASES["onnxruntime_gpu_trt_ep"]))
     acc = ep.optimization.execution_accelerators.gpu_execution_accelerator[0]
     assert acc.name == "tensorrt" and acc.parameters["precision_mode"] == "FP16"
+
+
+def test_image_format_only_for_chw_inputs():
+    assert "FORMAT_NCHW" in render_config(CASES["onnxruntime_cpu"])
+    flat = parse_config(render_config(_base(input_dims=(5,))))
+    assert flat.input[0].format == model_config_pb2.ModelInput.FORMAT_NONE
 
 
 def test_golden_files_parse_independently():
