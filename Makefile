@@ -32,7 +32,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
-	$(BIN)/dnx bench --repository $(REPO)
+	$(BIN)/dnx bench --repository $(REPO) --notes perf/tuning.md
 
 # TensorRT engines need an NVIDIA GPU host with Docker; plans and the server share one TensorRT.
 TRT_IMAGE ?= nvcr.io/nvidia/tensorrt:26.03-py3

@@ -93,6 +93,12 @@ def validate(
     if unknown:
         raise InputError(f"{unknown[0]!r} is not in {repo} (models: {', '.join(entries)}); check --models")
 
+    if served:  # fail fast, before the minutes of local work, when the server is not there
+        from dnx.serving.client import TritonClient
+
+        for name in names:
+            with TritonClient(url, name, protocol):
+                pass
     model, spec, trained = _reference_model(manifest, repo)
     inputs, info = parity.parity_inputs(spec, random=random_inputs, seed=seed)
     reference = torch_forward(model, inputs)

@@ -83,6 +83,9 @@ def command(quiet, **kwargs):
                f"weights: {result.manifest['weights']['source']})")
     if result.parity is not None:
         click.echo(result.parity.format_table())
+        if not result.parity.passed:
+            names = ", ".join(r.variant for r in result.parity.failures())
+            click.echo(f"Warning: written despite failing the parity gate (--keep-failing): {names}", err=True)
 
 
 def _print_stage(r) -> None:

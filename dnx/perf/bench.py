@@ -342,6 +342,18 @@ def compute_ratios(in_process: list[Timing], served: list[dict], ort_model: str)
         if ort_best:
             out.append(_ratio("best served variant / in-process ONNX Runtime fp32 best", sb["throughput"] / ort_best.throughput,
                               1.6, True, f"{served_fig} vs {ort_best.throughput:.1f} img/s"))
+        if torch1:
+            out.append(_ratio("best served variant / PyTorch eager batch 1", sb["throughput"] / torch1.throughput, 3.0, True,
+                              f"{served_fig} vs {torch1.throughput:.1f} img/s"))
+        from dnx.perf.report import variant_of
+
+        precision, runtime = variant_of(sb["model"], None)
+        same = next((t for t in in_process if t.family == runtime and t.precision == precision and t.batch == 1), None)
+        sc1 = next((r for r in served if r["model"] == sb["model"] and r["batch"] == 1 and r["concurrency"] == 1), None)
+        if same and sc1:
+            out.append(_ratio("best served variant: p99 at concurrency 1 / its in-process batch-1 p99", sc1["p99_ms"] / same.p99_ms,
+                              1.5, False, f"{sb['model']} {sc1['p99_ms']:.1f} ms vs {same.runner} {same.p99_ms:.1f} ms "
+                              f"(in-process median {same.p50_ms:.1f} ms)"))
     return out
 
 
@@ -380,6 +392,9 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
             runners.extend(factory(repo, manifest))
     runners.extend(opts.extra_runners)
     timings: list[Timing] = []
+    # PyTorch last: once it has run, its thread pool slows the other runtimes in this process
+    # (ONNX Runtime batch 1 went from 30.6 to 48.7 ms here after a few PyTorch calls).
+    runners.sort(key=lambda r: r.family == "pytorch")
     for r in runners:
         step(f"in-process {r.name}, batch {', '.join(map(str, r.batch_sizes))}")
         timings.extend(time_runner(r, images, opts.duration_s, opts.warmup, opts.min_iterations))

@@ -113,3 +113,50 @@ def test_killed_run_leaves_previous_repository_intact(fp32_repository, tmp_path,
 
         with StagedRepository(repo):
             assert len(list(tmp_path.glob("model_repository.dnx-staging-*"))) == 1
+
+
+def test_export_wrong_state_dict_keys(tmp_path):
+    import torch
+    import torchvision
+
+    pth = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), pth)
+    r = CliRunner().invoke(cli, ["export", "--weights", str(pth), "--target", "cpu", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 1 and r.output.startswith("Error: ") and "does not fit torchvision densenet121" in r.output
+    assert r.output.count("\n") == 1 and not (tmp_path / "r").exists()
+
+
+def test_export_imagenet_without_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))  # an empty hub cache forces a download
+    r = CliRunner().invoke(cli, ["export", "--weights", "imagenet", "--target", "cpu", "--out", str(tmp_path / "r")])
+    if r.exit_code == 0:
+        pytest.skip("this machine can download torchvision's weights; the offline error cannot be provoked")
+    assert r.exit_code == 1 and r.output.startswith("Error: could not get torchvision's")
+    assert "--weights random" in r.output and "Traceback" not in r.output
+
+
+def test_export_int8_without_calibration_images(tmp_path):
+    r = CliRunner().invoke(cli, ["export", "--weights", "random", "--target", "cpu", "--runtime", "onnxruntime",
+                                 "--precision", "int8", "--out", str(tmp_path / "r"), "-q"])
+    assert r.exit_code == 1 and "INT8 needs calibration images" in r.output and "--calib-synthetic" in r.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_variant_failing_its_gate_is_not_written(tmp_path, monkeypatch):
+    from dnx.spec import DEFAULT_MODEL, Gate
+
+    # A gate no FP16 graph can meet (cosine exactly 1) makes the real FP16 variant fail.
+    monkeypatch.setitem(DEFAULT_MODEL.gates, "fp16", Gate(min_cosine=1.0))
+    out = tmp_path / "model_repository"
+    args = ["export", "--weights", "random", "--target", "cpu", "--runtime", "onnxruntime", "--precision", "fp32",
+            "--precision", "fp16", "--out", str(out), "-q"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 1 and "densenet121_onnx_fp16" in r.output and "--keep-failing" in r.output
+    assert not out.exists()
+
+    r = CliRunner().invoke(cli, args + ["--keep-failing"])
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((out / "dnx-manifest.json").read_text())
+    assert manifest["models"]["densenet121_onnx_fp16"]["parity"]["passed"] is False
+    assert manifest["models"]["densenet121_onnx"]["parity"]["passed"] is True
+    assert (out / "densenet121_onnx_fp16" / "1" / "model.onnx").is_file()
