@@ -21,8 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-from dnx.errors import DnxError, InputError, ParityError
-from dnx.spec import DEFAULT_MODEL, PRECISIONS, ModelSpec
+from dnx.errors import DnxError, InputError
+from dnx.spec import PRECISIONS, ModelSpec
 
 
 DEFAULT_MAX_BATCH = 16

@@ -126,3 +126,38 @@ def triton_server(triton_server_factory, serving_repository, tmp_path_factory):
 @pytest.fixture(scope="session")
 def served_model() -> str:
     return SERVED_MODEL
+
+
+def concurrent_infer(url: str, model: str, inputs, expected, threads: int, per_thread: int) -> tuple[list[str], float]:
+    """``threads`` gRPC clients each send ``per_thread`` batch-1 requests of ``inputs`` (cycled).
+
+    Returns the errors seen and the worst absolute difference of any reply from ``expected``
+    (the logits of the same rows of ``inputs``), so callers can assert contents, not just status.
+    """
+    import threading
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    errors, worst = [], [0.0]
+
+    def worker(t):
+        client = grpcclient.InferenceServerClient(url)
+        try:
+            for k in range(per_thread):
+                i = (t + k) % len(inputs)
+                inp = grpcclient.InferInput("input", [1, *inputs.shape[1:]], "FP32")
+                inp.set_data_from_numpy(np.ascontiguousarray(inputs[i : i + 1]))
+                out = client.infer(model, [inp]).as_numpy("logits")
+                worst[0] = max(worst[0], float(np.abs(out[0] - expected[i]).max()))
+        except Exception as exc:  # noqa: BLE001 - collected and reported by the caller
+            errors.append(repr(exc))
+        finally:
+            client.close()
+
+    workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=600)
+    return errors, worst[0]

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from tests.fixtures_server import TINY_MODEL
+from tests.fixtures_server import TINY_MODEL, concurrent_infer
 
 pytestmark = pytest.mark.server
 
@@ -62,33 +62,14 @@ def test_concurrent_clients_are_batched(triton_server, served_model, photo_input
 
     threads_n, per_thread = 8, 20
     before = stats()
-    errors, worst = [], [0.0]
-
-    def worker(t):
-        client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-        try:
-            for k in range(per_thread):
-                i = (t + k) % len(photo_inputs)
-                inp = grpcclient.InferInput("input", [1, 3, 224, 224], "FP32")
-                inp.set_data_from_numpy(photo_inputs[i : i + 1])
-                out = client.infer(served_model, [inp]).as_numpy("logits")
-                worst[0] = max(worst[0], float(np.abs(out[0] - reference_logits[i]).max()))
-        except Exception as exc:  # noqa: BLE001 - collected and reported below
-            errors.append(repr(exc))
-        finally:
-            client.close()
-
-    workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads_n)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=600)
+    errors, worst = concurrent_infer(triton_server.grpc_url, served_model, photo_inputs, reference_logits,
+                                     threads_n, per_thread)
     assert not errors, errors[:3]
     inferences, executions = (a - b for a, b in zip(stats(), before))
-    print(f"{inferences} inferences in {executions} executions; worst abs error {worst[0]:.3g}")
+    print(f"{inferences} inferences in {executions} executions; worst abs error {worst:.3g}")
     assert inferences == threads_n * per_thread
     assert executions < inferences, "the dynamic batcher never formed a batch > 1"
-    assert worst[0] <= TOL
+    assert worst <= TOL
 
 
 def test_bad_requests_get_errors_and_server_keeps_serving(triton_server, serving_repository, served_model, photo_inputs, reference_logits):

@@ -14,7 +14,7 @@ import pytest
 
 from dnx.exporter import openvino as ovx
 from tests.exporter.test_openvino import cosine_and_max_abs, quantize_qdq
-from tests.fixtures_server import _tiny_onnx
+from tests.fixtures_server import _tiny_onnx, concurrent_infer
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -165,41 +165,19 @@ def _stats(url, model):
 
 
 def test_concurrent_clients_are_batched(ov_server, ov_repository, photos):
-    import tritonclient.grpc as grpcclient
-
     name, variant = next((n, v) for n, v in ov_repository[1].items() if v.precision == "int8")
     local = variant.runner()(photos)
     before = _stats(ov_server.grpc_url, name)
     threads_n, per_thread = 6, 8
-    errors, worst = [], [0.0]
-
-    def worker(t):
-        client = grpcclient.InferenceServerClient(ov_server.grpc_url)
-        try:
-            for k in range(per_thread):
-                i = (t + k) % len(photos)
-                inp = grpcclient.InferInput("input", [1, 3, 224, 224], "FP32")
-                inp.set_data_from_numpy(photos[i:i + 1])
-                out = client.infer(name, [inp]).as_numpy("logits")
-                worst[0] = max(worst[0], float(np.abs(out[0] - local[i]).max()))
-        except Exception as exc:  # noqa: BLE001 - collected and reported below
-            errors.append(repr(exc))
-        finally:
-            client.close()
-
-    workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads_n)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=600)
+    errors, worst = concurrent_infer(ov_server.grpc_url, name, photos, local, threads_n, per_thread)
     assert not errors, errors[:3]
     after = _stats(ov_server.grpc_url, name)
     inferences, executions = after[0] - before[0], after[1] - before[1]
     batched = after[2].get(2, 0) - before[2].get(2, 0)
-    print(f"{inferences} inferences in {executions} executions, {batched} of batch 2; worst abs error {worst[0]:.3g}")
+    print(f"{inferences} inferences in {executions} executions, {batched} of batch 2; worst abs error {worst:.3g}")
     assert inferences == threads_n * per_thread
     assert batched > 0 and executions < inferences, "the dynamic batcher never formed a batch of 2"
-    assert worst[0] <= TOL
+    assert worst <= TOL
 
 
 def test_bad_requests_get_errors_and_model_keeps_serving(ov_server, ov_repository, photos):
