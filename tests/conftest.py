@@ -27,6 +27,23 @@ def photos() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def photo_array():
+    """The shipped photographs, preprocessed: float32 [N, 3, 224, 224]."""
+    from dnx.preprocess import photo_batch
+
+    return photo_batch()
+
+
+@pytest.fixture(scope="session")
+def torch_reference(photo_array):
+    """PyTorch FP32 logits of ``photo_array`` from the random-weight model (seed 0) every export fixture holds."""
+    from dnx.exporter.torch_export import load_torch_model, torch_forward
+
+    model, _ = load_torch_model(weights="random", seed=0)
+    return torch_forward(model, photo_array)
+
+
+@pytest.fixture(scope="session")
 def fp32_repository(tmp_path_factory) -> Path:
     """A model repository built by the real pipeline: densenet121_onnx, random weights, max batch 8."""
     from dnx.pipeline import ExportOptions, export

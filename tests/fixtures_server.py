@@ -161,3 +161,36 @@ def concurrent_infer(url: str, model: str, inputs, expected, threads: int, per_t
     for w in workers:
         w.join(timeout=600)
     return errors, worst[0]
+
+
+def mixed_width_requests(url: str, model: str, requests: int = 12) -> tuple[dict, dict]:
+    """Concurrent gRPC requests to a tiny ``x`` -> ``y`` (= 2x) model whose graph needs width 4.
+
+    Every third request (i = 0, 3, 6, ...) has width 5 and must fail alone. Returns
+    ``(results, failures)``: request index -> output array / error text.
+    """
+    import threading
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    results, failures = {}, {}
+
+    def send(i, width):
+        client = grpcclient.InferenceServerClient(url)
+        try:
+            inp = grpcclient.InferInput("x", [1, width], "FP32")
+            inp.set_data_from_numpy(np.full((1, width), i, np.float32))
+            results[i] = client.infer(model, [inp], outputs=[grpcclient.InferRequestedOutput("y")]).as_numpy("y")
+        except InferenceServerException as exc:
+            failures[i] = str(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=send, args=(i, 5 if i % 3 == 0 else 4)) for i in range(requests)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return results, failures

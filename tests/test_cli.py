@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
-import pytest
 from click.testing import CliRunner
 
 from dnx.cli import COMMAND_MODULES, cli

@@ -53,24 +53,8 @@ def quantize_qdq(onnx_path: Path, out: Path, calib: np.ndarray) -> Path:
 
 
 @pytest.fixture(scope="module")
-def photos_batch():
-    from dnx.preprocess import photo_batch
-
-    return photo_batch()
-
-
-@pytest.fixture(scope="module")
-def torch_reference(photos_batch):
-    """PyTorch FP32 logits of the same random-weight model (seed 0) the ONNX fixture holds."""
-    from dnx.exporter.torch_export import load_torch_model, torch_forward
-
-    model, _ = load_torch_model(weights="random", seed=0)
-    return torch_forward(model, photos_batch)
-
-
-@pytest.fixture(scope="module")
-def int8_onnx(onnx_fp32_path, photos_batch, tmp_path_factory):
-    calib = np.concatenate([photos_batch, photos_batch[:, :, :, ::-1]])  # photos and their mirror images
+def int8_onnx(onnx_fp32_path, photo_array, tmp_path_factory):
+    calib = np.concatenate([photo_array, photo_array[:, :, :, ::-1]])  # photos and their mirror images
     return quantize_qdq(onnx_fp32_path, tmp_path_factory.mktemp("qdq") / "model.int8.onnx", calib)
 
 
@@ -224,21 +208,21 @@ def test_unsupported_precision_and_missing_onnx(tmp_path, onnx_fp32_path):
         ovx.IrFromOnnx(tmp_path / "missing.onnx")(tmp_path / "out")
 
 
-def test_runner_pads_to_the_fixed_batch(variants, photos_batch):
+def test_runner_pads_to_the_fixed_batch(variants, photo_array):
     v = variants["fp32"]
-    padded = ovx.OpenVinoRunner(v.files["model.xml"], v.parameters, max_batch_size=4)(photos_batch)  # 4+4+2(+2 pad)
-    dynamic = ovx.OpenVinoRunner(v.files["model.xml"], v.parameters, max_batch_size=0)(photos_batch)
-    assert padded.shape == (len(photos_batch), 1000)
+    padded = ovx.OpenVinoRunner(v.files["model.xml"], v.parameters, max_batch_size=4)(photo_array)  # 4+4+2(+2 pad)
+    dynamic = ovx.OpenVinoRunner(v.files["model.xml"], v.parameters, max_batch_size=0)(photo_array)
+    assert padded.shape == (len(photo_array), 1000)
     np.testing.assert_allclose(padded, dynamic, rtol=0, atol=1e-4)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=needs_bf16), "int8"])
-def test_parity_with_pytorch_on_photos(variants, precision, photos_batch, torch_reference):
+def test_parity_with_pytorch_on_photos(variants, precision, photo_array, torch_reference):
     from dnx.spec import DEFAULT_MODEL
 
     runner = variants[precision].runner()
-    cos, max_abs = cosine_and_max_abs(torch_reference, runner(photos_batch))
+    cos, max_abs = cosine_and_max_abs(torch_reference, runner(photo_array))
     gate = DEFAULT_MODEL.gates[precision]
     assert cos >= gate.min_cosine, (precision, cos, max_abs)
     if gate.max_abs is not None:

@@ -1,11 +1,10 @@
 """The Python-based `onnxruntime` backend inside a real tritonserver: parity, batching, bad requests."""
 
-import threading
 
 import numpy as np
 import pytest
 
-from tests.fixtures_server import TINY_MODEL, concurrent_infer
+from tests.fixtures_server import TINY_MODEL, concurrent_infer, mixed_width_requests
 
 pytestmark = pytest.mark.server
 
@@ -107,18 +106,6 @@ def test_backend_error_answers_only_the_bad_request(triton_server):
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     np.testing.assert_array_equal(_infer(grpcclient, url, TINY_MODEL, x, output="y"), 2 * x)
 
-    results, failures = {}, {}
-
-    def send(i, width):
-        try:
-            results[i] = _infer(grpcclient, url, TINY_MODEL, np.full((1, width), i, np.float32), output="y")
-        except InferenceServerException as exc:
-            failures[i] = str(exc)
-
-    threads = [threading.Thread(target=send, args=(i, 5 if i % 3 == 0 else 4)) for i in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    results, failures = mixed_width_requests(url, TINY_MODEL)
     assert sorted(failures) == [0, 3, 6, 9]
     assert all(np.array_equal(results[i], np.full((1, 4), 2 * i, np.float32)) for i in results)

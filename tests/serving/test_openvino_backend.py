@@ -7,14 +7,13 @@ The repository holds the OpenVINO variants exactly as dnx writes them (IR + conf
 from __future__ import annotations
 
 import shutil
-import threading
 
 import numpy as np
 import pytest
 
 from dnx.exporter import openvino as ovx
 from tests.exporter.test_openvino import cosine_and_max_abs, quantize_qdq
-from tests.fixtures_server import _tiny_onnx, concurrent_infer
+from tests.fixtures_server import _tiny_onnx, concurrent_infer, mixed_width_requests
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -41,15 +40,13 @@ def _tiny_model(repo, name, *, dims, parameters):
 
 
 @pytest.fixture(scope="module")
-def ov_repository(onnx_fp32_path, tmp_path_factory):
+def ov_repository(onnx_fp32_path, photo_array, tmp_path_factory):
     """fp32, bf16 (if the CPU has it) and int8 OpenVINO variants, laid out as dnx writes them."""
     from dnx.exporter.torch_export import imagenet_labels
     from dnx.model_repository.render import render_config
-    from dnx.preprocess import photo_batch
 
     repo = tmp_path_factory.mktemp("ovserve") / "model_repository"
-    photos = photo_batch()
-    int8_onnx = quantize_qdq(onnx_fp32_path, repo.parent / "int8.onnx", np.concatenate([photos, photos[:, :, :, ::-1]]))
+    int8_onnx = quantize_qdq(onnx_fp32_path, repo.parent / "int8.onnx", np.concatenate([photo_array, photo_array[:, :, :, ::-1]]))
     labels = "\n".join(imagenet_labels()) + "\n"
     variants = {}
     for precision in ["fp32", "int8"] + (["bf16"] if ovx.cpu_supports_bf16() else []):
@@ -77,21 +74,6 @@ def ov_server(triton_server_factory, ov_repository, tmp_path_factory):
     return triton_server_factory(repo, log_file=tmp_path_factory.mktemp("ovtriton") / "tritonserver.log")
 
 
-@pytest.fixture(scope="module")
-def photos():
-    from dnx.preprocess import photo_batch
-
-    return photo_batch()
-
-
-@pytest.fixture(scope="module")
-def torch_reference(photos):
-    from dnx.exporter.torch_export import load_torch_model, torch_forward
-
-    model, _ = load_torch_model(weights="random", seed=0)
-    return torch_forward(model, photos)
-
-
 def _infer(module, url, model, array, *, dtype="FP32", name="input", output="logits", class_count=0):
     client = module.InferenceServerClient(url)
     try:
@@ -102,8 +84,8 @@ def _infer(module, url, model, array, *, dtype="FP32", name="input", output="log
         client.close()
 
 
-def _served(module, url, model, photos, step):
-    return np.concatenate([_infer(module, url, model, photos[i:i + step]) for i in range(0, len(photos), step)])
+def _served(module, url, model, batch, step):
+    return np.concatenate([_infer(module, url, model, batch[i:i + step]) for i in range(0, len(batch), step)])
 
 
 def test_all_variants_load_with_their_configs(ov_server, ov_repository):
@@ -122,16 +104,16 @@ def test_all_variants_load_with_their_configs(ov_server, ov_repository):
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_served_outputs_match_local_openvino_and_pass_gates(ov_server, ov_repository, photos, torch_reference, protocol):
+def test_served_outputs_match_local_openvino_and_pass_gates(ov_server, ov_repository, photo_array, torch_reference, protocol):
     import importlib
 
     from dnx.spec import DEFAULT_MODEL
 
     module = importlib.import_module(f"tritonclient.{protocol}")
     for name, variant in ov_repository[1].items():
-        served = _served(module, ov_server.urls[protocol], name, photos, step=1)
-        local = variant.runner()(photos)
-        assert served.shape == local.shape == (len(photos), 1000)
+        served = _served(module, ov_server.urls[protocol], name, photo_array, step=1)
+        local = variant.runner()(photo_array)
+        assert served.shape == local.shape == (len(photo_array), 1000)
         assert np.abs(served - local).max() <= TOL, name
         cos, max_abs = cosine_and_max_abs(torch_reference, served)
         print(f"{protocol} {name}: served vs PyTorch min cosine {cos:.6f}, max abs {max_abs:.3g}")
@@ -140,15 +122,15 @@ def test_served_outputs_match_local_openvino_and_pass_gates(ov_server, ov_reposi
         assert gate.max_abs is None or max_abs <= gate.max_abs, name
 
 
-def test_classification_labels_come_from_the_server(ov_server, ov_repository, photos):
+def test_classification_labels_come_from_the_server(ov_server, ov_repository, photo_array):
     import tritonclient.grpc as grpcclient
 
     from dnx.exporter.torch_export import imagenet_labels
 
     labels = imagenet_labels()
     name, variant = next(iter(ov_repository[1].items()))
-    reply = np.concatenate([_infer(grpcclient, ov_server.grpc_url, name, photos[i:i + 1], class_count=5) for i in range(2)])
-    local = variant.runner()(photos[:2])
+    reply = np.concatenate([_infer(grpcclient, ov_server.grpc_url, name, photo_array[i:i + 1], class_count=5) for i in range(2)])
+    local = variant.runner()(photo_array[:2])
     assert reply.shape == (2, 5)
     for row, ref in zip(reply, local):
         entries = [e.decode().split(":", 2) for e in row]
@@ -164,12 +146,12 @@ def _stats(url, model):
     return int(m.get("inference_count", 0)), int(m.get("execution_count", 0)), sizes
 
 
-def test_concurrent_clients_are_batched(ov_server, ov_repository, photos):
+def test_concurrent_clients_are_batched(ov_server, ov_repository, photo_array):
     name, variant = next((n, v) for n, v in ov_repository[1].items() if v.precision == "int8")
-    local = variant.runner()(photos)
+    local = variant.runner()(photo_array)
     before = _stats(ov_server.grpc_url, name)
     threads_n, per_thread = 6, 8
-    errors, worst = concurrent_infer(ov_server.grpc_url, name, photos, local, threads_n, per_thread)
+    errors, worst = concurrent_infer(ov_server.grpc_url, name, photo_array, local, threads_n, per_thread)
     assert not errors, errors[:3]
     after = _stats(ov_server.grpc_url, name)
     inferences, executions = after[0] - before[0], after[1] - before[1]
@@ -180,7 +162,7 @@ def test_concurrent_clients_are_batched(ov_server, ov_repository, photos):
     assert worst <= TOL
 
 
-def test_bad_requests_get_errors_and_model_keeps_serving(ov_server, ov_repository, photos):
+def test_bad_requests_get_errors_and_model_keeps_serving(ov_server, ov_repository, photo_array):
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
@@ -195,8 +177,8 @@ def test_bad_requests_get_errors_and_model_keeps_serving(ov_server, ov_repositor
     for array, dtype, needle in cases.values():
         with pytest.raises(InferenceServerException, match=needle):
             _infer(grpcclient, url, name, array, dtype=dtype)
-    good = _infer(grpcclient, url, name, photos[:1])
-    assert np.abs(good - variant.runner()(photos[:1])).max() <= TOL
+    good = _infer(grpcclient, url, name, photo_array[:1])
+    assert np.abs(good - variant.runner()(photo_array[:1])).max() <= TOL
 
 
 def test_without_batch_padding_only_full_batches_run(ov_server):
@@ -213,22 +195,6 @@ def test_without_batch_padding_only_full_batches_run(ov_server):
 
 def test_backend_error_answers_only_the_bad_request(ov_server):
     """dnx_test_ov_any accepts any width in its config but the graph needs 4: OpenVINO rejects width 5."""
-    import tritonclient.grpc as grpcclient
-    from tritonclient.utils import InferenceServerException
-
-    url = ov_server.grpc_url
-    results, failures = {}, {}
-
-    def send(i, width):
-        try:
-            results[i] = _infer(grpcclient, url, TINY_ANY, np.full((1, width), i, np.float32), name="x", output="y")
-        except InferenceServerException as exc:
-            failures[i] = str(exc)
-
-    threads = [threading.Thread(target=send, args=(i, 5 if i % 3 == 0 else 4)) for i in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    results, failures = mixed_width_requests(ov_server.grpc_url, TINY_ANY)
     assert sorted(failures) == [0, 3, 6, 9] and all(TINY_ANY in f for f in failures.values())
     assert all(np.array_equal(results[i], np.full((1, 4), 2 * i, np.float32)) for i in results)
