@@ -97,3 +97,27 @@ def test_invalid_configs_are_refused(kw, match):
 def test_unparseable_text_is_caught():
     with pytest.raises(DnxError, match="does not parse"):
         parse_config('name: "x"\nmax_batch_size: sixteen\n')
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rendering_parses_into_exactly_the_typed_config(case):
+    from dnx.model_repository.render import expected_config
+
+    cfg = CASES[case]
+    assert parse_config(render_config(cfg)) == expected_config(cfg)
+
+
+def test_a_template_that_drops_a_field_is_caught(monkeypatch):
+    """The check compares every field: a template losing one (here the queue delay) must fail."""
+    import jinja2
+
+    from dnx.model_repository import render
+
+    source = render._template().environment.loader.get_source(render._template().environment, "config.pbtxt.j2")[0]
+    broken = source.replace("max_queue_delay_microseconds: {{ c.max_queue_delay_us }}", "")
+    assert broken != source
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    monkeypatch.setattr(render, "_template", lambda: env.from_string(broken))
+    with pytest.raises(DnxError, match="does not say what the config means"):
+        render_config(_base(max_queue_delay_us=500))
+    render_config(_base(max_queue_delay_us=0))  # 0 is the field's default: nothing is lost
