@@ -598,7 +598,8 @@ def _export(options: ExportOptions, spec: ModelSpec, target: str, target_reason:
         ctx.previous_bytes = tree_bytes(Path(options.out))
         ctx.precisions = tuple(dict.fromkeys(options.precisions or default_precisions(target)))
         ctx.runtimes = tuple(dict.fromkeys(options.runtimes or default_runtimes(target)))
-        report(StageResult("target", Status.OK, target_reason, {"target": target}))
+        if options.target == "auto":  # say what auto chose, and why
+            report(StageResult("target", Status.OK, f"{target} ({target_reason})", {"target": target}))
         # Fail before minutes of work when the disk cannot even hold a repository like the last one.
         need = ctx.previous_bytes
         for where in {staged.path.parent, work.parent}:
