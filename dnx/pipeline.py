@@ -544,14 +544,18 @@ def _run_stage(stage: Stage, ctx: Context) -> StageResult:
 
 
 def _space_estimate(ctx: Context) -> tuple[int, str]:
-    """Bytes a run needs in its work folder: what it has built so far, or the previous repository's size."""
+    """Bytes a run needs in its work folder: the previous repository's size, else one FP32 graph per model."""
     from dnx.model_repository.layout import tree_bytes
 
-    built = tree_bytes(ctx.work)
     previous = ctx.previous_bytes
-    if previous >= built:
+    if previous:
         return previous, f"measured from the previous repository {ctx.options.out}"
-    return built, "at least what it had built so far"
+    params = sum(p.numel() for p in ctx.model.parameters()) if hasattr(ctx.model, "parameters") else 0
+    models = max(1, len(ctx.precisions)) * max(1, len(ctx.runtimes))
+    if params:
+        return params * 4 * models, (f"{params / 1e6:.1f} M FP32 weights of {ctx.spec.name}, up to one graph "
+                                     f"for each of {models} precision x runtime models")
+    return tree_bytes(ctx.work), "at least what it had built so far"
 
 
 def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | None = None) -> ExportResult:
@@ -564,11 +568,15 @@ def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | Non
     folder in the system temp folder is removed on every way out; ones left by killed runs
     are removed here.
     """
+    from dnx.model_repository.layout import remove_orphans
     from dnx.signals import Interrupted
     from dnx.spec import get_spec
     from dnx.workdirs import remove_stale
 
-    remove_stale(tempfile.gettempdir(), "dnx-work")  # left by killed runs, whatever this run does next
+    # Left by killed runs: removed whatever this run does next.
+    remove_stale(tempfile.gettempdir(), "dnx-work")
+    if Path(options.out).resolve().parent.is_dir():
+        remove_orphans(Path(options.out))
     options.check()
     spec = get_spec(options.model)
     target, target_reason = resolve_target(options.target)
