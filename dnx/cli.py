@@ -32,7 +32,7 @@ class _Group(click.Group):
         from dnx.signals import Interrupted, terminating
 
         try:
-            with terminating():
+            with terminating(restore=False):
                 return super().invoke(ctx)
         except DnxError as exc:
             raise _UserError(str(exc)) from None

@@ -25,7 +25,7 @@ import threading
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-_state = {"received": None, "count": 0}
+_state = {"received": None, "count": 0, "depth": 0}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -71,18 +71,21 @@ def _handler(signum, frame):
 
 
 @contextlib.contextmanager
-def terminating():
+def terminating(restore: bool = True):
     """Turn the first SIGINT/SIGTERM into :class:`Interrupted`; later ones only set :func:`hurry`.
 
     A plain ``KeyboardInterrupt`` (e.g. from a signal that arrived before the handler was
-    installed) is re-raised as :class:`Interrupted`. Outside the main thread (where Python
-    cannot install handlers) this does nothing. Handlers are restored on exit.
+    installed) is re-raised as :class:`Interrupted`. On exit the previous handlers come back;
+    with ``restore=False`` (the CLI, whose process ends next) a run that was interrupted
+    ignores further signals instead, so a late second Ctrl-C cannot kill the exiting process
+    half-way. Nested uses pass what they received on to the outer one. Outside the main
+    thread (where Python cannot install handlers) this does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     saved = dict(_state)
-    _state.update(received=None, count=0)
+    _state.update(received=None, count=0, depth=saved["depth"] + 1)
     previous = {sig: signal.signal(sig, _handler) for sig in SIGNALS}
     try:
         yield
@@ -91,6 +94,10 @@ def terminating():
     except KeyboardInterrupt:
         raise Interrupted(signal.SIGINT) from None
     finally:
+        got, count = _state["received"], _state["count"]
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        _state.update(saved)
+            signal.signal(sig, signal.SIG_IGN if got is not None and not restore else handler)
+        if saved["depth"]:  # the outer one learns what arrived in here
+            _state.update(received=saved["received"] or got, count=saved["count"] + count, depth=saved["depth"])
+        else:
+            _state.update(saved)

@@ -1,6 +1,10 @@
 """The repository swap: one atomic exchange, README kept, orphans of killed runs removed."""
 
 import os
+import shutil
+
+import numpy as np
+import pytest
 
 from dnx.model_repository import layout
 from dnx.model_repository.layout import StagedRepository, exchange
@@ -53,3 +57,20 @@ def test_orphans_of_dead_runs_are_removed_and_live_ones_kept(tmp_path):
         p.mkdir()
     StagedRepository(target).__exit__(None, None, None)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model_repository", live.name])
+
+
+@pytest.mark.server
+def test_local_tritonserver_serves_the_swapped_repository(fp32_repository, tmp_path, photo_array, torch_reference):
+    """The swap leaves a plain folder at the same path: the real local tritonserver loads it and answers."""
+    from dnx.serving.client import infer_logits
+    from dnx.serving.server import TritonServer
+
+    target = _repo(tmp_path / "model_repository", "an older build")
+    with StagedRepository(target) as staged:
+        shutil.copytree(fp32_repository, staged.path, dirs_exist_ok=True)
+        staged.commit()
+    assert staged.swap == "exchange" and not target.is_symlink() and not (target / "m").exists()
+    with TritonServer(target, mode="local", grpc_port=0, http_port=0, metrics_port=0, ready_timeout=300) as server:
+        assert server.loaded == ["densenet121_onnx"]
+        out = infer_logits(photo_array[:2], url=server.grpc_url, model="densenet121_onnx")
+    assert float(np.abs(out - torch_reference[:2]).max()) < 1e-3
