@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# torch creates its compile cache in TMPDIR on import (one per user, reused by every run).
+# torch creates its compile cache in TMPDIR on import (one per user, reused by every run), and
+# ONNX Runtime 1.32 writes a one-line session file ``$TMPDIR/.ses`` when imported: the libraries'
+# own files, shared by every run, not per-run leftovers.
 TORCH_CACHE = "torchinductor_"
+LIBRARY_FILES = (TORCH_CACHE, ".ses")
 # What docs/RELIABILITY.md promises: the child server is gone this long after the signal.
 GONE_WITHIN_S = 15.0
 
@@ -128,8 +131,8 @@ class Dnx:
                               env={**self.env, **env}, capture_output=True, text=True, timeout=timeout)
 
     def leftovers(self) -> list[str]:
-        """What dnx left in its temp folder (torch's own cache, reused by every run, does not count)."""
-        return sorted(p.name for p in self.tmpdir.iterdir() if not p.name.startswith(TORCH_CACHE))
+        """What dnx left in its temp folder (the libraries' own shared files do not count)."""
+        return sorted(p.name for p in self.tmpdir.iterdir() if not p.name.startswith(LIBRARY_FILES))
 
 
 @pytest.fixture

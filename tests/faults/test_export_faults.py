@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from tests.faults.conftest import TORCH_CACHE, finish, one_error_line, send, tree_digest, wait_for
+from tests.faults.conftest import LIBRARY_FILES, finish, one_error_line, send, tree_digest, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -87,7 +87,7 @@ def _work_file(dnx, name):
 @pytest.mark.parametrize("sig,times,point", [
     (signal.SIGTERM, 1, None),  # while torch loads, right after the work folder appears
     (signal.SIGINT, 2, "model.fp32.onnx"),  # mid-stage (ONNX written, parity running), Ctrl-C twice
-])
+], ids=["sigterm-at-start", "sigint-twice-mid-stage"])
 def test_signal_during_export_leaves_the_previous_repository(dnx, previous, sig, times, point):
     before = tree_digest(previous)
     proc = dnx.start(*EXPORT, "--out", previous)
@@ -109,7 +109,7 @@ def test_sigkill_leftovers_are_removed_by_the_next_run(dnx, previous):
     proc.kill()
     proc.wait()
     assert tree_digest(previous) == before
-    left = [p.name for p in dnx.tmpdir.iterdir() if not p.name.startswith(TORCH_CACHE)]
+    left = [p.name for p in dnx.tmpdir.iterdir() if not p.name.startswith(LIBRARY_FILES)]
     assert [p.split("-")[:2] for p in left] == [["dnx", "work"]]
     assert [p.split("-")[0] for p in beside(previous)] == ["model_repository.dnx"]  # the staging folder
 

@@ -64,7 +64,8 @@ def test_server_killed_mid_sweep_keeps_levels_and_resume_finishes(dnx, serving_r
     assert all(rows[c] > 0 for c in rows)
 
 
-@pytest.mark.parametrize("command,sig", [("perf", signal.SIGTERM), ("bench", signal.SIGINT)])
+@pytest.mark.parametrize("command,sig", [("perf", signal.SIGTERM), ("bench", signal.SIGINT)],
+                         ids=["perf-launch-sigterm", "bench-sigint"])
 def test_launched_server_is_gone_after_a_signal(dnx, serving_repository, tmp_path, command, sig):
     out = tmp_path / "results"
     if command == "perf":

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.faults]
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("sig,times", [(signal.SIGTERM, 1), (signal.SIGINT, 2)])
+@pytest.mark.parametrize("sig,times", [(signal.SIGTERM, 1), (signal.SIGINT, 2)], ids=["sigterm", "sigint-twice"])
 def test_serve_stops_its_server_on_signals(dnx, serving_repository, sig, times):
     proc = dnx.start("serve", "--repository", serving_repository, "--mode", "local", "--grpc-port", "0",
                      "--http-port", "0", "--metrics-port", "0", "--log-file", dnx.cwd / "server.log")
