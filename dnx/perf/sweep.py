@@ -32,6 +32,9 @@ STABILITY_EXIT_CODE = 2
 RELAXED_STABILITY = 1000.0
 _UNSTABLE_RE = re.compile(r"Failed to obtain stable measurement within \d+ measurement windows for concurrency (\d+)")
 _LEVEL_RE = re.compile(r"^Request concurrency: (\d+)")
+# perf_analyzer's message (exit 3) when a window ended before any request finished (a slow or
+# loaded server): retried like an unstable level, with a doubled window.
+_WINDOW_TOO_SHORT = "Please use a larger time window"
 
 # perf_analyzer CSV column -> our field name; all times there are microseconds.
 _TIME_COLUMNS = {
@@ -529,7 +532,11 @@ def measure(
         # perf_analyzer aborts (exit 2, no CSV) when the first level is unstable, but
         # exits 0 and leaves a later unstable level out of the CSV: both are handled alike.
         unstable = {int(x) for x in _UNSTABLE_RE.findall(text)}
-        wrote = rc in (0, STABILITY_EXIT_CODE) and csv_path.is_file()
+        retryable = rc in (0, STABILITY_EXIT_CODE)
+        if _WINDOW_TOO_SHORT in text and not seg.relaxed:
+            unstable |= set(seg.levels)
+            retryable = True
+        wrote = retryable and csv_path.is_file()
         got = {m.concurrency: m for m in parse_csv(csv_path)} if wrote else {}
         runs.append(Run(model.name, batch, str(rng), seg.window_ms, shell_line(argv, env),
                         str(csv_path.relative_to(out_dir)) if wrote else None,
@@ -541,7 +548,7 @@ def measure(
         if on_level:
             on_level()
         missing = [c for c in seg.levels if c not in got]
-        if missing and (rc not in (0, STABILITY_EXIT_CODE) or not unstable & set(missing) or seg.relaxed):
+        if missing and (not retryable or not unstable & set(missing) or seg.relaxed):
             tail = " | ".join(ln.strip() for ln in text.strip().splitlines()[-3:])
             raise PerfError(
                 f"perf_analyzer measured no result for {model.name} batch {batch} concurrency {missing} "
