@@ -45,6 +45,7 @@ def test_disk_too_small_for_the_repository_fails_before_any_work(dnx, tmpfs, pre
 
     assert r.returncode == 1
     line = one_error_line(r.stderr)
+    print(line)
     assert "no space left on device" in line and str(disk) in line
     assert f"needs about {size / 2**20:.0f} MiB (measured from the previous repository" in line
     assert "free some space" in line
@@ -65,6 +66,7 @@ def test_full_temp_folder_is_a_failed_stage_naming_the_path(dnx, tmpfs, tmp_path
 
     assert r.returncode == 1
     line = one_error_line(r.stderr)
+    print(line)
     assert "no space left on device writing" in line and str(disk) in line, line
     # DenseNet-121 has 8.0 M weights: ~30 MiB as one FP32 graph.
     assert re.search(r"this run needs about 3\d MiB \(8\.0 M FP32 weights of densenet121", line), line
