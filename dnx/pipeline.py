@@ -649,9 +649,8 @@ def _write(ctx: Context, repo: Path) -> StageResult:
     from dnx.model_repository.layout import tree_bytes
 
     t0 = time.perf_counter()
-    need = sum(Path(src).stat().st_size for m in ctx.models for src in m.files.values()
-               if Path(src).is_file()) + sum(tree_bytes(Path(src)) for m in ctx.models
-                                             for src in m.files.values() if Path(src).is_dir())
+    need = sum(tree_bytes(src) if Path(src).is_dir() else Path(src).stat().st_size
+               for m in ctx.models for src in m.files.values())
     basis = f"measured from the {len(ctx.models)} models this run built"
     try:
         free = shutil.disk_usage(repo).free
