@@ -27,13 +27,19 @@ class _Group(click.Group):
         return [m for m in COMMAND_MODULES if importlib.util.find_spec(f"dnx.commands.{m}")]
 
     def invoke(self, ctx):
-        # The one place user errors become "Error: ..." lines (also under CliRunner).
+        # The one place user errors become "Error: ..." lines (also under CliRunner), and
+        # SIGINT/SIGTERM become one "Error: interrupted by ..." line after cleanup ran.
+        from dnx.signals import Interrupted, terminating
+
         try:
-            return super().invoke(ctx)
+            with terminating(restore=False):
+                return super().invoke(ctx)
         except DnxError as exc:
             raise _UserError(str(exc)) from None
-        except KeyboardInterrupt:
-            raise click.exceptions.Abort() from None
+        except Interrupted as exc:
+            err = _UserError(str(exc))
+            err.exit_code = exc.exit_code
+            raise err from None
 
     def get_command(self, ctx, name):
         if name not in COMMAND_MODULES or not importlib.util.find_spec(f"dnx.commands.{name}"):

@@ -10,6 +10,7 @@ variants → TensorRT engines → parity gates → configs and files → manifes
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -147,6 +148,7 @@ class Context:
     parity: object = None  # dnx.parity.ParityReport
     results: list[StageResult] = field(default_factory=list)
     manifest: dict = field(default_factory=dict)
+    previous_bytes: int = 0  # size of the repository this run replaces (for disk-space estimates)
 
 
 @dataclass
@@ -160,6 +162,9 @@ class ExportResult:
     parity: object = None  # dnx.parity.ParityReport
 
 
+_ENGINES_HOW = " (build them on a GPU host with `make engines`)"
+
+
 def resolve_target(target: str) -> tuple[str, str]:
     """Turn ``auto`` into ``gpu`` when TensorRT and a GPU are usable, else ``cpu``; returns (target, why)."""
     if target != "auto":
@@ -167,7 +172,9 @@ def resolve_target(target: str) -> tuple[str, str]:
     from dnx.exporter.engine import tensorrt_available
 
     usable, reason = tensorrt_available()
-    return ("gpu", "TensorRT and a GPU found") if usable else ("cpu", f"auto: {reason}")
+    if usable:
+        return "gpu", "auto: TensorRT and a GPU found"
+    return "cpu", f"auto: {reason}; TensorRT engines will not be built{_ENGINES_HOW * ('make engines' not in reason)}"
 
 
 def default_precisions(target: str) -> tuple[str, ...]:
@@ -339,7 +346,8 @@ def stage_tensorrt_engines(ctx: Context) -> StageResult:
 
     usable, reason = tensorrt_available()
     if not usable:
-        return StageResult("tensorrt_engines", Status.SKIPPED, reason)
+        return StageResult("tensorrt_engines", Status.SKIPPED,
+                           f"{reason}; engines were not built{_ENGINES_HOW * ('make engines' not in reason)}")
     from dnx.runtimes import tensorrt
 
     o = ctx.options
@@ -456,46 +464,108 @@ def write_models(ctx: Context, repo: Path) -> StageResult:
     if calib:
         ctx.manifest["calibration"] = calib
     if not written:
-        return StageResult("write_repository", Status.FAILED, "no model was built; nothing to write")
-    return StageResult("write_repository", Status.OK, "", {"models": len(written)})
+        return StageResult(WRITE_STAGE, Status.FAILED, "no model was built; nothing to write")
+    return StageResult(WRITE_STAGE, Status.OK, "", {"models": len(written)})
 
 
 # --------------------------------------------------------------------------- the pipeline
 
 @dataclass(frozen=True)
 class Stage:
-    """A pipeline step: ``run(ctx)`` is called when ``when(ctx)`` holds."""
+    """A pipeline step: ``run(ctx)`` is called when ``when(ctx)`` holds, else ``why_not(ctx)`` says why not."""
 
     name: str
     run: Callable[[Context], StageResult]
     when: Callable[[Context], bool] = lambda ctx: True
+    why_not: Callable[[Context], str] = lambda ctx: "not needed"
 
 
 def _wants(precision: str, *runtimes: str) -> Callable[[Context], bool]:
     return lambda c: precision in c.precisions and any(r in c.runtimes for r in runtimes)
 
 
+def _not_asked(precision: str) -> Callable[[Context], str]:
+    return lambda c: (f"{precision} not asked for (add --precision {precision})" if precision not in c.precisions
+                      else f"no runtime that uses {precision} graphs among {', '.join(c.runtimes)}")
+
+
+def _runtime_off(runtime: str) -> Callable[[Context], str]:
+    return lambda c: f"runtime {runtime} not selected (target {c.target}, runtimes {', '.join(c.runtimes)})"
+
+
+def _no_engines(c: Context) -> str:
+    if c.target == "gpu":
+        return _runtime_off("tensorrt")(c)
+    return f"target {c.target}: TensorRT engines were not built{_ENGINES_HOW}"
+
+
 STAGES: list[Stage] = [
     Stage("torch_to_onnx", stage_torch_to_onnx),
-    Stage("fp16_onnx", stage_fp16_onnx, _wants("fp16", "onnxruntime", "tensorrt")),
-    Stage("int8_onnx", stage_int8_onnx, _wants("int8", "onnxruntime", "tensorrt", "openvino")),
-    Stage("onnxruntime_models", stage_onnxruntime_models, lambda c: "onnxruntime" in c.runtimes),
-    Stage("openvino_models", stage_openvino_models, lambda c: "openvino" in c.runtimes),
-    Stage("tensorrt_engines", stage_tensorrt_engines, lambda c: "tensorrt" in c.runtimes),
-    Stage("parity", stage_parity, lambda c: bool(c.models)),
+    Stage("fp16_onnx", stage_fp16_onnx, _wants("fp16", "onnxruntime", "tensorrt"), _not_asked("fp16")),
+    Stage("int8_onnx", stage_int8_onnx, _wants("int8", "onnxruntime", "tensorrt", "openvino"), _not_asked("int8")),
+    Stage("onnxruntime_models", stage_onnxruntime_models, lambda c: "onnxruntime" in c.runtimes,
+          _runtime_off("onnxruntime")),
+    Stage("openvino_models", stage_openvino_models, lambda c: "openvino" in c.runtimes, _runtime_off("openvino")),
+    Stage("tensorrt_engines", stage_tensorrt_engines, lambda c: "tensorrt" in c.runtimes, _no_engines),
+    Stage("parity", stage_parity, lambda c: bool(c.models), lambda c: "no model was built"),
 ]
+
+WRITE_STAGE = "write_repository"
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (at most 300 characters) for a FAILED stage line."""
+    text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    name = exc.__class__.__name__
+    return (f"{name}: {text}" if text and not isinstance(exc, DnxError) else text or name)[:300]
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc)
+
+
+def disk_full_reason(exc: BaseException, where: Path, needed: int, basis: str) -> str:
+    """The one-line reason for a full disk: which path, how much the run needs, how to fix it."""
+    path = getattr(exc, "filename", None) or where
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        free = None
+    have = f", {free / 2**20:.0f} MiB free there" if free is not None else ""
+    need = f"this run needs about {needed / 2**20:.0f} MiB ({basis}){have}" if needed else f"no estimate of the space needed{have}"
+    return f"no space left on device writing {path}: {need}; free some space, or point --out / TMPDIR at a larger disk"
 
 
 def _run_stage(stage: Stage, ctx: Context) -> StageResult:
+    """Run one stage; any exception but a user error (:class:`InputError`) becomes its FAILED line."""
     t0 = time.perf_counter()
     try:
         result = stage.run(ctx)
     except InputError:
         raise  # a user error stops the run with its own one-line message
-    except DnxError as exc:
-        result = StageResult(stage.name, Status.FAILED, str(exc))
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime, OpenVINO, torch, disk: one FAILED line each
+        if _is_disk_full(exc):
+            reason = disk_full_reason(exc, ctx.work, *_space_estimate(ctx))
+        else:
+            reason = one_line(exc)
+        result = StageResult(stage.name, Status.FAILED, reason)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _space_estimate(ctx: Context) -> tuple[int, str]:
+    """Bytes a run needs in its work folder: the previous repository's size, else one FP32 graph per model."""
+    from dnx.model_repository.layout import tree_bytes
+
+    previous = ctx.previous_bytes
+    if previous:
+        return previous, f"measured from the previous repository {ctx.options.out}"
+    params = sum(p.numel() for p in ctx.model.parameters()) if hasattr(ctx.model, "parameters") else 0
+    models = max(1, len(ctx.precisions)) * max(1, len(ctx.runtimes))
+    if params:
+        return params * 4 * models, (f"{params / 1e6:.1f} M FP32 weights of {ctx.spec.name}, up to one graph "
+                                     f"for each of {models} precision x runtime models")
+    return tree_bytes(ctx.work), "at least what it had built so far"
 
 
 def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | None = None) -> ExportResult:
@@ -503,43 +573,107 @@ def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | Non
 
     The repository is assembled in a staging folder beside ``options.out`` and swapped in only
     when no stage failed (``keep_failing`` lets parity-failing models through); otherwise the
-    previous repository is left untouched. ``on_stage`` is called after each stage.
+    previous repository is left untouched. ``on_stage`` is called after each stage, also for
+    the chosen target (first) and for stages that did not run (SKIPPED, with why). The work
+    folder in the system temp folder is removed on every way out; ones left by killed runs
+    are removed here.
     """
-    from dnx.manifest import new_manifest, write_manifest
-    from dnx.model_repository.layout import StagedRepository
+    from dnx.model_repository.layout import remove_orphans
+    from dnx.signals import Interrupted
     from dnx.spec import get_spec
+    from dnx.workdirs import remove_stale
 
+    # Left by killed runs: removed whatever this run does next.
+    remove_stale(tempfile.gettempdir(), "dnx-work")
+    if Path(options.out).resolve().parent.is_dir():
+        remove_orphans(Path(options.out))
     options.check()
     spec = get_spec(options.model)
     target, target_reason = resolve_target(options.target)
     if options.runtimes and target == "cpu" and "tensorrt" in options.runtimes and options.target == "cpu":
         raise InputError("--runtime tensorrt needs --target gpu (or auto on a GPU machine)")
+    try:
+        return _export(options, spec, target, target_reason, on_stage)
+    except Interrupted as exc:
+        raise exc.with_detail(f"{options.out} left unchanged, temporary folders removed") from None
+
+
+def _export(options: ExportOptions, spec: ModelSpec, target: str, target_reason: str, on_stage) -> ExportResult:
+    from dnx.manifest import new_manifest, write_manifest
+    from dnx.model_repository.layout import StagedRepository, tree_bytes
+    from dnx.workdirs import work_dir
 
     def report(result: StageResult) -> None:
         ctx.results.append(result)
         if on_stage:
             on_stage(result)
 
-    with StagedRepository(options.out) as staged, tempfile.TemporaryDirectory(prefix="dnx-work-") as work:
-        ctx = Context(options=options, spec=spec, work=Path(work), target=target)
+    def failed() -> ExportResult:
+        return ExportResult(None, ctx.results, ctx.manifest, committed=False)
+
+    with StagedRepository(options.out) as staged, work_dir("dnx-work") as work:
+        ctx = Context(options=options, spec=spec, work=work, target=target)
+        ctx.previous_bytes = tree_bytes(Path(options.out))
         ctx.precisions = tuple(dict.fromkeys(options.precisions or default_precisions(target)))
         ctx.runtimes = tuple(dict.fromkeys(options.runtimes or default_runtimes(target)))
-        for stage in STAGES:
+        if options.target == "auto":  # say what auto chose, and why
+            report(StageResult("target", Status.OK, f"{target} ({target_reason})", {"target": target}))
+        # Fail before minutes of work when the disk cannot even hold a repository like the last one.
+        need = ctx.previous_bytes
+        for where in {staged.path.parent, work.parent}:
+            if need and shutil.disk_usage(where).free < need:
+                reason = disk_full_reason(OSError(errno.ENOSPC, "full"), where, need,
+                                          f"measured from the previous repository {options.out}")
+                report(StageResult("disk_space", Status.FAILED, reason))
+                _skip_rest(STAGES, 0, ctx, report, "disk_space")
+                return failed()
+        for i, stage in enumerate(STAGES):
             if not stage.when(ctx):
+                report(StageResult(stage.name, Status.SKIPPED, stage.why_not(ctx)))
                 continue
             result = _run_stage(stage, ctx)
             report(result)
             if result.status is Status.FAILED and not (stage.name == "parity" and options.keep_failing):
-                return ExportResult(None, ctx.results, ctx.manifest, committed=False)
+                _skip_rest(STAGES, i + 1, ctx, report, stage.name)
+                return failed()
         ctx.manifest = new_manifest(spec, ctx.weights.to_dict(), _options_record(options, target, target_reason))
-        result = write_models(ctx, staged.path)
+        result = _write(ctx, staged.path)
         report(result)
         if result.status is Status.FAILED:
-            return ExportResult(None, ctx.results, ctx.manifest, committed=False)
+            return failed()
         ctx.manifest["stages"] = [r.to_dict() for r in ctx.results]
         write_manifest(staged.path, ctx.manifest)
         repo = staged.commit()
     return ExportResult(repo, ctx.results, ctx.manifest, committed=True, parity=ctx.parity)
+
+
+def _skip_rest(stages: list[Stage], start: int, ctx: Context, report, failed: str) -> None:
+    """Record every stage after a failed one as SKIPPED (and the repository write)."""
+    for stage in stages[start:]:
+        report(StageResult(stage.name, Status.SKIPPED, f"not run: {failed} failed"))
+    report(StageResult(WRITE_STAGE, Status.SKIPPED, f"not run: {failed} failed; the previous repository is unchanged"))
+
+
+def _write(ctx: Context, repo: Path) -> StageResult:
+    """:func:`write_models` with a space check first; a full disk becomes a FAILED line naming the path."""
+    from dnx.model_repository.layout import tree_bytes
+
+    t0 = time.perf_counter()
+    need = sum(tree_bytes(src) if Path(src).is_dir() else Path(src).stat().st_size
+               for m in ctx.models for src in m.files.values())
+    basis = f"measured from the {len(ctx.models)} models this run built"
+    try:
+        free = shutil.disk_usage(repo).free
+        if need and free < need:
+            raise OSError(errno.ENOSPC, "No space left on device", str(repo))
+        result = write_models(ctx, repo)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see _run_stage
+        reason = disk_full_reason(exc, repo, need, basis) if _is_disk_full(exc) else one_line(exc)
+        result = StageResult(WRITE_STAGE, Status.FAILED, reason)
+    result.seconds = time.perf_counter() - t0
+    return result
 
 
 def _options_record(options: ExportOptions, target: str, reason: str) -> dict:

@@ -61,12 +61,7 @@ def command(quiet, **kwargs):
 
     The repository is built beside --out and swapped in only when every stage passed.
     """
-    import signal
-
     from dnx.pipeline import ExportOptions, export
-
-    # SIGTERM unwinds like Ctrl-C, so the staging folder is removed and --out stays as it was.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     options = ExportOptions(**{k: v for k, v in kwargs.items() if v is not None}, progress=not quiet)
     options.precisions = tuple(kwargs["precisions"])

@@ -5,7 +5,7 @@ import json
 import click
 
 from dnx.errors import InputError
-from dnx.serving.client import DEFAULT_MODEL_NAME, PROTOCOLS
+from dnx.serving.client import DEFAULT_MODEL_NAME, DEFAULT_TIMEOUT_S, PROTOCOLS
 
 
 @click.command("infer")
@@ -17,12 +17,15 @@ from dnx.serving.client import DEFAULT_MODEL_NAME, PROTOCOLS
 @click.option("--batch-size", "-b", default=8, show_default=True, type=click.IntRange(min=1),
               help="Images per request (capped at the model's max_batch_size).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@click.option("--async", "async_", is_flag=True, help="Send all requests before waiting for answers.")
-def command(images, model, url, protocol, top_k, batch_size, as_json, async_):
+@click.option("--async", "async_", is_flag=True, help="Keep a few requests in flight instead of one at a time.")
+@click.option("--timeout", default=DEFAULT_TIMEOUT_S, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds to wait for each answer before giving up.")
+def command(images, model, url, protocol, top_k, batch_size, as_json, async_, timeout):
     """Classify image files (or folders of them) with a model served by Triton.
 
     Labels come from the server (Triton's classification extension). Unreadable
     files are reported one by one; the others are still answered (exit code 1 then).
+    Folders are read batch by batch as requests go out.
 
     \b
     Example:
@@ -31,7 +34,8 @@ def command(images, model, url, protocol, top_k, batch_size, as_json, async_):
     """
     from dnx.serving.client import classify
 
-    results = classify(images, url=url, model=model, protocol=protocol, top_k=top_k, batch_size=batch_size, async_=async_)
+    results = classify(images, url=url, model=model, protocol=protocol, top_k=top_k, batch_size=batch_size, async_=async_,
+                       timeout=timeout)
     if as_json:
         click.echo(json.dumps({"model": model, "results": [r.as_dict() for r in results]}, indent=2))
     else:

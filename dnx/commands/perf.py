@@ -30,10 +30,13 @@ from dnx.commands import int_list
 @click.option("--launch", is_flag=True, help="Start a local server on --repository for the run, stop it after.")
 @click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True,
               help="Model repository (served with --launch; its dnx-manifest.json names precision/runtime).")
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
+              help="Continue the interrupted sweep in this results folder (its options; --url may point elsewhere).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def command(models, concurrency, batch_size, url, protocol, out, measurement_interval, percentile,
+@click.pass_context
+def command(ctx, models, concurrency, batch_size, url, protocol, out, measurement_interval, percentile,
             stability_percentage, max_trials, retries, latency_budget_ms, collect_metrics, metrics_url,
-            launch, repository, quiet):
+            launch, repository, resume, quiet):
     """Sweep concurrency with perf_analyzer and write CSVs, report.md, report.json and plots.
 
     \b
@@ -42,10 +45,19 @@ def command(models, concurrency, batch_size, url, protocol, out, measurement_int
       dnx perf --concurrency 1:16
       dnx perf --models densenet121_onnx --concurrency 1:16:2 --batch-size 1,4 --latency-budget-ms 50
       dnx perf --launch --concurrency 1:4 --measurement-interval 2000
+      dnx perf --resume perf/results/20261128T040000Z
+
+    Each level is on disk as soon as it is measured: when the server dies or the run is
+    interrupted, the report is written, marked incomplete, and --resume continues it.
     """
-    from dnx.perf import PerfOptions, run_perf
+    from dnx.perf import PerfOptions, resume_options, run_perf
     from dnx.perf.sweep import ConcurrencyRange, SweepOptions
 
+    if resume is not None:
+        given = ctx.get_parameter_source("url") is click.core.ParameterSource.COMMANDLINE
+        opts, state = resume_options(resume, url=url if given else None, progress=not quiet)
+        _show(run_perf(opts, resume=state), opts.latency_budget_ms)
+        return
     sweep = SweepOptions(
         url=url, protocol=protocol, concurrency=ConcurrencyRange.parse(concurrency),
         batch_sizes=int_list(batch_size, "--batch-size"), measurement_interval_ms=measurement_interval,
@@ -55,6 +67,10 @@ def command(models, concurrency, batch_size, url, protocol, out, measurement_int
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     run = run_perf(PerfOptions(sweep=sweep, models=names, out=out, latency_budget_ms=latency_budget_ms,
                                launch=launch, repository=repository, collect_metrics=collect_metrics))
+    _show(run, latency_budget_ms)
+
+
+def _show(run, latency_budget_ms) -> None:
     for c in run.comparison:
         b, w = c["best"], c["within_budget"]
         line = (f"{c['model']:28s} best {b['throughput']:8.1f} infer/s (batch {b['batch']}, concurrency "

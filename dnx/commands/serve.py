@@ -23,14 +23,19 @@ def command(repository, mode, host, grpc_port, http_port, metrics_port, log_file
     """Serve a model repository with Triton until Ctrl-C or SIGTERM.
 
     Models the chosen mode cannot run (e.g. TensorRT plans on a CPU machine) are
-    skipped with the reason printed. A port of 0 picks a free one.
+    skipped with the reason printed. A port of 0 picks a free one. Triton has no
+    authentication: a --host other than 127.0.0.1 gets a warning.
 
     \b
     Example:
       dnx serve --repository model_repository --mode local
       dnx infer cat.jpg --top-k 5          # in another shell
     """
-    from dnx.serving.server import TritonServer, serve
+    from dnx.serving.server import TritonServer, exposure_warning, serve
+
+    warning = exposure_warning(host)
+    if warning:
+        click.echo(f"Warning: {warning}", err=True)
 
     def ready(server):
         click.echo(f"tritonserver ({server.mode} mode) serving {server.repository}")

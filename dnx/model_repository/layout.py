@@ -7,12 +7,14 @@ so a failed or interrupted run leaves the previous repository untouched.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from dnx.errors import InputError
+from dnx.workdirs import make_dir, remove_stale
 
 MANIFEST_NAME = "dnx-manifest.json"
 LABELS_NAME = "labels.txt"
@@ -56,22 +58,45 @@ def check_writable_parent(target: Path) -> None:
         raise InputError(f"cannot write {target}: it is a file, not a folder; pass another --out")
 
 
-def _pid_alive(pid: int) -> bool:
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def exchange(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Swap two existing paths atomically with ``renameat2(RENAME_EXCHANGE)`` (Linux >= 3.15, glibc >= 2.28).
+
+    Returns False where the call is not available (other systems, old kernels, file systems
+    without support); raises ``OSError`` for real failures.
+    """
+    import ctypes
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
         return False
-    except PermissionError:
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
-    return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
 
 
-def _remove_orphans(parent: Path, name: str) -> None:
-    """Remove staging folders left by killed runs (their process is gone)."""
-    for p in parent.glob(f"{name}.dnx-staging-*"):
-        pid = p.name[len(name) + len(".dnx-staging-"):].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
+def remove_orphans(target: Path) -> list[Path]:
+    """Remove staging and old folders beside ``target`` left by killed runs (owner process gone)."""
+    parent = target.resolve().parent
+    return remove_stale(parent, f"{target.name}.dnx-staging") + remove_stale(parent, f"{target.name}.dnx-old")
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (0 when it does not exist)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, f)).st_size
+    return total
 
 
 class StagedRepository:
@@ -85,9 +110,9 @@ class StagedRepository:
         self.target = Path(target)
         check_writable_parent(self.target)
         parent = self.target.resolve().parent
-        _remove_orphans(parent, self.target.name)
+        remove_orphans(self.target)
         try:
-            self.path = Path(tempfile.mkdtemp(prefix=f"{self.target.name}.dnx-staging-{os.getpid()}-", dir=parent))
+            self.path = make_dir(f"{self.target.name}.dnx-staging", parent)
         except OSError as exc:
             raise InputError(f"cannot write {self.target}: {exc.strerror} in {parent}; pass another --out") from None
         self._committed = False
@@ -100,22 +125,35 @@ class StagedRepository:
             shutil.rmtree(self.path, ignore_errors=True)
 
     def commit(self) -> Path:
-        """Swap the staging folder into place; the previous repository is removed afterwards."""
-        old = None
+        """Swap the staging folder into place; the previous repository is removed afterwards.
+
+        With ``renameat2(RENAME_EXCHANGE)`` the two folders trade places in one step, so
+        ``target`` always names a complete repository (the old one until the exchange, the
+        new one after). Where the call is missing (not Linux, old kernel) it falls back to
+        two renames, with a moment in between where ``target`` does not exist.
+        """
+        self.swap = "rename"
         if self.target.exists():
             keep = [p.name for p in self.target.iterdir() if p.name == "README.md"]
             for name in keep:  # a tracked README in ./model_repository survives rebuilds
                 shutil.copy2(self.target / name, self.path / name)
-            old = Path(tempfile.mkdtemp(prefix=f"{self.target.name}.dnx-old-", dir=self.target.resolve().parent))
+            if exchange(self.path, self.target):
+                self.swap = "exchange"
+                self._committed = True
+                shutil.rmtree(self.path, ignore_errors=True)  # now the previous repository
+                return self.target
+            self.swap = "two renames"
+            old = make_dir(f"{self.target.name}.dnx-old", self.target.resolve().parent)
             os.rmdir(old)
             os.replace(self.target, old)
-        try:
-            os.replace(self.path, self.target)
-        except BaseException:
-            if old is not None:
+            try:
+                os.replace(self.path, self.target)
+            except BaseException:
                 os.replace(old, self.target)
-            raise
-        self._committed = True
-        if old is not None:
+                raise
+            self._committed = True
             shutil.rmtree(old, ignore_errors=True)
+            return self.target
+        os.replace(self.path, self.target)
+        self._committed = True
         return self.target

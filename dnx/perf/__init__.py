@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-from dataclasses import dataclass, field, replace
+import json
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from dnx.errors import InputError
+from dnx.errors import InputError, PerfError, ServerError
 from dnx.perf.sweep import SweepOptions, SweepResult, default_metrics_url, inspect_server, sweep
 
 
@@ -60,34 +61,124 @@ def launched_server(repository: Path, models: list[str] | None, log_file: Path):
         yield server
 
 
-def run_perf(opts: PerfOptions) -> PerfRun:
-    """Check the server, sweep every requested model with perf_analyzer, write the report."""
+STATE_NAME = "sweep-state.json"
+
+
+def _state(opts: PerfOptions, result: SweepResult) -> dict:
+    """Everything ``--resume`` needs: the options, and every level measured so far."""
+    s = result.options
+    return {
+        "version": 1,
+        "perf": {"models": [m.name for m in result.models], "latency_budget_ms": opts.latency_budget_ms,
+                 "launch": opts.launch, "repository": str(opts.repository), "collect_metrics": opts.collect_metrics},
+        "sweep": {"url": opts.sweep.url, "protocol": s.protocol, "concurrency": str(s.concurrency),
+                  "batch_sizes": list(s.batch_sizes), "measurement_interval_ms": s.measurement_interval_ms,
+                  "percentile": s.percentile, "stability_percentage": s.stability_percentage,
+                  "max_trials": s.max_trials, "retries": s.retries, "metrics_url": opts.sweep.metrics_url,
+                  "verbose_csv": opts.sweep.verbose_csv, "input_data": s.input_data},
+        "measurements": [{"model": model, "batch": batch, **asdict(m)}
+                         for (model, batch), rows in result.measurements.items() for m in rows],
+        "runs": [asdict(r) for r in result.runs],
+    }
+
+
+def _save_state(opts: PerfOptions, result: SweepResult) -> None:
+    from dnx.model_repository.layout import atomic_write_text
+
+    atomic_write_text(Path(result.out_dir) / STATE_NAME, json.dumps(_state(opts, result), indent=1) + "\n")
+
+
+def resume_options(out: str | Path, url: str | None = None, progress: bool = True) -> tuple[PerfOptions, dict]:
+    """The :class:`PerfOptions` of the interrupted sweep in ``out`` and its saved state.
+
+    ``url`` points the rest of the sweep at another server (then nothing is launched).
+    """
+    from dnx.perf.sweep import ConcurrencyRange
+
+    path = Path(out) / STATE_NAME
+    try:
+        state = json.loads(path.read_text())
+        p, sw = state["perf"], dict(state["sweep"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{out} holds no resumable sweep ({path}: {exc.__class__.__name__}); pass the results folder "
+                         "of an interrupted `dnx perf` run, or start a new sweep") from None
+    sw["concurrency"] = ConcurrencyRange.parse(sw["concurrency"])
+    sw["batch_sizes"] = tuple(sw["batch_sizes"])
+    sweep_opts = SweepOptions(**sw, progress=progress)
+    launch = p["launch"] and url is None
+    if url is not None:
+        sweep_opts.url = url
+    return PerfOptions(sweep=sweep_opts, models=p["models"], out=Path(out), latency_budget_ms=p["latency_budget_ms"],
+                       launch=launch, repository=Path(p["repository"]), collect_metrics=p["collect_metrics"]), state
+
+
+def _restore(result: SweepResult, state: dict) -> None:
+    from dnx.perf.sweep import Measurement, Run
+
+    for row in state.get("measurements", []):
+        row = dict(row)
+        key = (row.pop("model"), int(row.pop("batch")))
+        result.measurements.setdefault(key, []).append(Measurement(**row))
+    result.runs.extend(Run(**r) for r in state.get("runs", []))
+
+
+def run_perf(opts: PerfOptions, resume: dict | None = None) -> PerfRun:
+    """Check the server, sweep every requested model with perf_analyzer, write the report.
+
+    The sweep state is saved after every level (``sweep-state.json``). When the server dies,
+    perf_analyzer fails or a signal arrives mid-sweep, the levels already measured are kept,
+    the report is written and marked incomplete with the reason, and :class:`PerfError` (or
+    :class:`dnx.signals.Interrupted`) says how to continue: ``dnx perf --resume <out>``.
+    ``resume`` is the state :func:`resume_options` read; its levels are not measured again.
+    """
     from dnx.manifest import read_manifest
     from dnx.perf.report import compare, tidy_rows, write_report
+    from dnx.signals import Interrupted
 
     s = opts.sweep
     s.check()
     manifest = read_manifest(opts.repository, required=False)
     out = Path(opts.out) if opts.out else default_out_dir()
     out.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
-        if opts.launch:
-            server = stack.enter_context(launched_server(Path(opts.repository), opts.models, out / "tritonserver.log"))
-            url = server.grpc_url if s.protocol == "grpc" else server.http_url
-            metrics_url = server.metrics_url.removeprefix("http://")
-        else:
-            url, metrics_url = s.url, s.metrics_url or default_metrics_url(s.url)
-        models = inspect_server(url, s.protocol, opts.models)
-        skipped = {m.name: f"variable input dims ({', '.join(m.variable_inputs)})" for m in models if m.variable_inputs}
-        if opts.models and skipped:
-            raise InputError(f"{', '.join(skipped)}: {'; '.join(skipped.values())}; dnx perf measures fixed-shape "
-                             "models only, run perf_analyzer by hand with --shape")
-        models = [m for m in models if m.name not in skipped]
-        if not models:
-            raise InputError(f"no fixed-shape READY model to measure (skipped: {', '.join(skipped)}); pass --models")
-        collect = opts.collect_metrics if opts.collect_metrics is not None else any(m.on_gpu for m in models)
-        s = replace(s, url=url, collect_metrics=collect, verbose_csv=s.verbose_csv or collect,
-                    metrics_url=metrics_url if collect else None)
-        result = sweep(models, s, out)
+    result: SweepResult | None = None
+    stopped: Interrupted | None = None
+    try:
+        with contextlib.ExitStack() as stack:
+            if opts.launch:
+                server = stack.enter_context(launched_server(Path(opts.repository), opts.models, out / "tritonserver.log"))
+                url = server.grpc_url if s.protocol == "grpc" else server.http_url
+                metrics_url = server.metrics_url.removeprefix("http://")
+            else:
+                url, metrics_url = s.url, s.metrics_url or default_metrics_url(s.url)
+            models = inspect_server(url, s.protocol, opts.models)
+            skipped = {m.name: f"variable input dims ({', '.join(m.variable_inputs)})" for m in models if m.variable_inputs}
+            if opts.models and skipped:
+                raise InputError(f"{', '.join(skipped)}: {'; '.join(skipped.values())}; dnx perf measures fixed-shape "
+                                 "models only, run perf_analyzer by hand with --shape")
+            models = [m for m in models if m.name not in skipped]
+            if not models:
+                raise InputError(f"no fixed-shape READY model to measure (skipped: {', '.join(skipped)}); pass --models")
+            collect = opts.collect_metrics if opts.collect_metrics is not None else any(m.on_gpu for m in models)
+            s = replace(s, url=url, collect_metrics=collect, verbose_csv=s.verbose_csv or collect,
+                        metrics_url=metrics_url if collect else None)
+            result = SweepResult(out_dir=out, models=models, options=s)
+            if resume:
+                _restore(result, resume)
+            _save_state(opts, result)
+            sweep(models, s, out, result=result, on_level=lambda r: _save_state(opts, r))
+    except (PerfError, ServerError) as exc:
+        if result is None:
+            raise
+        result.incomplete = str(exc)
+    except Interrupted as exc:
+        if result is None:
+            raise
+        result.incomplete, stopped = str(exc), exc
     paths = write_report(result, latency_budget_ms=opts.latency_budget_ms, manifest=manifest, skipped=skipped)
+    if result.incomplete:
+        kept = (f"{result.points()} of {result.planned()} points measured and kept in {out} (report: {paths['md']}); "
+                f"continue with `dnx perf --resume {out}`")
+        if stopped is not None:
+            raise stopped.with_detail(kept) from None
+        raise PerfError(f"sweep incomplete: {result.incomplete.rstrip('.')}; {kept}")
     return PerfRun(result, paths, compare(tidy_rows(result, manifest), opts.latency_budget_ms), skipped)

@@ -365,21 +365,29 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
     # PyTorch last: once it has run, its thread pool slows the other runtimes in this process
     # (ONNX Runtime batch 1 went from 30.6 to 48.7 ms here after a few PyTorch calls).
     runners.sort(key=lambda r: r.family == "pytorch")
-    for r in runners:
-        step(f"in-process {r.name}, batch {', '.join(map(str, r.batch_sizes))}")
-        timings.extend(time_runner(r, images, opts.duration_s, opts.warmup, opts.min_iterations))
+    from dnx.signals import Interrupted
 
-    step(f"served: local Triton on {repo}, perf_analyzer concurrency {opts.concurrency}")
-    # Kept with the results so the recorded perf_analyzer command lines can be rerun.
-    input_dir = write_input_dir(images[0], results / "input-data", spec.input_name)
-    with launched_server(repo, opts.served_models, results / "tritonserver.log") as server:
-        models = [m for m in inspect_server(server.grpc_url, "grpc", opts.served_models) if not m.variable_inputs]
-        sweep_opts = SweepOptions(
-            url=server.grpc_url, protocol="grpc", concurrency=opts.concurrency, batch_sizes=(1,),
-            measurement_interval_ms=opts.measurement_interval_ms, stability_percentage=opts.stability_percentage,
-            max_trials=opts.max_trials, retries=opts.retries, input_data=str(input_dir), progress=opts.progress,
-        )
-        swept = sweep(models, sweep_opts, results)
+    try:
+        for r in runners:
+            step(f"in-process {r.name}, batch {', '.join(map(str, r.batch_sizes))}")
+            timings.extend(time_runner(r, images, opts.duration_s, opts.warmup, opts.min_iterations))
+
+        step(f"served: local Triton on {repo}, perf_analyzer concurrency {opts.concurrency}")
+        # Kept with the results so the recorded perf_analyzer command lines can be rerun.
+        input_dir = write_input_dir(images[0], results / "input-data", spec.input_name)
+        with launched_server(repo, opts.served_models, results / "tritonserver.log") as server:
+            models = [m for m in inspect_server(server.grpc_url, "grpc", opts.served_models) if not m.variable_inputs]
+            sweep_opts = SweepOptions(
+                url=server.grpc_url, protocol="grpc", concurrency=opts.concurrency, batch_sizes=(1,),
+                measurement_interval_ms=opts.measurement_interval_ms, stability_percentage=opts.stability_percentage,
+                max_trials=opts.max_trials, retries=opts.retries, input_data=str(input_dir), progress=opts.progress,
+            )
+            swept = sweep(models, sweep_opts, results)
+    except Interrupted as exc:  # the server is stopped by now; keep what was measured
+        atomic_write_text(results / "bench-partial.json", json.dumps(
+            {"incomplete": str(exc), "in_process": [asdict(t) for t in timings]}, indent=2) + "\n")
+        raise exc.with_detail(f"in-process timings in {results / 'bench-partial.json'}, served levels in "
+                              f"{results / 'raw'}") from None
     write_report(swept, manifest=manifest)
     served = tidy_rows(swept, manifest)
     configs = {m.name: m.summary() for m in models}

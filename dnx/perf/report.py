@@ -92,6 +92,12 @@ def _render_md(result: SweepResult, rows: list[dict], comparison: list[dict], me
         "- throughput is inferences (images) per second; latencies are client-side, in ms; "
         "queue/compute are the server's averages.",
         "- exact perf_analyzer command lines: `commands.txt`; raw CSVs and logs: `raw/`.", "",
+    ]
+    if result.incomplete:
+        lines += [f"**Incomplete sweep**: {result.points()} of {result.planned()} points measured "
+                  f"(every completed level is kept). Reason: {result.incomplete}", "",
+                  f"Continue it with `dnx perf --resume {result.out_dir}`.", ""]
+    lines += [
         "## Comparison", "",
     ]
     budget = f"best within p99 <= {latency_budget_ms:g} ms" if latency_budget_ms is not None else None
@@ -230,6 +236,9 @@ def write_report(result: SweepResult, *, latency_budget_ms: float | None = None,
         "runs": [asdict(r) for r in result.runs],
         "plots": plots,
         "skipped": skipped or {},
+        "complete": result.incomplete is None,
+        "incomplete_reason": result.incomplete,
+        "points": {"measured": result.points(), "planned": result.planned()},
         **(extra or {}),
     }
     atomic_write_text(out / "report.json", json.dumps(doc, indent=2) + "\n")

@@ -1,11 +1,13 @@
 """Concurrency sweeps with the real ``perf_analyzer`` against a running Triton server.
 
-One ``perf_analyzer`` process measures one (model, batch size) over the whole concurrency
-range. When a level never gets a stable measurement, perf_analyzer leaves it out of the CSV
-(and aborts the whole range, exit code 2, when it is the first level). Such a level is
-measured again alone with a doubled window; the other levels missing from the CSV again
-with the same window. Only when the retries are spent is the level measured once more with
-the stability check relaxed, and its row flagged ``stable=False``.
+One ``perf_analyzer`` process measures one (model, batch size, concurrency level): it writes
+its CSV only when its whole range is done, so one level per process puts every completed
+level on disk at once, and a server that dies mid-sweep costs only the level in progress
+(:func:`sweep` reports each level through ``on_level``; ``dnx perf --resume`` continues from
+there). When a level never gets a stable measurement, perf_analyzer leaves it out of the
+CSV (exit code 2). Such a level is measured again with a doubled window; only when the
+retries are spent is it measured once more with the stability check relaxed, and its row
+flagged ``stable=False``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from dnx._lazy import lazy_import
 from dnx.errors import InputError, MissingDependencyError, PerfError, ServerError
@@ -29,6 +32,9 @@ STABILITY_EXIT_CODE = 2
 RELAXED_STABILITY = 1000.0
 _UNSTABLE_RE = re.compile(r"Failed to obtain stable measurement within \d+ measurement windows for concurrency (\d+)")
 _LEVEL_RE = re.compile(r"^Request concurrency: (\d+)")
+# perf_analyzer's message (exit 3) when a window ended before any request finished (a slow or
+# loaded server): retried like an unstable level, with a doubled window.
+_WINDOW_TOO_SHORT = "Please use a larger time window"
 
 # perf_analyzer CSV column -> our field name; all times there are microseconds.
 _TIME_COLUMNS = {
@@ -394,6 +400,15 @@ class SweepResult:
     measurements: dict[tuple[str, int], list[Measurement]] = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)
     perf_analyzer: str = ""
+    incomplete: str | None = None  # why the sweep stopped before every level was measured
+
+    def points(self) -> int:
+        """Measured (model, batch, concurrency) points."""
+        return sum(len(v) for v in self.measurements.values())
+
+    def planned(self) -> int:
+        """Points the options ask for."""
+        return len(self.models) * len(self.options.batch_sizes) * len(self.options.concurrency.levels())
 
 
 class _Progress:
@@ -483,19 +498,27 @@ def plan_retries(seg: Segment, measured: set[int], unstable: set[int], step: int
 
 
 def measure(
-    model: ServedModel, batch: int, opts: SweepOptions, out_dir: Path, binary: Path, env: dict, progress: _Progress
+    model: ServedModel, batch: int, opts: SweepOptions, out_dir: Path, binary: Path, env: dict, progress: _Progress,
+    collected: dict[int, Measurement] | None = None, runs: list[Run] | None = None,
+    on_level: Callable[[], None] | None = None,
 ) -> tuple[list[Measurement], list[Run]]:
-    """Measure one (model, batch size) over ``opts.concurrency``, retrying unstable levels."""
+    """Measure one (model, batch size) over ``opts.concurrency``, one level per perf_analyzer run.
+
+    Levels already in ``collected`` are not measured again. ``collected`` and ``runs`` are
+    filled as each level finishes (and ``on_level`` called), so they hold every completed
+    level even when a later one raises :class:`PerfError`.
+    """
     raw = out_dir / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     step = opts.concurrency.step
-    collected: dict[int, Measurement] = {}
-    runs: list[Run] = []
-    pending = [Segment(tuple(opts.concurrency.levels()), opts.measurement_interval_ms)]
+    collected = {} if collected is None else collected
+    runs = [] if runs is None else runs
+    pending = [Segment((c,), opts.measurement_interval_ms) for c in opts.concurrency.levels() if c not in collected]
     while pending:
         seg = pending.pop(0)
         rng = ConcurrencyRange(seg.levels[0], seg.levels[-1], step)
-        stem = f"{model.name}_b{batch}_c{rng.start}-{rng.end}_w{seg.window_ms}" + ("_relaxed" if seg.relaxed else "")
+        levels = f"c{rng.start}" if rng.start == rng.end else f"c{rng.start}-{rng.end}"
+        stem = f"{model.name}_b{batch}_{levels}_w{seg.window_ms}" + ("_relaxed" if seg.relaxed else "")
         csv_path, log_path = raw / f"{stem}.csv", raw / f"{stem}.log"
         argv = build_argv(
             binary, model.name, url=opts.url, protocol=opts.protocol, batch_size=batch, concurrency=rng,
@@ -509,7 +532,11 @@ def measure(
         # perf_analyzer aborts (exit 2, no CSV) when the first level is unstable, but
         # exits 0 and leaves a later unstable level out of the CSV: both are handled alike.
         unstable = {int(x) for x in _UNSTABLE_RE.findall(text)}
-        wrote = rc in (0, STABILITY_EXIT_CODE) and csv_path.is_file()
+        retryable = rc in (0, STABILITY_EXIT_CODE)
+        if _WINDOW_TOO_SHORT in text and not seg.relaxed:
+            unstable |= set(seg.levels)
+            retryable = True
+        wrote = retryable and csv_path.is_file()
         got = {m.concurrency: m for m in parse_csv(csv_path)} if wrote else {}
         runs.append(Run(model.name, batch, str(rng), seg.window_ms, shell_line(argv, env),
                         str(csv_path.relative_to(out_dir)) if wrote else None,
@@ -518,22 +545,28 @@ def measure(
             meas.window_ms, meas.stable = seg.window_ms, not seg.relaxed
             collected[meas.concurrency] = meas
             progress.level_done(model.name, batch, meas.concurrency)
+        if on_level:
+            on_level()
         missing = [c for c in seg.levels if c not in got]
-        if missing and (rc not in (0, STABILITY_EXIT_CODE) or not unstable & set(missing) or seg.relaxed):
+        if missing and (not retryable or not unstable & set(missing) or seg.relaxed):
             tail = " | ".join(ln.strip() for ln in text.strip().splitlines()[-3:])
             raise PerfError(
                 f"perf_analyzer measured no result for {model.name} batch {batch} concurrency {missing} "
                 f"(exit {rc}): {tail}; see {log_path}"
             )
-        pending.extend(plan_retries(seg, set(got), unstable, step, opts.retries))
+        pending[:0] = plan_retries(seg, set(got), unstable, step, opts.retries)
     return [collected[c] for c in sorted(collected)], runs
 
 
-def sweep(models: list[ServedModel], opts: SweepOptions, out_dir: str | os.PathLike) -> SweepResult:
-    """Run perf_analyzer for every (model, batch size) over the concurrency range.
+def sweep(models: list[ServedModel], opts: SweepOptions, out_dir: str | os.PathLike,
+          result: SweepResult | None = None, on_level: Callable[[SweepResult], None] | None = None) -> SweepResult:
+    """Run perf_analyzer for every (model, batch size) and concurrency level.
 
     Raw CSVs and logs go to ``<out_dir>/raw/``; :func:`dnx.perf.report.write_report` turns
-    the result into the tidy CSV, report and plots.
+    the result into the tidy CSV, report and plots. Pass a partly filled ``result`` to
+    continue a sweep (its measured levels are skipped). ``result`` is filled level by level
+    and ``on_level(result)`` called after each, so a caller holding it keeps every completed
+    level when this raises (server gone, signal).
     """
     opts.check()
     out_dir = Path(out_dir)
@@ -547,15 +580,22 @@ def sweep(models: list[ServedModel], opts: SweepOptions, out_dir: str | os.PathL
             )
     binary = find_perf_analyzer()
     env = perf_analyzer_env()
-    result = SweepResult(out_dir=out_dir, models=models, options=opts, perf_analyzer=str(binary))
-    total = len(models) * len(opts.batch_sizes) * len(opts.concurrency.levels())
-    progress = _Progress(total, opts.progress)
+    if result is None:
+        result = SweepResult(out_dir=out_dir, models=models, options=opts)
+    result.perf_analyzer = str(binary)
+    progress = _Progress(result.planned(), opts.progress)
+    progress.bar.update(result.points())
     try:
         for m in models:
             for b in opts.batch_sizes:
-                rows, runs = measure(m, b, opts, out_dir, binary, env, progress)
-                result.measurements[(m.name, b)] = rows
-                result.runs.extend(runs)
+                collected = {x.concurrency: x for x in result.measurements.get((m.name, b), [])}
+
+                def saved(m=m, b=b, collected=collected):
+                    result.measurements[(m.name, b)] = [collected[c] for c in sorted(collected)]
+                    if on_level:
+                        on_level(result)
+
+                measure(m, b, opts, out_dir, binary, env, progress, collected, result.runs, saved)
     finally:
         progress.close()
     return result

@@ -64,17 +64,27 @@ def parse_classification(entry: bytes | str) -> Prediction:
     return Prediction(float(value), int(index), label[0] if label else "")
 
 
+# Seconds per call. DenseNet-121 takes ~15 ms per image on 2 CPU cores, a batch of 16 well under
+# a second; 60 s leaves room for a loaded CPU server and a first request that warms a model up.
+DEFAULT_TIMEOUT_S = 60.0
+# Batches in flight with async_: memory stays bounded by this many batches, not by the folder.
+ASYNC_WINDOW = 4
+
+
 class TritonClient:
     """A connection to one model on one server; checks that both are up before use.
 
-    Raises :class:`ServerError` (one line) when the server is down or the model is not ready.
+    Every call gives up after ``timeout`` seconds. Raises :class:`ServerError` (one line) when
+    the server is down, does not answer in time, or the model is not ready.
     """
 
-    timeout_s = 300
-
-    def __init__(self, url: str | None = None, model: str = DEFAULT_MODEL_NAME, protocol: str = "grpc", concurrency: int = 4):
+    def __init__(self, url: str | None = None, model: str = DEFAULT_MODEL_NAME, protocol: str = "grpc",
+                 concurrency: int = ASYNC_WINDOW, timeout: float = DEFAULT_TIMEOUT_S):
         if protocol not in PROTOCOLS:
             raise InputError(f"unknown protocol {protocol!r}; choose grpc or http")
+        if timeout <= 0:
+            raise InputError(f"--timeout must be more than 0 seconds (got {timeout:g})")
+        self.timeout_s = float(timeout)
         self.protocol = protocol
         self.url = (url or DEFAULT_URLS[protocol]).split("://", 1)[-1]
         self.model = model
@@ -85,7 +95,9 @@ class TritonClient:
             if protocol == "grpc":
                 self.client = self.tc.InferenceServerClient(self.url)
             else:
-                self.client = self.tc.InferenceServerClient(self.url, concurrency=concurrency, connection_timeout=10, network_timeout=120)
+                self.client = self.tc.InferenceServerClient(self.url, concurrency=concurrency,
+                                                            connection_timeout=min(10.0, self.timeout_s),
+                                                            network_timeout=self.timeout_s)
         except Exception as exc:  # noqa: BLE001 - bad URLs raise many types
             raise ServerError(f"cannot connect to Triton at {self.url!r} ({_short(exc)}); pass --url host:port") from None
         try:
@@ -94,33 +106,49 @@ class TritonClient:
             self.close()
             raise
 
+    def _kw(self, **kw) -> dict:
+        """Keyword arguments for a call: JSON replies and the timeout (gRPC takes it per call, HTTP per client)."""
+        if self.protocol == "grpc":
+            kw["client_timeout"] = self.timeout_s
+        return kw
+
+    def _call(self, what: str, fn, *args, **kw):
+        """``fn(*args, **kw)``; any failure becomes one :class:`ServerError` line naming ``what``."""
+        try:
+            return fn(*args, **self._kw(**kw))
+        except Exception as exc:  # noqa: BLE001 - connection, timeout and protocol errors differ by client
+            if _timed_out(exc):
+                raise ServerError(f"cannot {what} at {self.url}: no answer within {self.timeout_s:g}s; "
+                                  "check the server (and its log), or raise --timeout") from None
+            raise ServerError(f"cannot {what} at {self.url} over {self.protocol} ({_short(exc)}); "
+                              "start it with `dnx serve` (or `make serve`) or pass --url") from None
+
     def _check(self) -> None:
-        start = "start it with `dnx serve` (or `make serve`) or pass --url"
-        try:
-            live = self.client.is_server_live()
-        except Exception as exc:  # noqa: BLE001 - connection errors differ by protocol
-            raise ServerError(f"cannot reach Triton at {self.url} over {self.protocol} ({_short(exc)}); {start}") from None
+        live = self._call("reach Triton", self.client.is_server_live)
         if not live:
-            raise ServerError(f"Triton at {self.url} is not live; {start}")
-        try:
-            ready = self.client.is_model_ready(self.model)
-        except Exception as exc:  # noqa: BLE001
-            raise ServerError(f"cannot query model {self.model!r} at {self.url} ({_short(exc)}); {start}") from None
+            raise ServerError(f"Triton at {self.url} is not live; start it with `dnx serve` (or `make serve`) or pass --url")
+        ready = self._call(f"query model {self.model!r}", self.client.is_model_ready, self.model)
         if not ready:
             raise ServerError(
                 f"model {self.model!r} is not ready on {self.url} (ready: {', '.join(self.ready_models()) or 'none'}); "
                 "pass --model with a ready one or check the server log"
             )
-        config = self.client.get_model_config(self.model, **({"as_json": True} if self.protocol == "grpc" else {}))
+        json_kw = {"as_json": True} if self.protocol == "grpc" else {}
+        config = self._call(f"read the config of {self.model!r}", self.client.get_model_config, self.model, **json_kw)
         config = config.get("config", config)
-        self.max_batch_size = int(config.get("max_batch_size", 0))
-        self.input_name = config["input"][0]["name"]
-        self.input_dtype = config["input"][0].get("data_type", "TYPE_FP32").replace("TYPE_", "")
-        self.output_name = config["output"][0]["name"]
+        try:
+            self.max_batch_size = int(config.get("max_batch_size", 0))
+            self.input_name = config["input"][0]["name"]
+            self.input_dtype = config["input"][0].get("data_type", "TYPE_FP32").replace("TYPE_", "")
+            self.output_name = config["output"][0]["name"]
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise ServerError(f"the config of {self.model!r} on {self.url} has no usable input/output "
+                              f"({exc.__class__.__name__}: {exc}); check its config.pbtxt") from None
 
     def ready_models(self) -> list[str]:
         """Names of the models the server reports READY."""
-        index = self.client.get_model_repository_index(**({"as_json": True} if self.protocol == "grpc" else {}))
+        json_kw = {"as_json": True} if self.protocol == "grpc" else {}
+        index = self._call("list the models", self.client.get_model_repository_index, **json_kw)
         models = index.get("models", []) if isinstance(index, dict) else index
         return sorted(m["name"] for m in models if m.get("state") == "READY")
 
@@ -130,42 +158,74 @@ class TritonClient:
         out = self.tc.InferRequestedOutput(self.output_name, class_count=top_k or 0)
         return [inp], [out]
 
-    def infer(self, batches: list[np.ndarray], top_k: int | None = None, async_: bool = False) -> list:
+    def infer(self, batches, top_k: int | None = None, async_: bool = False) -> list:
         """Send each batch; return per batch either the output array or the server's error (an exception)."""
+        return list(self.stream(batches, top_k, async_))
+
+    def stream(self, batches, top_k: int | None = None, async_: bool = False, window: int = ASYNC_WINDOW):
+        """Send the batches of an iterable one by one, yielding each answer (array or server error) in order.
+
+        Batches are taken from ``batches`` only when they can be sent: synchronously one at a
+        time, with ``async_`` at most ``window`` in flight. A request that gets no answer
+        within the timeout raises :class:`ServerError`.
+        """
         if not async_:
-            results = []
             for batch in batches:
-                inputs, outputs = self._request(batch, top_k)
-                try:
-                    results.append(self.client.infer(self.model, inputs, outputs=outputs).as_numpy(self.output_name))
-                except self.error_type as exc:
-                    results.append(exc)
-            return results
+                yield self._infer_one(batch, top_k)
+            return
+        import collections
+
+        pending: collections.deque = collections.deque()
+        for batch in batches:
+            pending.append(self._send(batch, top_k))
+            if len(pending) >= max(1, window):
+                yield self._receive(pending.popleft())
+        while pending:
+            yield self._receive(pending.popleft())
+
+    def _infer_one(self, batch: np.ndarray, top_k: int | None):
+        inputs, outputs = self._request(batch, top_k)
+        try:
+            return self.client.infer(self.model, inputs, outputs=outputs, **self._kw()).as_numpy(self.output_name)
+        except self.error_type as exc:
+            if _timed_out(exc):
+                raise ServerError(f"no answer from Triton at {self.url} within {self.timeout_s:g}s for a batch of "
+                                  f"{len(batch)}; check the server (and its log), or raise --timeout") from None
+            if _unavailable(exc):
+                raise ServerError(f"lost the connection to Triton at {self.url} ({_short(exc)}); check that the "
+                                  "server still runs (its log says why it stopped)") from None
+            return exc
+
+    def _send(self, batch: np.ndarray, top_k: int | None):
+        inputs, outputs = self._request(batch, top_k)
         if self.protocol == "http":
-            requests = [self._request(b, top_k) for b in batches]
-            pending = [self.client.async_infer(self.model, inputs, outputs=outputs) for inputs, outputs in requests]
-            results = []
-            for p in pending:
+            return self.client.async_infer(self.model, inputs, outputs=outputs)
+        box: queue.Queue = queue.Queue(maxsize=1)
+        # tritonclient calls back with keyword arguments result= and error=.
+        self.client.async_infer(self.model, inputs, callback=lambda result, error: box.put((result, error)),
+                                outputs=outputs, client_timeout=self.timeout_s)
+        return box
+
+    def _receive(self, handle):
+        try:
+            if self.protocol == "http":
                 try:
-                    results.append(p.get_result().as_numpy(self.output_name))
+                    return handle.get_result(block=True, timeout=self.timeout_s).as_numpy(self.output_name)
                 except self.error_type as exc:
-                    results.append(exc)
-            return results
-        done: queue.Queue = queue.Queue()
-        for i, batch in enumerate(batches):
-            inputs, outputs = self._request(batch, top_k)
-            # tritonclient calls back with keyword arguments result= and error=.
-            self.client.async_infer(
-                self.model, inputs, callback=lambda result, error, i=i: done.put((i, result, error)), outputs=outputs
-            )
-        results: list = [None] * len(batches)
-        for _ in batches:
+                    if _timed_out(exc) or _unavailable(exc):
+                        raise
+                    return exc
             try:
-                i, result, error = done.get(timeout=self.timeout_s)
+                result, error = handle.get(timeout=self.timeout_s + 5)
             except queue.Empty:
-                raise ServerError(f"no answer from {self.url} within {self.timeout_s}s; check the server log") from None
-            results[i] = error if error is not None else result.as_numpy(self.output_name)
-        return results
+                raise ServerError(f"no answer from {self.url} within {self.timeout_s:g}s; check the server log "
+                                  "or raise --timeout") from None
+            if error is not None and (_timed_out(error) or _unavailable(error)):
+                raise error
+            return error if error is not None else result.as_numpy(self.output_name)
+        except self.error_type as exc:
+            raise ServerError(f"no usable answer from Triton at {self.url} ({_short(exc)}); check that the server "
+                              "still runs, or raise --timeout") from None
 
     def close(self) -> None:
         self.client.close()
@@ -175,6 +235,25 @@ class TritonClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _status_text(exc: BaseException) -> str:
+    status = getattr(exc, "status", None)
+    try:
+        status = status() if callable(status) else status
+    except Exception:  # noqa: BLE001 - only used to classify the error
+        status = None
+    return f"{status or ''} {exc}".lower()
+
+
+def _timed_out(exc: BaseException) -> bool:
+    text = _status_text(exc)
+    return "deadline" in text or "timed out" in text or "timeout" in text
+
+
+def _unavailable(exc: BaseException) -> bool:
+    text = _status_text(exc)
+    return "unavailable" in text or "connection refused" in text or "socket closed" in text or "failed to connect" in text
 
 
 def _short(exc: Exception) -> str:
@@ -195,13 +274,16 @@ def classify(
     top_k: int = 5,
     batch_size: int = 8,
     async_: bool = False,
+    timeout: float = DEFAULT_TIMEOUT_S,
 ) -> list[ImageResult]:
     """Classify image files (or folders of them) on a Triton server; one :class:`ImageResult` per file.
 
     ``top_k`` labels per image come from the server's classification extension. Files that
     cannot be read get an ``error`` and the others are still answered; batches larger than the
-    model's ``max_batch_size`` are split. ``async_`` sends all batches before waiting.
-    Raises :class:`ServerError` when the server is down or the model is not ready.
+    model's ``max_batch_size`` are split. Images are decoded batch by batch as they are sent,
+    so memory is bounded by the batch (``async_``: by the few batches in flight), not by the
+    folder. Every call gives up after ``timeout`` seconds. Raises :class:`ServerError` when
+    the server is down, stops answering, or the model is not ready.
     """
     if top_k < 1:
         raise InputError(f"--top-k must be at least 1 (got {top_k})")
@@ -211,25 +293,29 @@ def classify(
     if not paths:
         raise InputError(f"no image files found in {', '.join(map(str, images)) or 'the arguments'}; pass JPEG/PNG files or folders with them")
     results = [ImageResult(str(p)) for p in paths]
-    arrays, good = [], []
-    for i, p in enumerate(paths):
-        try:
-            arrays.append(load_image(p))
-            good.append(i)
-        except InputError as exc:
-            results[i].error = str(exc)
-    if not good:
-        return results
-    with TritonClient(url, model, protocol) as client:
+    with TritonClient(url, model, protocol, timeout=timeout) as client:
         size = min(batch_size, client.max_batch_size) if client.max_batch_size else 1
-        slices = _chunks(len(good), size)
-        answers = client.infer([np.stack(arrays[s]) for s in slices], top_k=top_k, async_=async_)
-    for s, answer in zip(slices, answers):
-        for row, i in enumerate(good[s]):
-            if isinstance(answer, Exception):
-                results[i].error = f"{paths[i]}: server error: {_short(answer)}"
-            else:
-                results[i].predictions = [parse_classification(e) for e in np.atleast_1d(answer[row])]
+        sent: list[list[int]] = []  # indices of the images in each batch, in sending order
+
+        def batches():
+            rows, arrays = [], []
+            for i, p in enumerate(paths):
+                try:
+                    arrays.append(load_image(p))
+                    rows.append(i)
+                except InputError as exc:
+                    results[i].error = str(exc)
+                if len(rows) == size or (i == len(paths) - 1 and rows):
+                    sent.append(rows)
+                    yield np.stack(arrays)
+                    rows, arrays = [], []
+
+        for k, answer in enumerate(client.stream(batches(), top_k=top_k, async_=async_)):
+            for row, i in enumerate(sent[k]):
+                if isinstance(answer, Exception):
+                    results[i].error = f"{paths[i]}: server error: {_short(answer)}"
+                else:
+                    results[i].predictions = [parse_classification(e) for e in np.atleast_1d(answer[row])]
     return results
 
 
@@ -240,6 +326,7 @@ def infer_logits(
     model: str = DEFAULT_MODEL_NAME,
     protocol: str = "grpc",
     batch_size: int | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
 ) -> np.ndarray:
     """Raw model outputs for a float32 NCHW ``batch``, split to the model's ``max_batch_size``.
 
@@ -247,7 +334,7 @@ def infer_logits(
     server-side failure.
     """
     batch = np.asarray(batch, dtype=np.float32)
-    with TritonClient(url, model, protocol) as client:
+    with TritonClient(url, model, protocol, timeout=timeout) as client:
         size = min(batch_size or client.max_batch_size or 1, client.max_batch_size or 1)
         slices = _chunks(len(batch), size)
         answers = client.infer([batch[s] for s in slices])

@@ -31,8 +31,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -282,6 +280,7 @@ class TritonServer:
         self.tritonserver = tritonserver
         self.image_tag = image_tag
         self._workdir: Path | None = None
+        self._keep_log = False
         self.log_file = Path(log_file) if log_file else None
         self.loaded: list[str] = []
         self.skipped: dict[str, str] = {}
@@ -362,7 +361,10 @@ class TritonServer:
             raise ServerError(f"nothing in {self.repository} can be served in {self.mode} mode ({detail}); export a model with `dnx export`")
         check_ports(self.host, {"grpc": self.grpc_port, "http": self.http_port, "metrics": self.metrics_port})
 
-        self._workdir = Path(tempfile.mkdtemp(prefix="dnx-triton-"))
+        from dnx.workdirs import make_dir
+
+        self._workdir = make_dir("dnx-triton")  # private (0700): generated backends and, by default, the log
+        self._keep_log = False
         try:
             self._launch(choices, gpu)
             self._wait_ready()
@@ -373,7 +375,7 @@ class TritonServer:
 
     def _launch(self, choices: list[ModelChoice], gpu: bool) -> None:
         if self.log_file is None:
-            self.log_file = Path(tempfile.gettempdir()) / f"dnx-tritonserver-{self.grpc_port}.log"
+            self.log_file = self._workdir / "tritonserver.log"
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         from dnx.manifest import read_manifest
@@ -418,11 +420,13 @@ class TritonServer:
         pending = ["/v2/health/ready"] + [f"/v2/models/{m}/ready" for m in self.loaded]
         while pending:
             if self._proc.poll() is not None:
+                self._keep_log = True
                 raise ServerError(
                     f"tritonserver exited with code {self._proc.returncode} while starting: "
                     f"{_log_tail(self.log_file)} (full log: {self.log_file})"
                 )
             if time.monotonic() > deadline:
+                self._keep_log = True
                 waiting = ", ".join(p.split("/")[3] if "/models/" in p else "server" for p in pending)
                 raise ServerError(
                     f"tritonserver not ready after {self.ready_timeout:.0f}s (waiting for: {waiting}): "
@@ -437,53 +441,76 @@ class TritonServer:
         """Block until the server exits; raise :class:`ServerError` (with the log tail) if it fails."""
         code = self._proc.wait()
         if code != 0:
+            self._keep_log = True
             raise ServerError(f"tritonserver exited with code {code}: {_log_tail(self.log_file)} (full log: {self.log_file})")
         return code
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop the server: SIGTERM (graceful unload), then SIGKILL to its whole process group."""
+    def stop(self, timeout: float = 8.0) -> None:
+        """Stop the server: SIGTERM (graceful unload), then SIGKILL to its whole process group.
+
+        Waits at most ``timeout`` seconds for the graceful part, less once a second SIGINT or
+        SIGTERM arrived (:func:`dnx.signals.hurry`); the group kill always runs, so nothing is
+        left behind within ``timeout`` + a moment (the 15 s promised in docs/RELIABILITY.md).
+        The private work folder goes too, unless the server failed and its log is in there.
+        """
+        from dnx.signals import hurry
+
         proc, self._proc = self._proc, None
-        if proc is not None:
-            if proc.poll() is None:
+        try:
+            if proc is not None and proc.poll() is None:
                 if self._container:
                     with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                        subprocess.run(docker_mode.docker_stop_argv(self._container), capture_output=True, timeout=timeout)
+                        subprocess.run(docker_mode.docker_stop_argv(self._container, timeout_s=max(1, int(timeout) - 2)),
+                                       capture_output=True, timeout=timeout)
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
+                deadline = time.monotonic() + timeout
+                while proc.poll() is None and time.monotonic() < deadline and not hurry():
+                    time.sleep(0.05)
+                if proc.poll() is None:
                     log.warning("tritonserver did not stop within %.0fs; killing it", timeout)
-            # Whatever is left of the group (the server, Python backend stubs) goes now.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        if self._workdir is not None:  # the generated backend folder; the log stays
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
+        finally:
+            if proc is not None:
+                # Whatever is left of the group (the server, Python backend stubs) goes now.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                if self._container:
+                    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                        subprocess.run(["docker", "rm", "-f", self._container], capture_output=True, timeout=10)
+                proc.wait()
+            if self._workdir is not None:
+                if getattr(self, "_keep_log", False) and self.log_file and self._workdir in self.log_file.parents:
+                    shutil.rmtree(self._workdir / "backends", ignore_errors=True)
+                else:
+                    shutil.rmtree(self._workdir, ignore_errors=True)
+                self._workdir = None
+
+
+def exposure_warning(host: str) -> str | None:
+    """A warning when ``host`` exposes the server beyond this machine (Triton has no authentication)."""
+    if host in ("127.0.0.1", "localhost", "::1") or host.startswith("127."):
+        return None
+    return (f"--host {host} exposes Triton beyond this machine, and Triton has no authentication: anyone who "
+            "reaches the ports can run, load and unload models. Put a reverse proxy with authentication in front, "
+            "or use the Kubernetes deployment (a ClusterIP Service behind your ingress).")
 
 
 def serve(server: TritonServer, on_ready: Callable[[TritonServer], None] | None = None) -> None:
     """Start ``server``, call ``on_ready``, and block until Ctrl-C / SIGTERM (or the server dies).
 
-    The server is always stopped on the way out. Signals are handled only when called from
-    the main thread (where Python can install signal handlers).
+    The server is always stopped on the way out, a second signal only makes that faster
+    (:mod:`dnx.signals`). Signals are handled only when called from the main thread.
     """
+    from dnx.signals import terminating
 
-    def _terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        server.start()
-        if on_ready:
-            on_ready(server)
-        server.wait()
+        with terminating():
+            try:
+                server.start()
+                if on_ready:
+                    on_ready(server)
+                server.wait()
+            finally:
+                server.stop()
     except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        pass  # the way a served repository is meant to be stopped

@@ -25,6 +25,11 @@ def one_line_error(result, *needles):
         assert n in lines[0], lines[0]
 
 
+def report_is_complete(out) -> bool:
+    report = json.loads((out / "report.json").read_text())
+    return report["complete"] and report["incomplete_reason"] is None and "Incomplete" not in (out / "report.md").read_text()
+
+
 @pytest.mark.server
 @pytest.mark.slow
 def test_short_sweep_writes_every_result_file(triton_server, serving_repository, tmp_path):
@@ -49,14 +54,16 @@ def test_short_sweep_writes_every_result_file(triton_server, serving_repository,
         assert 0 < p[0] <= p[1] <= p[2] <= p[3] < 60_000  # ms, not microseconds
         assert float(x["server_compute_infer_ms"]) > 0
 
-    # One perf_analyzer per batch size over the range (plus a retry per level it found unstable, if any).
-    # (perf_analyzer writes no CSV when the first level is unstable; its log is always kept.)
+    # One perf_analyzer per batch size and level, so each level is on disk as soon as it is done
+    # (plus a retry per level it found unstable, if any; the log of every run is kept).
     logs = {p.name for p in (out / "raw").glob("*.log")}
-    assert {"densenet121_onnx_b1_c1-2_w1000.log", "densenet121_onnx_b2_c1-2_w1000.log"} <= logs
+    assert {f"densenet121_onnx_b{b}_c{c}_w1000.log" for b in (1, 2) for c in (1, 2)} <= logs
     assert list((out / "raw").glob("*.csv"))
     commands = (out / "commands.txt").read_text().splitlines()
     assert all("perf_analyzer -m densenet121_onnx" in c and "LD_LIBRARY_PATH=" in c for c in commands)
-    assert sum("--concurrency-range 1:2:1 --measurement-interval 1000" in c for c in commands) == 2
+    for c in (1, 2):
+        assert sum(f"--concurrency-range {c}:{c}:1 --measurement-interval 1000" in x for x in commands) == 2
+    assert report_is_complete(out)
 
     report = json.loads((out / "report.json").read_text())
     cfg = report["models"]["densenet121_onnx"]["config"]

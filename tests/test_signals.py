@@ -1,0 +1,47 @@
+"""dnx.signals: the first SIGINT/SIGTERM raises once, later ones only hurry the cleanup (real signals)."""
+
+import os
+import signal
+
+import pytest
+
+from dnx.signals import Interrupted, hurry, received, terminating
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_first_signal_raises_interrupted_with_its_exit_code(sig):
+    with pytest.raises(Interrupted) as info:
+        with terminating():
+            os.kill(os.getpid(), sig)
+            for _ in range(1000):
+                pass
+    assert info.value.signum == sig and info.value.exit_code == 128 + sig
+    assert str(info.value) == f"interrupted by {signal.Signals(sig).name}"
+    assert str(info.value.with_detail("kept X")) == f"interrupted by {signal.Signals(sig).name}; kept X"
+
+
+def test_second_signal_during_cleanup_does_not_cut_it_short():
+    cleaned = []
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted):
+        with terminating():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):
+                    pass
+            finally:
+                assert received() == signal.SIGTERM and not hurry()
+                os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C while cleaning up
+                for _ in range(1000):
+                    pass
+                assert hurry()
+                cleaned.append(True)  # reached: the second signal did not raise
+    assert cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
+
+
+def test_plain_keyboard_interrupt_becomes_interrupted():
+    with pytest.raises(Interrupted) as info:
+        with terminating():
+            raise KeyboardInterrupt
+    assert info.value.signum == signal.SIGINT
