@@ -58,3 +58,23 @@ def read_manifest(repo: Path) -> dict:
         raise InputError(f"{path} not found; build the repository first with `dnx export`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path} is corrupt ({exc}); rebuild the repository with `dnx export`") from None
+
+
+def calibration_summary(manifest: dict) -> str:
+    """One line on how the repository's INT8 models were calibrated, flagging non-production data."""
+    c = manifest.get("calibration")
+    if not c:
+        return "no INT8 model (nothing calibrated)"
+    kind = c.get("kind") or ("synthetic" if c.get("synthetic") else "images")
+    demo = {"bundled": c.get("source", "bundled photographs"), "synthetic": "SYNTHETIC random tensors (not production)"}
+    what = demo.get(kind) or f"images from {c.get('source')}"
+    line = f"INT8 calibrated on {c.get('count', '?')} {what}, {c.get('method', '?')} ranges"
+    return line + ("; re-export with --calib-dir <your images> for production" if kind in demo else "")
+
+
+def repository_calibration(repo: Path) -> str:
+    """:func:`calibration_summary` of the repository at ``repo`` (says so when it has no readable manifest)."""
+    try:
+        return calibration_summary(read_manifest(repo))
+    except InputError:
+        return f"unknown ({Path(repo) / MANIFEST_NAME} missing or unreadable)"
