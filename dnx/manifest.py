@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -12,11 +13,12 @@ from dnx import __version__
 from dnx.errors import InputError
 from dnx.model_repository.layout import MANIFEST_NAME, atomic_write_text
 
-_VERSIONED = ("torch", "torchvision", "onnx", "onnxruntime", "openvino", "polygraphy", "tritonclient", "numpy")
+_VERSIONED = ("torch", "torchvision", "onnx", "onnxruntime", "openvino", "polygraphy", "tritonclient",
+              "nvidia-pytriton", "numpy")
 
 
 def library_versions(names=_VERSIONED) -> dict[str, str | None]:
-    """Installed versions of the libraries that shape the artifacts (None when absent)."""
+    """Installed versions of the libraries that shape the artifacts and the measurements (None when absent)."""
     out = {}
     for name in names:
         try:
@@ -49,15 +51,24 @@ def write_manifest(repo: Path, manifest: dict) -> Path:
     return path
 
 
-def read_manifest(repo: Path) -> dict:
-    """Read ``<repo>/dnx-manifest.json``; raise :class:`InputError` when missing or corrupt."""
+def read_manifest(repo: str | os.PathLike, *, required: bool = True) -> dict | None:
+    """Read ``<repo>/dnx-manifest.json``.
+
+    A missing manifest raises :class:`InputError` when ``required``, else returns None (a
+    repository dnx did not build can still be served and measured). A corrupt one always raises.
+    """
     path = Path(repo) / MANIFEST_NAME
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
+        if not required:
+            return None
         raise InputError(f"{path} not found; build the repository first with `dnx export`") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is corrupt ({exc}); rebuild the repository with `dnx export`") from None
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+        raise InputError(f"{path} is unreadable or corrupt ({exc}); rebuild the repository with `dnx export`") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} is not a dnx manifest (a JSON object); rebuild the repository with `dnx export`")
+    return data
 
 
 def calibration_summary(manifest: dict) -> str:
@@ -75,6 +86,9 @@ def calibration_summary(manifest: dict) -> str:
 def repository_calibration(repo: Path) -> str:
     """:func:`calibration_summary` of the repository at ``repo`` (says so when it has no readable manifest)."""
     try:
-        return calibration_summary(read_manifest(repo))
+        manifest = read_manifest(repo, required=False)
     except InputError:
+        manifest = None
+    if manifest is None:
         return f"unknown ({Path(repo) / MANIFEST_NAME} missing or unreadable)"
+    return calibration_summary(manifest)

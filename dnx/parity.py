@@ -1,21 +1,22 @@
 """Parity of model variants against the PyTorch FP32 reference, with pass/fail gates.
 
-Every variant is a Polygraphy runner (ONNX Runtime and TensorRT runners here; anything else,
-e.g. OpenVINO or a served model, through :func:`callable_runner`), run by Polygraphy's
-``Comparator`` on the same inputs: real photographs plus seeded random tensors. Metrics are
+Every variant is a Polygraphy runner from :mod:`dnx.runtimes` (ONNX Runtime, OpenVINO,
+TensorRT, PyTorch; anything else, e.g. a served model, through
+:func:`dnx.runtimes.callable_runner`), run by Polygraphy's ``Comparator`` on the same inputs:
+real photographs plus seeded random tensors (:func:`dnx.preprocess.probe_inputs`). Metrics are
 computed on the logits; gates come from :attr:`dnx.spec.ModelSpec.gates`. Random weights make
 top-k agreement meaningless (near-uniform logits), so top-1 is gated only with ``trained=True``.
 
-    report = check_parity(torch_runner(model), [Variant("densenet121_onnx", "fp32", onnxrt_runner(p))])
+    from dnx.runtimes import onnxruntime, torch
+    report = check_parity(torch.runner(model), [Variant("densenet121_onnx", "fp32", onnxruntime.runner(p, "ort"))])
     print(report.format_table())
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -23,8 +24,6 @@ from dnx._lazy import lazy_import
 from dnx.errors import ParityError
 from dnx.spec import DEFAULT_MODEL, Gate, ModelSpec
 
-DEFAULT_RANDOM_INPUTS = 4
-DEFAULT_SEED = 0
 DEFAULT_BATCH = 2  # >1 so every variant is also checked with a real batch dimension
 
 
@@ -212,13 +211,6 @@ class ParityReport:
                 out.append(f"note {r.variant}: {r.notes}")
         return "\n".join(out)
 
-    def raise_on_failure(self) -> None:
-        """Raise :class:`ParityError` naming every variant that failed its gate."""
-        bad = self.failures()
-        if bad:
-            detail = "; ".join(f"{r.variant}: {r.reason}" for r in bad)
-            raise ParityError(f"parity gate failed for {detail}; fix the variant or pass --keep-failing to write it anyway")
-
 
 def compare_arrays(
     variant: str,
@@ -242,96 +234,7 @@ def compare_arrays(
     return ParityRow(variant, precision, runtime, metrics, gate, trained, not failures, reason, notes)
 
 
-# ---------------------------------------------------------------- inputs and runners
-
-
-def parity_inputs(
-    spec: ModelSpec = DEFAULT_MODEL,
-    random: int = DEFAULT_RANDOM_INPUTS,
-    seed: int = DEFAULT_SEED,
-    photo_limit: int | None = None,
-) -> tuple[np.ndarray, dict]:
-    """Real photographs (scikit-image's) plus ``random`` seeded standard-normal inputs, and their description."""
-    from dnx.preprocess import photo_batch
-
-    photos = photo_batch(spec, limit=photo_limit)
-    rand = np.random.default_rng(seed).standard_normal((random, *spec.input_shape)).astype(np.float32)
-    data = np.concatenate([photos, rand]) if random else photos
-    return data, {"photographs": len(photos), "random": random, "seed": seed, "total": len(data)}
-
-
-_CALLABLE_RUNNER_CLASS = None
-
-
-def callable_runner(fn: Callable[[np.ndarray], np.ndarray], name: str, spec: ModelSpec = DEFAULT_MODEL):
-    """A Polygraphy runner around ``fn(batch) -> logits``: OpenVINO, PyTorch, a served model, ..."""
-    global _CALLABLE_RUNNER_CLASS
-    if _CALLABLE_RUNNER_CLASS is None:
-        base = lazy_import("polygraphy.backend.base")
-        common = lazy_import("polygraphy.common")
-
-        class CallableRunner(base.BaseRunner):
-            """Runs a plain Python callable on the input batch."""
-
-            def __init__(self, fn, name, spec):
-                super().__init__(name=name, prefix="callable-runner")
-                self._fn, self._spec = fn, spec
-
-            def activate_impl(self):
-                pass
-
-            def deactivate_impl(self):
-                pass
-
-            def get_input_metadata_impl(self):
-                meta = common.TensorMetadata()
-                meta.add(self._spec.input_name, dtype=np.float32, shape=(-1, *self._spec.input_shape))
-                return meta
-
-            def infer_impl(self, feed_dict):
-                import time
-
-                start = time.perf_counter()
-                out = np.asarray(self._fn(feed_dict[self._spec.input_name]))
-                self.inference_time = time.perf_counter() - start
-                return {self._spec.output_name: out}
-
-        _CALLABLE_RUNNER_CLASS = CallableRunner
-    return _CALLABLE_RUNNER_CLASS(fn, name, spec)
-
-
-def torch_runner(module, name: str = "pytorch-fp32", spec: ModelSpec = DEFAULT_MODEL):
-    """Polygraphy runner of a PyTorch module in FP32 eval mode on the CPU: the parity reference."""
-    torch = lazy_import("torch")
-    module = module.float().eval()
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(np.ascontiguousarray(batch))).float().numpy()
-
-    return callable_runner(run, name, spec)
-
-
-def onnxrt_runner(path: str | os.PathLike, name: str, threads: int = 2):
-    """Polygraphy ``OnnxrtRunner`` on the CPU with ``threads`` intra-op threads."""
-    ort = lazy_import("onnxruntime")
-    runner_mod = lazy_import("polygraphy.backend.onnxrt")
-
-    def session():
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.log_severity_level = 3
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-    return runner_mod.OnnxrtRunner(session, name=name)
-
-
-def trt_runner(plan: bytes | str | os.PathLike, name: str):
-    """Polygraphy ``TrtRunner`` of a serialized engine (bytes) or a ``model.plan`` path. Needs TensorRT and a GPU."""
-    lazy_import("tensorrt")
-    trt_mod = lazy_import("polygraphy.backend.trt")
-    loader = trt_mod.EngineFromBytes(plan) if isinstance(plan, bytes) else trt_mod.EngineFromPath(str(plan))
-    return trt_mod.TrtRunner(loader, name=name)
+# ---------------------------------------------------------------- running
 
 
 @dataclass
@@ -350,7 +253,10 @@ def run_outputs(runner, inputs: np.ndarray, spec: ModelSpec = DEFAULT_MODEL, bat
     comparator = lazy_import("polygraphy.comparator")
     logger = lazy_import("polygraphy.logger").G_LOGGER
     if not hasattr(runner, "infer"):
-        runner = callable_runner(runner, getattr(runner, "__name__", "callable"), spec)
+        from dnx.runtimes import callable_runner
+
+        fn = runner
+        runner = callable_runner(lambda: fn, getattr(fn, "__name__", "callable"), spec)
     loader = [{spec.input_name: np.ascontiguousarray(inputs[i : i + batch_size])} for i in range(0, len(inputs), batch_size)]
     with logger.verbosity(logger.ERROR):
         results = comparator.Comparator.run([runner], data_loader=loader)
@@ -373,11 +279,13 @@ def check_parity(
     """Run every variant and the reference on the same inputs and gate each variant.
 
     ``reference`` is a runner, a callable, or precomputed reference logits for ``inputs``.
-    ``inputs`` default to :func:`parity_inputs`. A variant that cannot run fails its gate
+    ``inputs`` default to :func:`dnx.preprocess.probe_inputs`. A variant that cannot run fails its gate
     with the error as reason instead of aborting the others.
     """
     if inputs is None:
-        inputs, inputs_info = parity_inputs(spec)
+        from dnx.preprocess import probe_inputs
+
+        inputs, inputs_info = probe_inputs(spec)
     inputs_info = inputs_info or {"total": len(inputs)}
     if isinstance(reference, np.ndarray):
         ref = reference

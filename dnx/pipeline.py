@@ -159,10 +159,6 @@ class ExportResult:
     committed: bool
     parity: object = None  # dnx.parity.ParityReport
 
-    @property
-    def ok(self) -> bool:
-        return self.committed and all(s.status is not Status.FAILED for s in self.stages)
-
 
 def resolve_target(target: str) -> tuple[str, str]:
     """Turn ``auto`` into ``gpu`` when TensorRT and a GPU are usable, else ``cpu``; returns (target, why)."""
@@ -223,15 +219,17 @@ def _tune(ctx: Context, m: ModelEntry) -> ModelEntry:
 def stage_torch_to_onnx(ctx: Context) -> StageResult:
     """Load the torchvision model, export ONNX, and gate its parity with PyTorch (max abs ≤ 1e-3)."""
     from dnx.exporter.torch_export import OnnxFromTorch, load_torch_model, torch_forward
-    from dnx.parity import compare_arrays, parity_inputs, run_outputs
+    from dnx.parity import compare_arrays, run_outputs
+    from dnx.preprocess import probe_inputs
+    from dnx.runtimes import onnxruntime
 
     ctx.model, ctx.weights = load_torch_model(ctx.spec, ctx.options.weights, ctx.options.seed)
     path = ctx.work / "model.fp32.onnx"
     opset = OnnxFromTorch(ctx.model, ctx.spec, ctx.options.opset)(path)
     ctx.onnx_files["fp32"] = path
-    ctx.inputs, ctx.inputs_info = parity_inputs(ctx.spec, random=ctx.options.random_inputs, seed=ctx.options.seed)
+    ctx.inputs, ctx.inputs_info = probe_inputs(ctx.spec, random=ctx.options.random_inputs, seed=ctx.options.seed)
     ctx.reference = torch_forward(ctx.model, ctx.inputs)
-    got = run_outputs(_ort_runner(path, "onnx-fp32"), ctx.inputs, ctx.spec)
+    got = run_outputs(onnxruntime.runner(path, "onnx-fp32"), ctx.inputs, ctx.spec)
     row = compare_arrays("onnx-fp32", "fp32", ctx.reference, got, runtime="onnxruntime", spec=ctx.spec,
                          trained=ctx.weights.trained)
     m = row.metrics
@@ -286,6 +284,8 @@ def stage_int8_onnx(ctx: Context) -> StageResult:
 
 def stage_onnxruntime_models(ctx: Context) -> StageResult:
     """ONNX Runtime models (backend "onnxruntime"): one per precision graph built."""
+    from dnx.runtimes import onnxruntime
+
     built, skipped = [], []
     for precision in ctx.precisions:
         key = f"{precision}_cpu" if f"{precision}_cpu" in ctx.onnx_files else precision
@@ -296,12 +296,11 @@ def stage_onnxruntime_models(ctx: Context) -> StageResult:
         name = ctx.spec.model_name("onnxruntime", precision)
         m = _tune(ctx, ModelEntry("onnxruntime", precision, name, {"model.onnx": path}, backend="onnxruntime"))
         if ctx.target == "cpu":
-            threads = ctx.options.threads or max(1, (os.cpu_count() or 1) // m.instances)
-            m.parameters = {"intra_op_thread_count": str(threads), "inter_op_thread_count": "1"}
+            m.parameters = onnxruntime.cpu_parameters(ctx.options.threads or max(1, (os.cpu_count() or 1) // m.instances))
         else:
             m.trt_accelerator = "fp16" if precision == "fp16" else None
         m.info = {"onnx": ctx.onnx_info.get(key, {})}
-        m.runner = _ort_runner(path, name)
+        m.runner = onnxruntime.runner(path, name, m.parameters)
         m.notes = _notes(ctx, precision)
         ctx.models.append(m)
         built.append(name)
@@ -311,6 +310,7 @@ def stage_onnxruntime_models(ctx: Context) -> StageResult:
 def stage_openvino_models(ctx: Context) -> StageResult:
     """OpenVINO IR models (backend "openvino") for the CPU: fp32, bf16 where native, int8 from Q/DQ."""
     from dnx.exporter.openvino import OPENVINO_PRECISIONS, openvino_variant, unsupported_reason
+    from dnx.runtimes import openvino
 
     o = ctx.options
     built, skipped = [], []
@@ -324,12 +324,9 @@ def stage_openvino_models(ctx: Context) -> StageResult:
         v = openvino_variant(src, precision, ctx.work / f"openvino-{precision}", max_batch_size=o.max_batch,
                              instance_count=o.instances, threads=o.threads, max_queue_delay_us=o.max_queue_delay_us,
                              preferred_batch_sizes=tuple(o.preferred_batch) if o.preferred_batch is not None else None)
-        s = v.serving
-        m = ModelEntry("openvino", precision, v.model_name(ctx.spec), dict(v.files), max_batch_size=s.max_batch_size,
-                       backend="openvino", parameters=dict(v.parameters), preferred_batch=tuple(s.preferred_batch_sizes),
-                       max_queue_delay_us=s.max_queue_delay_us, instances=s.instance_count, kind="KIND_CPU",
-                       info={"openvino": v.info, "onnx": ctx.onnx_info.get(precision, {})})
-        m.runner = v.runner()
+        m = openvino_entry(v, ctx.spec)
+        m.info["onnx"] = ctx.onnx_info.get(precision, {})
+        m.runner = openvino.runner(v.files["model.xml"], m.name, m.parameters, m.max_batch_size, ctx.spec)
         m.notes = _notes(ctx, precision)
         ctx.models.append(m)
         built.append(m.name)
@@ -343,7 +340,7 @@ def stage_tensorrt_engines(ctx: Context) -> StageResult:
     usable, reason = tensorrt_available()
     if not usable:
         return StageResult("tensorrt_engines", Status.SKIPPED, reason)
-    from dnx.parity import trt_runner
+    from dnx.runtimes import tensorrt
 
     o = ctx.options
     built = []
@@ -362,7 +359,7 @@ def stage_tensorrt_engines(ctx: Context) -> StageResult:
         m.files = {"model.plan": plan}
         m.info = {"tensorrt": {"version": meta["tensorrt_version"], "image": os.environ.get("DNX_BUILD_IMAGE"), **meta},
                   "onnx": ctx.onnx_info.get(precision, {})}
-        m.runner = trt_runner(plan, name)
+        m.runner = tensorrt.runner(plan, name)
         m.notes = _notes(ctx, precision)
         ctx.models.append(m)
         built.append(name)
@@ -398,36 +395,49 @@ def _notes(ctx: Context, precision: str) -> str:
     return _CALIB_NOTES.get(kind, "") if precision == "int8" else ""
 
 
-def _ort_runner(path: Path, name: str):
-    from dnx.parity import onnxrt_runner
-
-    return onnxrt_runner(path, name, threads=os.cpu_count() or 1)
+def openvino_entry(v, spec: ModelSpec) -> ModelEntry:
+    """The repository entry of an OpenVINO variant (:class:`dnx.exporter.openvino.OpenVinoVariant`)."""
+    s = v.serving
+    name = v.model_name(spec)
+    m = ModelEntry("openvino", v.precision, name, dict(v.files), max_batch_size=s.max_batch_size,
+                   backend="openvino", parameters=dict(v.parameters), preferred_batch=tuple(s.preferred_batch_sizes),
+                   max_queue_delay_us=s.max_queue_delay_us, instances=s.instance_count, kind="KIND_CPU",
+                   info={"openvino": v.info})
+    return m
 
 
 # --------------------------------------------------------------------------- writing
+
+def triton_config(m: ModelEntry, spec: ModelSpec, cuda_graphs: bool = False):
+    """The :class:`~dnx.model_repository.render.TritonConfig` of one repository model."""
+    from dnx.model_repository.layout import LABELS_NAME
+    from dnx.model_repository.render import TritonConfig
+
+    return TritonConfig(
+        name=m.name, max_batch_size=m.max_batch_size,
+        input_name=spec.input_name, output_name=spec.output_name,
+        input_dims=spec.input_shape, output_dims=(spec.num_classes,),
+        backend=m.backend, platform=m.platform, label_filename=LABELS_NAME,
+        instance_count=m.instances, instance_kind=m.kind,
+        preferred_batch_sizes=list(m.preferred_batch), max_queue_delay_us=m.max_queue_delay_us,
+        parameters=dict(m.parameters), cuda_graphs=cuda_graphs and m.runtime == "tensorrt",
+        trt_accelerator=m.trt_accelerator,
+    )
+
 
 def write_models(ctx: Context, repo: Path) -> StageResult:
     """Write config.pbtxt, labels and model files of every model that passed (or --keep-failing)."""
     from dnx.exporter.torch_export import imagenet_labels
     from dnx.hashing import sha256_file
     from dnx.model_repository.layout import LABELS_NAME, atomic_write_text, model_dir
-    from dnx.model_repository.render import TritonConfig, render_config
+    from dnx.model_repository.render import render_config
 
     labels = "\n".join(imagenet_labels(ctx.spec)) + "\n"
     written = []
     for m in ctx.models:
         if m.parity and m.parity.get("passed") is False and not ctx.options.keep_failing:
             continue
-        cfg = TritonConfig(
-            name=m.name, max_batch_size=m.max_batch_size,
-            input_name=ctx.spec.input_name, output_name=ctx.spec.output_name,
-            input_dims=ctx.spec.input_shape, output_dims=(ctx.spec.num_classes,),
-            backend=m.backend, platform=m.platform, label_filename=LABELS_NAME,
-            instance_count=m.instances, instance_kind=m.kind,
-            preferred_batch_sizes=list(m.preferred_batch), max_queue_delay_us=m.max_queue_delay_us,
-            parameters=dict(m.parameters), cuda_graphs=ctx.options.cuda_graphs and m.runtime == "tensorrt",
-            trt_accelerator=m.trt_accelerator,
-        )
+        cfg = triton_config(m, ctx.spec, ctx.options.cuda_graphs)
         text = render_config(cfg)
         vdir = model_dir(repo, m.name)
         vdir.mkdir(parents=True, exist_ok=True)
@@ -503,9 +513,8 @@ def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | Non
     """
     from dnx.manifest import new_manifest, write_manifest
     from dnx.model_repository.layout import StagedRepository
-    from dnx.spec import get_spec
-
     from dnx.preflight import preflight
+    from dnx.spec import get_spec
 
     preflight(options)  # fail fast: every check that needs no exported model, before torch loads
     spec = get_spec(options.model)

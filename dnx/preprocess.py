@@ -88,3 +88,15 @@ def photo_batch(spec: ModelSpec = DEFAULT_MODEL, limit: int | None = None) -> np
     if not photos:
         raise InputError("no sample photographs found; install scikit-image (pip install scikit-image)")
     return np.stack([load_image(p, spec) for p in photos])
+
+
+def probe_inputs(spec: ModelSpec = DEFAULT_MODEL, random: int = 4, seed: int = 0,
+                 photo_limit: int | None = None) -> tuple[np.ndarray, dict]:
+    """Real photographs (scikit-image's) plus ``random`` seeded standard-normal inputs, and their description.
+
+    The one probe set: parity inputs, FP16 range probing and ``dnx validate`` all use it.
+    """
+    photos = photo_batch(spec, limit=photo_limit)
+    rand = np.random.default_rng(seed).standard_normal((random, *spec.input_shape)).astype(np.float32)
+    data = np.concatenate([photos, rand]) if random else photos
+    return data, {"photographs": len(photos), "random": random, "seed": seed, "total": len(data)}

@@ -2,8 +2,8 @@
 
 The PyTorch FP32 reference is rebuilt from the weights the manifest records (random weights
 from their seed, a ``.pth`` whose hash must still match, or torchvision's ImageNet weights).
-Each model runs locally with the runtime it is served by (ONNX Runtime, OpenVINO, TensorRT
-where available). With ``served=True`` the same inputs also go through the server, and the
+Each model runs locally with the runtime and config it is served by (:mod:`dnx.runtimes`:
+ONNX Runtime, OpenVINO, TensorRT where available). With ``served=True`` the same inputs also go through the server, and the
 served outputs are gated against PyTorch and compared with the local runtime.
 """
 
@@ -47,28 +47,6 @@ def _reference_model(manifest: dict, repo: Path):
     return load_torch_model(spec, str(path))[0], spec, True
 
 
-def local_runner(repo: Path, name: str, entry: dict):
-    """A runner for one repository model, with the runtime that serves it; ``(runner, None)`` or ``(None, why)``."""
-    from dnx import parity
-
-    vdir = Path(repo) / name / "1"
-    runtime = entry.get("runtime")
-    if runtime == "onnxruntime":
-        return parity.onnxrt_runner(vdir / "model.onnx", name, threads=os.cpu_count() or 1), None
-    if runtime == "openvino":
-        from dnx.exporter.openvino import OpenVinoRunner
-
-        cfg = entry.get("config", {})
-        runner = OpenVinoRunner(vdir / "model.xml", cfg.get("parameters", {}), cfg.get("max_batch_size", 1))
-        return runner, None
-    if runtime == "tensorrt":
-        from dnx.exporter.engine import tensorrt_available
-
-        usable, reason = tensorrt_available()
-        return (parity.trt_runner(vdir / "model.plan", name), None) if usable else (None, reason)
-    return None, f"unknown runtime {runtime!r} in the manifest"
-
-
 def validate(
     repository: str | os.PathLike = "model_repository",
     *,
@@ -82,6 +60,8 @@ def validate(
     """Gate every model of ``repository`` against PyTorch; with ``served`` also through the server at ``url``."""
     from dnx import parity
     from dnx.exporter.torch_export import torch_forward
+    from dnx.preprocess import probe_inputs
+    from dnx.runtimes import model_runner
 
     repo = Path(repository)
     if not repo.is_dir():
@@ -100,12 +80,12 @@ def validate(
             with TritonClient(url, name, protocol):
                 pass
     model, spec, trained = _reference_model(manifest, repo)
-    inputs, info = parity.parity_inputs(spec, random=random_inputs, seed=seed)
+    inputs, info = probe_inputs(spec, random=random_inputs, seed=seed)
     reference = torch_forward(model, inputs)
 
     variants, skipped = [], {}
     for name in names:
-        runner, why = local_runner(repo, name, entries[name])
+        runner, why = model_runner(repo, name, entries[name], spec)
         if runner is None:
             skipped[name] = why
             continue

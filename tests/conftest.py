@@ -14,6 +14,16 @@ import pytest
 pytest_plugins = ["tests.fixtures_server"] if (Path(__file__).parent / "fixtures_server.py").exists() else []
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# A test that uses one of these starts (or shares) a real tritonserver: it gets the `server` mark,
+# so `-m "not server"` runs every pure test and nothing else. Tests that launch one themselves
+# carry the mark explicitly.
+SERVER_FIXTURES = {"triton_server", "triton_server_factory", "ov_server"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
 
 
 @pytest.fixture(scope="session")

@@ -39,8 +39,6 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
 from dnx._lazy import lazy_import
 from dnx.errors import DnxError, InputError
 from dnx.hashing import sha256_file
@@ -71,21 +69,12 @@ class ServingDefaults:
 TUNED: dict[str, ServingDefaults] = {p: ServingDefaults(max_batch_size=1) for p in ("fp32", "bf16", "int8")}
 
 
-def cpu_capabilities() -> list[str]:
-    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of this machine's CPU (e.g. FP32, BF16, INT8)."""
-    ov = lazy_import("openvino")
-    return [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
-
-
-def cpu_supports_bf16() -> bool:
-    """True when this CPU runs bfloat16 natively (AVX512_BF16 or AMX), as OpenVINO reports it."""
-    return "BF16" in cpu_capabilities()
-
-
 def unsupported_reason(precision: str) -> str | None:
     """Why ``precision`` cannot be an OpenVINO variant on this machine, or None when it can."""
     if precision not in OPENVINO_PRECISIONS:
         return f"OpenVINO variants exist for {', '.join(OPENVINO_PRECISIONS)}, not {precision}"
+    from dnx.runtimes.openvino import cpu_supports_bf16
+
     if precision == "bf16" and not cpu_supports_bf16():
         return "this CPU has no native bfloat16 (OpenVINO OPTIMIZATION_CAPABILITIES lacks BF16)"
     return None
@@ -145,20 +134,6 @@ def backend_parameters(precision: str, serving: ServingDefaults) -> dict[str, st
     return params
 
 
-def compile_properties(parameters: dict[str, str]) -> dict[str, str]:
-    """OpenVINO CPU properties for config ``parameters``, mapped as the C++ backend maps them."""
-    props: dict[str, str] = {}
-    for key in ("PERFORMANCE_HINT", "INFERENCE_NUM_THREADS", "COMPILATION_NUM_THREADS", "NUM_STREAMS"):
-        value = parameters.get(key, "").strip()
-        if value:
-            props[key] = value.upper()
-    if parameters.get("HINT_BF16", "").strip().lower() == "yes":
-        props["INFERENCE_PRECISION_HINT"] = "bf16"
-    elif parameters.get("INFERENCE_PRECISION_HINT", "").strip():
-        props["INFERENCE_PRECISION_HINT"] = parameters["INFERENCE_PRECISION_HINT"].strip().lower()
-    return props
-
-
 @dataclass
 class OpenVinoVariant:
     """One OpenVINO model of the repository: its files and its Triton settings."""
@@ -172,25 +147,6 @@ class OpenVinoVariant:
     def model_name(self, spec: ModelSpec = DEFAULT_MODEL) -> str:
         """``densenet121_openvino``, ``densenet121_openvino_bf16``, ``densenet121_openvino_int8``."""
         return spec.model_name(BACKEND, self.precision)
-
-    def triton_config(self, spec: ModelSpec = DEFAULT_MODEL, **overrides):
-        """A :class:`~dnx.model_repository.render.TritonConfig` for this variant (``backend: "openvino"``)."""
-        from dnx.model_repository.render import TritonConfig
-
-        s = self.serving
-        cfg = TritonConfig(
-            name=self.model_name(spec), max_batch_size=s.max_batch_size,
-            input_name=spec.input_name, output_name=spec.output_name,
-            input_dims=spec.input_shape, output_dims=(spec.num_classes,), backend=BACKEND,
-            instance_count=s.instance_count, instance_kind="KIND_CPU",
-            preferred_batch_sizes=list(s.preferred_batch_sizes), max_queue_delay_us=s.max_queue_delay_us,
-            parameters=dict(self.parameters),
-        )
-        return replace(cfg, **overrides)
-
-    def runner(self) -> "OpenVinoRunner":
-        """A local runner that executes the variant as the served model does (for parity checks)."""
-        return OpenVinoRunner(self.files["model.xml"], self.parameters, self.serving.max_batch_size)
 
 
 def serving_defaults(precision: str, **overrides) -> ServingDefaults:
@@ -227,6 +183,8 @@ def openvino_variant(
         raise InputError(f"cannot build the OpenVINO {precision} variant: {reason}; drop --precision {precision}")
     serving = serving_defaults(precision, **overrides)
     files = IrFromOnnx(onnx_path)(out_dir)
+    from dnx.runtimes.openvino import cpu_capabilities
+
     ov = lazy_import("openvino")
     info = {"openvino": ov.get_version(), "source_onnx_sha256": sha256_file(Path(onnx_path)),
             "cpu_capabilities": cpu_capabilities()}
@@ -236,42 +194,3 @@ def openvino_variant(
             raise InputError(f"{Path(onnx_path).name} has no Q/DQ nodes, so it cannot be the int8 variant; "
                              "pass the calibrated Q/DQ ONNX model (dnx export --precision int8 --calib-dir ...)")
     return OpenVinoVariant(precision, files, backend_parameters(precision, serving), serving, info)
-
-
-class OpenVinoRunner:
-    """Run an IR on the CPU the way the ``openvino`` backend serves it: batch fixed at
-    ``max_batch_size`` (inputs padded with zeros), the config's parameters as properties.
-
-    ``runner(batch)`` takes an NCHW float32 array of any length and returns the logits.
-    """
-
-    def __init__(self, xml_path: str | os.PathLike, parameters: dict[str, str], max_batch_size: int):
-        ov = lazy_import("openvino")
-        core = ov.Core()
-        model = core.read_model(str(xml_path))
-        self.batch = max_batch_size
-        if max_batch_size > 0:
-            for param in model.get_parameters():
-                param.set_layout(ov.Layout("N..."))
-            ov.set_batch(model, max_batch_size)
-        self.compiled = core.compile_model(model, "CPU", compile_properties(parameters))
-        self.request = self.compiled.create_infer_request()
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if self.batch <= 0:
-            return self.request.infer([batch])[0].copy()
-        outs = []
-        for start in range(0, len(batch), self.batch):
-            chunk = batch[start:start + self.batch]
-            n = len(chunk)
-            if n < self.batch:
-                chunk = np.concatenate([chunk, np.zeros((self.batch - n, *chunk.shape[1:]), np.float32)])
-            outs.append(self.request.infer([chunk])[0][:n].copy())
-        return np.concatenate(outs)
-
-    @property
-    def precision(self) -> str:
-        """The inference precision OpenVINO chose (``f32``, ``bf16``)."""
-        return self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-

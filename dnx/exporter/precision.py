@@ -74,11 +74,10 @@ def _unoptimized_session(model, threads: int = 2):
 
 
 def default_probe(spec: ModelSpec = DEFAULT_MODEL, photos: int = 4, random: int = 2, seed: int = 0) -> dict:
-    """Probe feed for range measurement: real photographs plus seeded standard-normal inputs."""
-    from dnx.preprocess import photo_batch
+    """Probe feed for range measurement: :func:`dnx.preprocess.probe_inputs` keyed by the input name."""
+    from dnx.preprocess import probe_inputs
 
-    rand = np.random.default_rng(seed).standard_normal((random, *spec.input_shape)).astype(np.float32)
-    return {spec.input_name: np.concatenate([photo_batch(spec, limit=photos), rand])}
+    return {spec.input_name: probe_inputs(spec, random=random, seed=seed, photo_limit=photos)[0]}
 
 
 def tensor_ranges(model, feeds: dict[str, np.ndarray]) -> dict[str, float]:

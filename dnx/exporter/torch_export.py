@@ -165,12 +165,10 @@ class OnnxFromTorch:
 
 
 def torch_forward(model, batch, chunk: int = 8):
-    """Run ``model`` on a float32 NCHW numpy batch in chunks; returns numpy logits."""
-    torch = lazy_import("torch")
+    """Run ``model`` on a float32 NCHW numpy batch in chunks of ``chunk``; returns numpy logits."""
     import numpy as np
 
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(batch), chunk):
-            outs.append(model(torch.from_numpy(np.ascontiguousarray(batch[i : i + chunk]))).numpy())
-    return np.concatenate(outs)
+    from dnx.runtimes.torch import forward_fn
+
+    run = forward_fn(model)
+    return np.concatenate([run(batch[i : i + chunk]) for i in range(0, len(batch), chunk)])

@@ -79,11 +79,53 @@ def parse_config(text: str):
     return msg
 
 
+def expected_config(cfg: TritonConfig):
+    """The ``model_config_pb2.ModelConfig`` that ``cfg`` means, built field by field (no template)."""
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    msg = pb.ModelConfig(name=cfg.name, max_batch_size=cfg.max_batch_size)
+    if cfg.platform:
+        msg.platform = cfg.platform
+    if cfg.backend:
+        msg.backend = cfg.backend
+    if cfg.default_model_filename:
+        msg.default_model_filename = cfg.default_model_filename
+    msg.version_policy.latest.num_versions = 1
+    msg.input.add(name=cfg.input_name, data_type=pb.TYPE_FP32, dims=list(cfg.input_dims),
+                  format=pb.ModelInput.FORMAT_NCHW if len(cfg.input_dims) == 3 else pb.ModelInput.FORMAT_NONE)
+    out = msg.output.add(name=cfg.output_name, data_type=pb.TYPE_FP32, dims=list(cfg.output_dims))
+    if cfg.label_filename:
+        out.label_filename = cfg.label_filename
+    msg.instance_group.add(count=cfg.instance_count, kind=pb.ModelInstanceGroup.Kind.Value(cfg.instance_kind))
+    if cfg.dynamic_batching:
+        msg.dynamic_batching.preferred_batch_size.extend(cfg.preferred_batch_sizes)
+        msg.dynamic_batching.max_queue_delay_microseconds = cfg.max_queue_delay_us
+    for key, value in cfg.parameters.items():
+        msg.parameters[key].string_value = value
+    if cfg.cuda_graphs:
+        msg.optimization.cuda.graphs = True
+    if cfg.trt_accelerator:
+        acc = msg.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+        acc.parameters.update({"precision_mode": cfg.trt_accelerator.upper(), "max_workspace_size_bytes": "4294967296",
+                               "trt_engine_cache_enable": "1"})
+    for bs in cfg.warmup_batch_sizes:
+        warm = msg.model_warmup.add(name=f"warmup_batch_{bs}", batch_size=bs)
+        data = warm.inputs[cfg.input_name]
+        data.data_type = pb.TYPE_FP32
+        data.dims.extend(cfg.input_dims)
+        data.random_data = True
+    return msg
+
+
 def render_config(cfg: TritonConfig) -> str:
-    """Render ``cfg`` to protobuf text and verify it parses as a Triton ``ModelConfig``."""
+    """Render ``cfg`` to protobuf text and verify it parses into exactly :func:`expected_config`."""
     cfg.check()
     text = _template().render(c=cfg).strip() + "\n"
     msg = parse_config(text)
-    if msg.name != cfg.name or msg.max_batch_size != cfg.max_batch_size:
-        raise DnxError(f"{cfg.name}: rendered config lost its name or max_batch_size (dnx bug)")
+    expected = expected_config(cfg)
+    if msg != expected:
+        from google.protobuf import text_format
+
+        diff = text_format.MessageToString(expected, as_one_line=True)
+        raise DnxError(f"{cfg.name}: rendered config.pbtxt does not say what the config means (dnx bug); expected {diff}")
     return text

@@ -62,10 +62,12 @@ def launched_server(repository: Path, models: list[str] | None, log_file: Path):
 
 def run_perf(opts: PerfOptions) -> PerfRun:
     """Check the server, sweep every requested model with perf_analyzer, write the report."""
-    from dnx.perf.report import compare, read_manifest, tidy_rows, write_report
+    from dnx.manifest import read_manifest
+    from dnx.perf.report import compare, tidy_rows, write_report
 
     s = opts.sweep
     s.check()
+    manifest = read_manifest(opts.repository, required=False)
     out = Path(opts.out) if opts.out else default_out_dir()
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -87,6 +89,5 @@ def run_perf(opts: PerfOptions) -> PerfRun:
         s = replace(s, url=url, collect_metrics=collect, verbose_csv=s.verbose_csv or collect,
                     metrics_url=metrics_url if collect else None)
         result = sweep(models, s, out)
-    manifest = read_manifest(opts.repository)
     paths = write_report(result, latency_budget_ms=opts.latency_budget_ms, manifest=manifest, skipped=skipped)
     return PerfRun(result, paths, compare(tidy_rows(result, manifest), opts.latency_budget_ms), skipped)

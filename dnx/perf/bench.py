@@ -1,13 +1,11 @@
 """``make bench``: one run, one machine, the same photograph, served Triton vs in-process baselines.
 
-In-process runners (PyTorch eager, ONNX Runtime, OpenVINO, plus any the caller adds) are
-timed first, then the repository is served by a local Triton launched through
-:mod:`dnx.serving.server` and swept with perf_analyzer (:mod:`dnx.perf.sweep`) at
-concurrency 1..N. The ratios against the targets go to ``perf/BENCHMARKS.md``.
-
-More in-process runners: pass them in :attr:`BenchOptions.extra_runners`, or register a
-factory ``fn(repository: Path, manifest: dict | None) -> list[InProcessRunner]`` with
-:func:`register_runner_factory` (how the OpenVINO exporter can contribute its own).
+In-process runners (PyTorch eager, ONNX Runtime, OpenVINO, plus any the caller adds in
+:attr:`BenchOptions.extra_runners`) are timed first, loaded through :mod:`dnx.runtimes` with
+the served configs' parameters; then the repository is served by a local Triton launched
+through :mod:`dnx.serving.server` and swept with perf_analyzer (:mod:`dnx.perf.sweep`) at
+concurrency 1..N. Model, shapes and names come from the repository's model spec. The ratios
+against the targets go to ``perf/BENCHMARKS.md``.
 """
 
 from __future__ import annotations
@@ -25,10 +23,11 @@ from typing import Callable
 
 import numpy as np
 
-from dnx._lazy import lazy_import
+from dnx._lazy import has_module, lazy_import
 from dnx.errors import InputError
 from dnx.model_repository.layout import atomic_write_text
 from dnx.perf.sweep import ConcurrencyRange, SweepOptions
+from dnx.spec import DEFAULT_MODEL, ModelSpec
 
 Infer = Callable[[np.ndarray], object]
 
@@ -63,34 +62,19 @@ class Timing:
     notes: str = ""
 
 
-_FACTORIES: list[Callable[[Path, dict | None], list[InProcessRunner]]] = []
+# ------------------------------------------------------------------ runners (loaded through dnx.runtimes)
 
 
-def register_runner_factory(fn: Callable[[Path, dict | None], list[InProcessRunner]]):
-    """Add a factory of extra in-process runners to every bench (usable as a decorator)."""
-    if fn not in _FACTORIES:
-        _FACTORIES.append(fn)
-    return fn
-
-
-# ------------------------------------------------------------------ built-in runners
-
-
-def torch_eager_runner(batch_sizes=(1, 4, 8), threads: int | None = None) -> InProcessRunner:
-    """torchvision DenseNet-121 in PyTorch eager (the approach of the suite dnx replaces)."""
+def torch_eager_runner(batch_sizes=(1, 4, 8), threads: int | None = None, spec: ModelSpec = DEFAULT_MODEL) -> InProcessRunner:
+    """The torchvision model in PyTorch eager, random weights (the approach of the suite dnx replaces)."""
     threads = threads or os.cpu_count()
 
     def load(batch: int) -> Infer:
-        torch = lazy_import("torch")
-        tv = lazy_import("torchvision")
-        torch.set_num_threads(threads)
-        torch.manual_seed(0)
-        model = tv.models.densenet121(weights=None).eval()
+        from dnx.exporter.torch_export import load_torch_model
+        from dnx.runtimes.torch import forward_fn
 
-        def run(x: np.ndarray):
-            with torch.inference_mode():
-                return model(torch.from_numpy(x))
-        return run
+        lazy_import("torch").set_num_threads(threads)
+        return forward_fn(load_torch_model(spec, "random", 0)[0])
 
     return InProcessRunner("pytorch eager fp32", "pytorch", "fp32", tuple(batch_sizes), load, threads,
                            "torch.set_num_threads(os.cpu_count()), inference_mode, random weights")
@@ -100,10 +84,9 @@ def onnxruntime_runner(onnx_path: Path, batch_sizes=(1,), threads: int = 2, prec
     """ONNX Runtime CPU session on ``onnx_path`` (intra-op ``threads``, inter-op 1)."""
 
     def load(batch: int) -> Infer:
-        ort = lazy_import("onnxruntime")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        from dnx.runtimes import onnxruntime
+
+        sess = onnxruntime.session(onnx_path, onnxruntime.cpu_parameters(threads))
         name = sess.get_inputs()[0].name
         return lambda x: sess.run(None, {name: x})
 
@@ -123,33 +106,22 @@ def openvino_runner(model_path: Path, precision: str = "fp32", batch_sizes=(1, 8
     unquantized layers at the CPU default, as served).
     """
     threads = threads or os.cpu_count()
-    props = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": _OV_HINTS.get(precision, "f32")}
-    if parameters is not None:
-        from dnx.exporter.openvino import compile_properties
-
-        props = {"PERFORMANCE_HINT": "LATENCY", **compile_properties(parameters)}
-    props["INFERENCE_NUM_THREADS"] = threads
+    params = {"PERFORMANCE_HINT": "LATENCY",
+              **(parameters if parameters is not None else {"INFERENCE_PRECISION_HINT": _OV_HINTS.get(precision, "f32")})}
 
     def load(batch: int) -> Infer:
-        ov = lazy_import("openvino")
-        core = ov.Core()
-        model = core.read_model(str(model_path))
-        model.reshape({model.inputs[0].get_any_name(): [batch, 3, 224, 224]})
-        compiled = core.compile_model(model, "CPU", props)
-        request = compiled.create_infer_request()
+        from dnx.runtimes import openvino
+
+        request = openvino.compile_model(model_path, params, batch=batch,
+                                         properties={"INFERENCE_NUM_THREADS": threads}).create_infer_request()
         return lambda x: request.infer({0: x})
 
+    from dnx.runtimes.openvino import compile_properties
+
+    hint = compile_properties(params).get("INFERENCE_PRECISION_HINT", "CPU default")
     return InProcessRunner(f"openvino {precision}", "openvino", precision, tuple(batch_sizes), load, threads,
-                           f"LATENCY hint, {threads} threads, precision hint "
-                           f"{props.get('INFERENCE_PRECISION_HINT', 'CPU default')}, "
+                           f"LATENCY hint, {threads} threads, precision hint {hint}, "
                            f"{Path(model_path).parent.parent.name}/{Path(model_path).name}")
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        return "avx512_bf16" in Path("/proc/cpuinfo").read_text() or "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
 
 
 def _model_file(repository: Path, model: str) -> Path | None:
@@ -157,14 +129,14 @@ def _model_file(repository: Path, model: str) -> Path | None:
     return files[0] if files else None
 
 
-@register_runner_factory
-def _openvino_runners(repository: Path, manifest: dict | None) -> list[InProcessRunner]:
-    """OpenVINO per precision: the repository's OpenVINO models, else the fp32 ONNX (f32, and bf16 if native)."""
-    from dnx._lazy import has_module
+def openvino_runners(repository: Path, manifest: dict | None, spec: ModelSpec = DEFAULT_MODEL) -> list[InProcessRunner]:
+    """OpenVINO per precision: the repository's OpenVINO models as served, else its fp32 ONNX (f32, and bf16 if native)."""
     from dnx.perf.report import variant_of
 
     if not has_module("openvino"):
         return []
+    from dnx.runtimes.openvino import cpu_supports_bf16
+
     found = []
     for d in sorted(p for p in repository.iterdir() if p.is_dir()):
         precision, runtime = variant_of(d.name, manifest)
@@ -174,10 +146,10 @@ def _openvino_runners(repository: Path, manifest: dict | None) -> list[InProcess
             found.append(openvino_runner(path, precision, parameters=params))
     if found:
         return found
-    onnx = _model_file(repository, "densenet121_onnx")
+    onnx = _model_file(repository, spec.model_name("onnxruntime", "fp32"))
     if onnx is None:
         return []
-    return [openvino_runner(onnx, "fp32")] + ([openvino_runner(onnx, "bf16")] if _cpu_has_bf16() else [])
+    return [openvino_runner(onnx, "fp32")] + ([openvino_runner(onnx, "bf16")] if cpu_supports_bf16() else [])
 
 
 # ------------------------------------------------------------------ timing
@@ -229,23 +201,19 @@ def machine_info() -> dict:
     except OSError:
         pass
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram_gib, "bf16": _cpu_has_bf16(),
+        "cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram_gib, "bf16": _cpu_bf16(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "os": platform.platform(), "python": platform.python_version(),
     }
 
 
-def library_versions() -> dict:
-    """Versions of the libraries measured."""
-    from importlib import metadata
+def _cpu_bf16() -> bool | None:
+    """Native bfloat16 as OpenVINO reports it (the check the exporter uses); None without OpenVINO."""
+    if not has_module("openvino"):
+        return None
+    from dnx.runtimes.openvino import cpu_supports_bf16
 
-    out = {}
-    for name in ("torch", "torchvision", "onnxruntime", "openvino", "numpy", "tritonclient", "nvidia-pytriton"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return cpu_supports_bf16()
 
 
 # ------------------------------------------------------------------ the bench
@@ -271,7 +239,7 @@ class BenchOptions:
     ort_threads: int = 2
     include_torch: bool = True
     extra_runners: list[InProcessRunner] = field(default_factory=list)
-    use_registered: bool = True  # include runners from register_runner_factory (OpenVINO)
+    include_openvino: bool = True  # OpenVINO in-process per precision (openvino_runners)
     command: str = ""  # how the bench was invoked, for the record
     progress: bool = True
     notes: str = ""
@@ -293,7 +261,7 @@ class BenchResult:
     photo: str = ""
 
 
-def _ort_model(repository: Path, manifest: dict | None) -> tuple[str, Path, int]:
+def _ort_model(repository: Path, manifest: dict | None, spec: ModelSpec) -> tuple[str, Path, int]:
     from dnx.model_repository.render import parse_config
     from dnx.perf.report import variant_of
 
@@ -301,7 +269,7 @@ def _ort_model(repository: Path, manifest: dict | None) -> tuple[str, Path, int]
         if variant_of(d.name, manifest) == ("fp32", "onnxruntime") and (d / "1" / "model.onnx").is_file():
             cfg = parse_config((d / "config.pbtxt").read_text())
             return d.name, d / "1" / "model.onnx", max(cfg.max_batch_size, 1)
-    raise InputError(f"{repository} has no fp32 ONNX Runtime model (densenet121_onnx); build one with "
+    raise InputError(f"{repository} has no fp32 ONNX Runtime model ({spec.model_name('onnxruntime', 'fp32')}); build one with "
                      "`dnx export --precision fp32` or pass --repository")
 
 
@@ -366,30 +334,32 @@ def write_input_dir(image: np.ndarray, folder: Path, input_name: str = "input") 
 
 def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) -> BenchResult:
     """Time the in-process baselines, sweep the served repository, write BENCHMARKS.md."""
+    from dnx.manifest import library_versions, read_manifest
     from dnx.perf import launched_server
-    from dnx.perf.report import read_manifest, tidy_rows, write_report
+    from dnx.perf.report import tidy_rows, write_report
     from dnx.perf.sweep import inspect_server, sweep
     from dnx.preprocess import photo_batch, sample_photographs
+    from dnx.spec import get_spec
 
     step = on_step or (lambda msg: None)
     repo = Path(opts.repository)
     if not repo.is_dir():
         raise InputError(f"model repository {repo} does not exist; build it with `dnx export` or pass --repository")
-    manifest = read_manifest(repo)
-    ort_name, ort_path, max_batch = _ort_model(repo, manifest)
+    manifest = read_manifest(repo, required=False)
+    spec = get_spec((manifest or {}).get("model", DEFAULT_MODEL.name))
+    ort_name, ort_path, max_batch = _ort_model(repo, manifest, spec)
     results = Path(opts.results_dir or Path("perf/results") / _dt.datetime.now(_dt.timezone.utc).strftime("bench-%Y%m%dT%H%M%SZ"))
     results.mkdir(parents=True, exist_ok=True)
     machine, versions = machine_info(), library_versions()
-    images = photo_batch()
+    images = photo_batch(spec)
     photo = sample_photographs()[0].name
 
     runners: list[InProcessRunner] = []
     if opts.include_torch:
-        runners.append(torch_eager_runner(opts.torch_batches))
+        runners.append(torch_eager_runner(opts.torch_batches, spec=spec))
     runners.append(onnxruntime_runner(ort_path, tuple(dict.fromkeys((1, max_batch))), opts.ort_threads))
-    if opts.use_registered:
-        for factory in _FACTORIES:
-            runners.extend(factory(repo, manifest))
+    if opts.include_openvino:
+        runners.extend(openvino_runners(repo, manifest, spec))
     runners.extend(opts.extra_runners)
     timings: list[Timing] = []
     # PyTorch last: once it has run, its thread pool slows the other runtimes in this process
@@ -401,7 +371,7 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
 
     step(f"served: local Triton on {repo}, perf_analyzer concurrency {opts.concurrency}")
     # Kept with the results so the recorded perf_analyzer command lines can be rerun.
-    input_dir = write_input_dir(images[0], results / "input-data")
+    input_dir = write_input_dir(images[0], results / "input-data", spec.input_name)
     with launched_server(repo, opts.served_models, results / "tritonserver.log") as server:
         models = [m for m in inspect_server(server.grpc_url, "grpc", opts.served_models) if not m.variable_inputs]
         sweep_opts = SweepOptions(

@@ -6,12 +6,11 @@ import csv
 import datetime as _dt
 import io
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 from dnx._lazy import lazy_import
-from dnx.model_repository.layout import MANIFEST_NAME, atomic_write_bytes, atomic_write_text
+from dnx.model_repository.layout import atomic_write_bytes, atomic_write_text
 from dnx.perf.sweep import SweepResult
 from dnx.spec import PRECISIONS, RUNTIME_TAGS
 
@@ -40,16 +39,6 @@ def variant_of(model: str, manifest: dict | None = None) -> tuple[str, str]:
             precision = rest[0] if rest and rest[0] in PRECISIONS else ("fp32" if not rest else "?")
             return precision, _TAG_RUNTIMES[tag]
     return "?", "?"
-
-
-def read_manifest(repository: str | os.PathLike | None) -> dict | None:
-    """The repository's ``dnx-manifest.json`` as a dict, or None when absent or unreadable."""
-    if repository is None:
-        return None
-    try:
-        return json.loads((Path(repository) / MANIFEST_NAME).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def tidy_rows(result: SweepResult, manifest: dict | None = None) -> list[dict]:

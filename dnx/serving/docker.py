@@ -6,7 +6,6 @@ without a Docker engine or a GPU (like the ones dnx is developed on).
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import subprocess
@@ -36,17 +35,6 @@ CONTAINER_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 def image_for_tag(tag: str) -> str:
     """``nvcr.io/nvidia/tritonserver:<YY.MM>-py3``."""
     return f"{IMAGE}:{tag}-py3"
-
-
-def read_manifest(repository: str | Path) -> dict:
-    """The repository's ``dnx-manifest.json``, or ``{}`` when there is none."""
-    path = Path(repository) / MANIFEST_NAME
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ServerError(f"{path} is not readable JSON ({exc}); rebuild the repository with `dnx export`") from None
 
 
 def tag_for_tensorrt(version: str) -> str:

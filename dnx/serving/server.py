@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 MODES = ("auto", "local", "docker")
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000, "metrics": 8002}
 BACKENDS_SOURCE = Path(__file__).parent / "backends"
+# Option mapping and request batching shared with dnx's in-process runners, copied beside each model.py.
+BACKEND_COMMON = Path(__file__).parent.parent / "runtimes" / "backend_common.py"
 TENSORRT = ("tensorrt_plan", "tensorrt")
 
 
@@ -139,7 +141,8 @@ def find_local_triton(binary: str | Path | None = None) -> LocalTriton:
 
 
 def make_backend_dir(dest: Path, triton: LocalTriton) -> Path:
-    """Fill ``dest`` with ``python/`` (backend, utils, stub) and every ``<name>/model.py`` dnx ships."""
+    """Fill ``dest`` with ``python/`` (backend, utils, stub) and every ``<name>/model.py`` dnx ships,
+    each with ``dnx_backend_common.py`` (from :mod:`dnx.runtimes.backend_common`) beside it."""
     python = dest / "python"
     python.mkdir(parents=True, exist_ok=True)
     for src in (triton.python_backend / "libtriton_python.so", triton.python_backend / "triton_python_backend_utils.py", triton.stub):
@@ -147,6 +150,7 @@ def make_backend_dir(dest: Path, triton: LocalTriton) -> Path:
     for name in local_backends():
         (dest / name).mkdir(exist_ok=True)
         shutil.copy2(BACKENDS_SOURCE / name / "model.py", dest / name / "model.py")
+        shutil.copy2(BACKEND_COMMON, dest / name / "dnx_backend_common.py")
     return dest
 
 
@@ -372,6 +376,8 @@ class TritonServer:
             self.log_file = Path(tempfile.gettempdir()) / f"dnx-tritonserver-{self.grpc_port}.log"
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
+        from dnx.manifest import read_manifest
+
         if self.mode == "local":
             triton = find_local_triton(self.tritonserver)
             backend_dir = make_backend_dir(self._workdir / "backends", triton)
@@ -384,7 +390,7 @@ class TritonServer:
             env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         else:
             tag = self.image_tag or docker_mode.select_image_tag(
-                docker_mode.read_manifest(self.repository),
+                read_manifest(self.repository, required=False) or {},
                 [c.name for c in choices if c.load and c.backend in TENSORRT],
             )
             self._container = f"dnx-tritonserver-{os.getpid()}-{self.grpc_port}"

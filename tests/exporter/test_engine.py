@@ -272,7 +272,9 @@ def densenet(onnx_fp32_path):
 def test_real_engine_builds_and_passes_parity(precision, densenet, tmp_path_factory):
     from dnx.exporter.calibration import calibration_set
     from dnx.exporter.precision import Fp16FromOnnx, Int8FromOnnx
-    from dnx.parity import Variant, check_parity, torch_runner, trt_runner
+    from dnx.parity import Variant, check_parity
+    from dnx.runtimes import tensorrt
+    from dnx.runtimes import torch as torch_rt
 
     model, fp32 = densenet
     work = tmp_path_factory.mktemp(precision)
@@ -292,8 +294,8 @@ def test_real_engine_builds_and_passes_parity(precision, densenet, tmp_path_fact
     assert meta["io"][0]["profile"] == [[1, 3, 224, 224], [2, 3, 224, 224], [4, 3, 224, 224]]
     assert meta["compute_capability"] and meta["tensorrt_version"]
     assert cache.is_file() and cache.stat().st_size > 0
-    report = check_parity(torch_runner(model), [Variant(f"densenet121_trt_{precision}", precision,
-                                                        trt_runner(work / "model.plan", f"trt-{precision}"), runtime="tensorrt")])
+    report = check_parity(torch_rt.runner(model), [Variant(f"densenet121_trt_{precision}", precision,
+                                                          tensorrt.runner(work / "model.plan", f"trt-{precision}"), runtime="tensorrt")])
     print(report.format_table())
     assert report.passed, report.format_table()
     assert np.isfinite(report.rows[0].metrics.cos_min)

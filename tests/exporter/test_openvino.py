@@ -15,13 +15,14 @@ import pytest
 from dnx.errors import InputError
 from dnx.exporter import openvino as ovx
 from dnx.model_repository.render import parse_config, render_config
+from dnx.runtimes import openvino as ov_rt
 
 # Keys the C++ openvino backend reads (openvino_backend README "Parameters", src/openvino.cc).
 DOCUMENTED_KEYS = {
     "PERFORMANCE_HINT", "INFERENCE_NUM_THREADS", "COMPILATION_NUM_THREADS", "NUM_STREAMS", "HINT_BF16",
     "ENABLE_BATCH_PADDING", "SKIP_OV_DYNAMIC_BATCHSIZE", "RESHAPE_IO_LAYERS", "CPU_EXTENSION_PATH",
 }
-needs_bf16 = pytest.mark.skipif(not ovx.cpu_supports_bf16(), reason="this CPU has no native bfloat16")
+needs_bf16 = pytest.mark.skipif(not ov_rt.cpu_supports_bf16(), reason="this CPU has no native bfloat16")
 
 
 def cosine_and_max_abs(reference: np.ndarray, got: np.ndarray) -> tuple[float, float]:
@@ -61,17 +62,16 @@ def int8_onnx(onnx_fp32_path, photo_array, tmp_path_factory):
 @pytest.fixture(scope="module")
 def variants(onnx_fp32_path, int8_onnx, tmp_path_factory):
     root = tmp_path_factory.mktemp("ov")
-    precisions = ["fp32", "int8"] + (["bf16"] if ovx.cpu_supports_bf16() else [])
+    precisions = ["fp32", "int8"] + (["bf16"] if ov_rt.cpu_supports_bf16() else [])
     return {
         p: ovx.openvino_variant(int8_onnx if p == "int8" else onnx_fp32_path, p, root / p)
         for p in precisions
     }
 
 
-def test_bf16_detection_follows_openvino():
-    caps = ovx.cpu_capabilities()
+def test_bf16_variant_follows_openvino_capabilities():
+    caps = ov_rt.cpu_capabilities()
     assert "FP32" in caps
-    assert ovx.cpu_supports_bf16() == ("BF16" in caps)
     assert (ovx.unsupported_reason("bf16") is None) == ("BF16" in caps)
     assert ovx.unsupported_reason("fp32") is None
     assert "not fp16" in ovx.unsupported_reason("fp16")
@@ -120,10 +120,21 @@ def test_parameters_are_documented_backend_keys():
 
 
 def test_compile_properties_map_like_the_cpp_backend():
-    props = ovx.compile_properties({"HINT_BF16": "yes", "NUM_STREAMS": "auto", "PERFORMANCE_HINT": "throughput",
-                                    "INFERENCE_NUM_THREADS": "2", "ENABLE_BATCH_PADDING": "YES"})
+    props = ov_rt.compile_properties({"HINT_BF16": "yes", "NUM_STREAMS": "auto", "PERFORMANCE_HINT": "throughput",
+                                      "INFERENCE_NUM_THREADS": "2", "ENABLE_BATCH_PADDING": "YES"})
     assert props == {"INFERENCE_PRECISION_HINT": "bf16", "NUM_STREAMS": "AUTO", "PERFORMANCE_HINT": "THROUGHPUT",
                      "INFERENCE_NUM_THREADS": "2"}
+
+
+@pytest.mark.parametrize("params,needle", [
+    ({"NUM_STREAMS": "many"}, "NUM_STREAMS must be AUTO, NUMA or a number"),
+    ({"PERFORMANCE_HINT": "fast"}, "PERFORMANCE_HINT must be one of"),
+    ({"INFERENCE_NUM_THREADS": "-1"}, "INFERENCE_NUM_THREADS must be a non-negative number"),
+    ({"HINT_BF16": "no"}, "HINT_BF16 must be YES"),
+])
+def test_compile_properties_refuse_what_the_backend_refuses(params, needle):
+    with pytest.raises(InputError, match=needle):
+        ov_rt.compile_properties(params)
 
 
 def test_serving_overrides():
@@ -189,8 +200,11 @@ model_warmup [
 def test_config_golden_parsed_with_triton_proto():
     serving = ovx.ServingDefaults(max_batch_size=4, preferred_batch_sizes=(4,), max_queue_delay_us=500,
                                   instance_count=2, num_streams=2, threads=2)
+    from dnx.pipeline import openvino_entry, triton_config
+    from dnx.spec import DEFAULT_MODEL
+
     variant = ovx.OpenVinoVariant("bf16", {}, ovx.backend_parameters("bf16", serving), serving)
-    text = render_config(variant.triton_config())
+    text = render_config(triton_config(openvino_entry(variant, DEFAULT_MODEL), DEFAULT_MODEL))
     assert text == EXPECTED_BF16_CONFIG
     msg = parse_config(text)
     assert msg.backend == "openvino" and not msg.platform and not msg.default_model_filename  # model.xml is the default
@@ -210,8 +224,8 @@ def test_unsupported_precision_and_missing_onnx(tmp_path, onnx_fp32_path):
 
 def test_runner_pads_to_the_fixed_batch(variants, photo_array):
     v = variants["fp32"]
-    padded = ovx.OpenVinoRunner(v.files["model.xml"], v.parameters, max_batch_size=4)(photo_array)  # 4+4+2(+2 pad)
-    dynamic = ovx.OpenVinoRunner(v.files["model.xml"], v.parameters, max_batch_size=0)(photo_array)
+    padded = ov_rt.OpenVinoModel(v.files["model.xml"], v.parameters, max_batch_size=4)(photo_array)  # 4+4+2(+2 pad)
+    dynamic = ov_rt.OpenVinoModel(v.files["model.xml"], v.parameters, max_batch_size=0)(photo_array)
     assert padded.shape == (len(photo_array), 1000)
     np.testing.assert_allclose(padded, dynamic, rtol=0, atol=1e-4)
 
@@ -221,7 +235,8 @@ def test_runner_pads_to_the_fixed_batch(variants, photo_array):
 def test_parity_with_pytorch_on_photos(variants, precision, photo_array, torch_reference):
     from dnx.spec import DEFAULT_MODEL
 
-    runner = variants[precision].runner()
+    v = variants[precision]
+    runner = ov_rt.OpenVinoModel(v.files["model.xml"], v.parameters, v.serving.max_batch_size)
     cos, max_abs = cosine_and_max_abs(torch_reference, runner(photo_array))
     gate = DEFAULT_MODEL.gates[precision]
     assert cos >= gate.min_cosine, (precision, cos, max_abs)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from dnx.cli import cli
 from dnx.perf.bench import (
-    BenchOptions, Timing, _openvino_runners, compute_ratios, onnxruntime_runner, run_bench, time_runner,
+    BenchOptions, Timing, compute_ratios, openvino_runners, onnxruntime_runner, run_bench, time_runner,
 )
 from dnx.perf.sweep import ConcurrencyRange
 
@@ -51,7 +51,7 @@ def test_openvino_runners_per_precision(fp32_repository):
     pytest.importorskip("openvino")
     from dnx.preprocess import photo_batch
 
-    runners = _openvino_runners(fp32_repository, None)
+    runners = openvino_runners(fp32_repository, None)
     assert runners and runners[0].name == "openvino fp32" and runners[0].batch_sizes == (1, 8)
     (t,) = time_runner(dataclasses.replace(runners[0], batch_sizes=(1,)), photo_batch(limit=1), 0.1, 1, 2)
     assert t.family == "openvino" and t.throughput > 0
@@ -66,7 +66,7 @@ def test_quick_bench_writes_benchmarks_md_with_ratios(fp32_repository, onnx_fp32
         repository=fp32_repository, out_md=tmp_path / "BENCHMARKS.md", results_dir=tmp_path / "res",
         duration_s=0.2, warmup=1, min_iterations=2, concurrency=ConcurrencyRange(1, 2),
         measurement_interval_ms=1000, stability_percentage=100, max_trials=3, torch_batches=(1,),
-        use_registered=False, extra_runners=[extra], command="dnx bench --test", progress=False,
+        include_openvino=False, extra_runners=[extra], command="dnx bench --test", progress=False,
         notes="Tried: nothing yet.",
     )
     res = run_bench(opts)

@@ -1,65 +1,99 @@
-"""The `onnxruntime` Python backend reads the C++ backend's config parameters (no server needed).
+"""Config parameters -> ONNX Runtime options and request batching, as the Python backends use them.
 
-``triton_python_backend_utils`` is plain Python in the nvidia-pytriton wheel, so the backend
-module imports here; only ``execute`` needs the stub (covered by test_backend.py).
+dnx/runtimes/backend_common.py is the one copy the backends (beside their model.py) and dnx's
+in-process runners share; these tests need no server (test_backend*.py drive it inside one).
 """
 
-import importlib.util
-import sys
-
+import numpy as np
 import pytest
 
-from dnx.serving.server import BACKENDS_SOURCE, find_local_triton
+from dnx.runtimes import backend_common as common
 
 
-@pytest.fixture(scope="module")
-def backend():
+def _params(**params):
+    return common.config_parameters({"parameters": {k: {"string_value": v} for k, v in params.items()}})
+
+
+def test_thread_and_memory_parameters():
     ort = pytest.importorskip("onnxruntime")
-    sys.path.insert(0, str(find_local_triton().python_backend))
-    try:
-        spec = importlib.util.spec_from_file_location("dnx_ort_backend", BACKENDS_SOURCE / "onnxruntime" / "model.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.pop(0)
-    return module, ort
-
-
-def _config(params=None, level=None):
-    cfg = {"parameters": {k: {"string_value": v} for k, v in (params or {}).items()}}
-    if level is not None:
-        cfg["optimization"] = {"graph": {"level": level}}
-    return cfg
-
-
-def test_thread_and_memory_parameters(backend):
-    module, ort = backend
-    opts = module._session_options(_config({
-        "intra_op_thread_count": "3", "inter_op_thread_count": "2", "execution_mode": "1",
-        "enable_mem_area": "0", "enable_mem_pattern": "0",
-    }))
+    opts = common.ort_session_options(_params(intra_op_thread_count="3", inter_op_thread_count="2", execution_mode="1",
+                                              enable_mem_area="0", enable_mem_pattern="0"))
     assert (opts.intra_op_num_threads, opts.inter_op_num_threads) == (3, 2)
     assert opts.execution_mode == ort.ExecutionMode.ORT_PARALLEL
     assert opts.enable_cpu_mem_arena is False and opts.enable_mem_pattern is False
-    assert module._session_options(_config({"enable_mem_arena": "1"})).enable_cpu_mem_arena is True
+    assert common.ort_session_options(_params(enable_mem_arena="1")).enable_cpu_mem_arena is True
 
 
-def test_defaults_leave_choices_to_onnxruntime(backend):
-    module, ort = backend
-    opts = module._session_options(_config())
+def test_defaults_leave_choices_to_onnxruntime():
+    ort = pytest.importorskip("onnxruntime")
+    opts = common.ort_session_options(_params())
     assert (opts.intra_op_num_threads, opts.inter_op_num_threads) == (0, 0)
     assert opts.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
     assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    assert module._run_options(_config()) is None
+    assert common.ort_run_options(_params()) is None
 
 
 @pytest.mark.parametrize("level,name", [(-1, "ORT_ENABLE_BASIC"), (1, "ORT_ENABLE_EXTENDED"), (2, "ORT_DISABLE_ALL")])
-def test_graph_optimization_level_like_the_cpp_backend(backend, level, name):
-    module, ort = backend
-    assert module._session_options(_config(level=level)).graph_optimization_level == getattr(ort.GraphOptimizationLevel, name)
+def test_graph_optimization_level_like_the_cpp_backend(level, name):
+    ort = pytest.importorskip("onnxruntime")
+    assert common.ort_session_options(_params(), level).graph_optimization_level == getattr(ort.GraphOptimizationLevel, name)
 
 
-def test_arena_shrinkage_is_a_run_option(backend):
-    module, ort = backend
-    run = module._run_options(_config({"memory.enable_memory_arena_shrinkage": "cpu:0"}))
+def test_arena_shrinkage_is_a_run_option():
+    pytest.importorskip("onnxruntime")
+    run = common.ort_run_options(_params(**{"memory.enable_memory_arena_shrinkage": "cpu:0"}))
     assert run.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+
+
+def test_in_process_session_uses_the_served_parameters(onnx_fp32_path):
+    from dnx.runtimes import onnxruntime
+
+    sess = onnxruntime.session(onnx_fp32_path, {"intra_op_thread_count": "1", "inter_op_thread_count": "1"})
+    assert sess.get_session_options().intra_op_num_threads == 1
+    assert sess.get_session_options().inter_op_num_threads == 1
+
+
+def _run_doubling(calls):
+    def run(feed, rows):
+        calls.append(rows)
+        x = feed["x"]
+        if x.shape[-1] != 4:
+            raise ValueError(f"width {x.shape[-1]} is not 4")
+        return [2 * x]
+    return run
+
+
+def test_one_run_per_group_of_equal_shapes_and_errors_stay_with_their_requests():
+    requests = [np.full((1, 4), 1.0), np.full((2, 4), 2.0), np.full((1, 5), 3.0), np.full((1, 4), 4.0)]
+    calls = []
+    answers = common.execute_batched(requests, lambda r, n: r, _run_doubling(calls), input_names=["x"], max_batch_size=4)
+    assert sorted(calls) == [1, 4]  # the three width-4 requests ran together, 4 rows
+    assert [a[1] for a in answers] == [None, None, "width 5 is not 4", None]
+    for request, (outputs, _) in zip(requests, answers):
+        if outputs is not None:
+            np.testing.assert_array_equal(outputs[0], 2 * request)  # each request gets its own rows back
+
+
+def test_check_refuses_single_requests_and_runs_the_rest():
+    def full_batches_only(batch):
+        if batch != 2:
+            raise ValueError("expected requests with batch size 2; set parameter ENABLE_BATCH_PADDING")
+    requests = [np.ones((1, 4)), np.ones((2, 4))]
+    calls = []
+    answers = common.execute_batched(requests, lambda r, n: r, _run_doubling(calls), input_names=["x"],
+                                     max_batch_size=2, check=full_batches_only)
+    assert "ENABLE_BATCH_PADDING" in answers[0][1] and answers[1][1] is None and calls == [2]
+
+
+def test_without_a_batch_dimension_every_request_runs_alone():
+    requests = [np.ones(4), np.ones(4)]
+    calls = []
+    answers = common.execute_batched(requests, lambda r, n: r, _run_doubling(calls), input_names=["x"], max_batch_size=0)
+    assert calls == [1, 1] and all(np.array_equal(a[0][0], 2 * np.ones(4)) for a in answers)
+
+
+def test_pad_batch_fills_zeros_up_to_the_fixed_batch():
+    padded = common.pad_batch({"x": np.ones((1, 3), np.float32)}, 4)["x"]
+    assert padded.shape == (4, 3) and padded.dtype == np.float32 and padded[1:].sum() == 0
+    same = np.ones((4, 3))
+    assert common.pad_batch({"x": same}, 4)["x"] is same

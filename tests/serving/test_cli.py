@@ -10,8 +10,6 @@ from click.testing import CliRunner
 from dnx.cli import cli
 from dnx.serving.server import free_port
 
-pytestmark = pytest.mark.server
-
 
 @pytest.fixture
 def runner():

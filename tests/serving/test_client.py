@@ -7,7 +7,6 @@ from dnx.errors import ServerError
 from dnx.serving.client import classify, infer_logits, parse_classification
 from dnx.serving.server import free_port
 
-pytestmark = pytest.mark.server
 
 TOL = 1e-4
 

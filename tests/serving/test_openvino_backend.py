@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from dnx.exporter import openvino as ovx
+from dnx.runtimes import openvino as ov_rt
 from tests.exporter.test_openvino import cosine_and_max_abs, quantize_qdq
 from tests.fixtures_server import _tiny_onnx, concurrent_infer, mixed_width_requests
 
@@ -44,12 +45,14 @@ def ov_repository(onnx_fp32_path, photo_array, tmp_path_factory):
     """fp32, bf16 (if the CPU has it) and int8 OpenVINO variants, laid out as dnx writes them."""
     from dnx.exporter.torch_export import imagenet_labels
     from dnx.model_repository.render import render_config
+    from dnx.pipeline import openvino_entry, triton_config
+    from dnx.spec import DEFAULT_MODEL
 
     repo = tmp_path_factory.mktemp("ovserve") / "model_repository"
     int8_onnx = quantize_qdq(onnx_fp32_path, repo.parent / "int8.onnx", np.concatenate([photo_array, photo_array[:, :, :, ::-1]]))
     labels = "\n".join(imagenet_labels()) + "\n"
     variants = {}
-    for precision in ["fp32", "int8"] + (["bf16"] if ovx.cpu_supports_bf16() else []):
+    for precision in ["fp32", "int8"] + (["bf16"] if ov_rt.cpu_supports_bf16() else []):
         # fp32/bf16 keep the tuned defaults (max_batch_size 1); int8 gets batches of 2 with padding
         # so the dynamic batcher and the padding path are exercised too.
         overrides = {"max_batch_size": 2} if precision == "int8" else {}
@@ -60,7 +63,7 @@ def ov_repository(onnx_fp32_path, photo_array, tmp_path_factory):
         for fname, path in v.files.items():
             shutil.move(path, repo / name / "1" / fname)
         v.files = {f: repo / name / "1" / f for f in v.files}
-        (repo / name / "config.pbtxt").write_text(render_config(v.triton_config()))
+        (repo / name / "config.pbtxt").write_text(render_config(triton_config(openvino_entry(v, DEFAULT_MODEL), DEFAULT_MODEL)))
         (repo / name / "labels.txt").write_text(labels)
         variants[name] = v
     _tiny_model(repo, TINY_NOPAD, dims=(4,), parameters={"INFERENCE_NUM_THREADS": "1"})
@@ -82,6 +85,11 @@ def _infer(module, url, model, array, *, dtype="FP32", name="input", output="log
         return client.infer(model, [inp], outputs=[module.InferRequestedOutput(output, class_count=class_count)]).as_numpy(output)
     finally:
         client.close()
+
+
+def _local(v):
+    """The variant run in-process as served (dnx.runtimes.openvino)."""
+    return ov_rt.OpenVinoModel(v.files["model.xml"], v.parameters, v.serving.max_batch_size)
 
 
 def _served(module, url, model, batch, step):
@@ -112,7 +120,7 @@ def test_served_outputs_match_local_openvino_and_pass_gates(ov_server, ov_reposi
     module = importlib.import_module(f"tritonclient.{protocol}")
     for name, variant in ov_repository[1].items():
         served = _served(module, ov_server.urls[protocol], name, photo_array, step=1)
-        local = variant.runner()(photo_array)
+        local = _local(variant)(photo_array)
         assert served.shape == local.shape == (len(photo_array), 1000)
         assert np.abs(served - local).max() <= TOL, name
         cos, max_abs = cosine_and_max_abs(torch_reference, served)
@@ -130,7 +138,7 @@ def test_classification_labels_come_from_the_server(ov_server, ov_repository, ph
     labels = imagenet_labels()
     name, variant = next(iter(ov_repository[1].items()))
     reply = np.concatenate([_infer(grpcclient, ov_server.grpc_url, name, photo_array[i:i + 1], class_count=5) for i in range(2)])
-    local = variant.runner()(photo_array[:2])
+    local = _local(variant)(photo_array[:2])
     assert reply.shape == (2, 5)
     for row, ref in zip(reply, local):
         entries = [e.decode().split(":", 2) for e in row]
@@ -148,7 +156,7 @@ def _stats(url, model):
 
 def test_concurrent_clients_are_batched(ov_server, ov_repository, photo_array):
     name, variant = next((n, v) for n, v in ov_repository[1].items() if v.precision == "int8")
-    local = variant.runner()(photo_array)
+    local = _local(variant)(photo_array)
     before = _stats(ov_server.grpc_url, name)
     threads_n, per_thread = 6, 8
     errors, worst = concurrent_infer(ov_server.grpc_url, name, photo_array, local, threads_n, per_thread)
@@ -178,7 +186,7 @@ def test_bad_requests_get_errors_and_model_keeps_serving(ov_server, ov_repositor
         with pytest.raises(InferenceServerException, match=needle):
             _infer(grpcclient, url, name, array, dtype=dtype)
     good = _infer(grpcclient, url, name, photo_array[:1])
-    assert np.abs(good - variant.runner()(photo_array[:1])).max() <= TOL
+    assert np.abs(good - _local(variant)(photo_array[:1])).max() <= TOL
 
 
 def test_without_batch_padding_only_full_batches_run(ov_server):

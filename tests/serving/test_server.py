@@ -15,8 +15,6 @@ from dnx.errors import InputError, MissingDependencyError, ServerError
 from dnx.serving.server import TritonServer, check_ports, choose_models, free_port
 from tests.fixtures_server import PLAN_MODEL, TINY_MODEL, add_test_models
 
-pytestmark = pytest.mark.server
-
 
 def _ready(url: str, path: str) -> int:
     try:
@@ -84,6 +82,7 @@ def test_model_choice_by_mode(serving_repository, served_model):
     assert docker_gpu[PLAN_MODEL].load and not docker_cpu[PLAN_MODEL].load
 
 
+@pytest.mark.server
 @pytest.mark.slow
 def test_failed_model_load_reports_log_tail(tmp_path):
     add_test_models(tmp_path)
@@ -108,6 +107,7 @@ def _group_members(pgid: int) -> list[int]:
     return out
 
 
+@pytest.mark.server
 def test_stop_leaves_no_process_behind(tmp_path):
     add_test_models(tmp_path)
     with TritonServer(tmp_path, grpc_port=0, http_port=0, metrics_port=0, log_file=tmp_path / "log") as server:
@@ -120,6 +120,7 @@ def test_stop_leaves_no_process_behind(tmp_path):
     check_ports("127.0.0.1", {"grpc": server.grpc_port, "http": server.http_port})  # ports free again
 
 
+@pytest.mark.server
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_dnx_serve_stops_cleanly_on_signal(tmp_path, sig):
