@@ -27,6 +27,11 @@ PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 TENSORRT_FLAGS = {"cuda_graphs": "--cuda-graphs", "hardware_compatible": "--hardware-compatible",
                   "version_compatible": "--version-compatible"}
 
+# Precisions each runtime can build at all (OpenVINO bf16 also needs a CPU with native bf16,
+# which only the OpenVINO stage can tell).
+_BUILDS = {"onnxruntime": {"fp32", "fp16", "int8"}, "openvino": {"fp32", "bf16", "int8"},
+           "tensorrt": {"fp32", "fp16", "int8"}}
+
 
 def preflight(options) -> list[str]:
     """Check an :class:`dnx.pipeline.ExportOptions` before any work; returns warning lines.
@@ -61,12 +66,6 @@ def _check_flags(o) -> None:
             builders = " or ".join(f"--runtime {r}" for r in _BUILDS if precision in _BUILDS[r])
             raise InputError(f"--precision {precision} is not built by --runtime {', '.join(o.runtimes)}; "
                              f"add {builders}, or drop --precision {precision}")
-
-
-# Precisions each runtime can build at all (OpenVINO bf16 also needs a CPU with native bf16,
-# which only the OpenVINO stage can tell).
-_BUILDS = {"onnxruntime": {"fp32", "fp16", "int8"}, "openvino": {"fp32", "bf16", "int8"},
-           "tensorrt": {"fp32", "fp16", "int8"}}
 
 
 def _check_out(out: Path) -> None:

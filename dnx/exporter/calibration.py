@@ -3,6 +3,7 @@
 Without ``--calib-dir`` the images bundled with scikit-image (a few dozen generic photographs
 installed with dnx) are used, and every record of the set says so: such scales are a demo,
 not a production calibration.
+
 Calibration images go through :func:`dnx.preprocess.load_image`, the same transform as
 inference, so the ranges the quantizer measures are the ranges the server will see.
 The set is described by a hash of its preprocessed tensor bytes; together with the source
