@@ -5,8 +5,18 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 REPO   ?= model_repository
-CALIB_DIR ?= $(shell $(BIN)/python -c "import skimage.data, os; print(os.path.dirname(skimage.data.__file__))" 2>/dev/null)
+CALIB_DIR ?=   # empty: INT8 calibrates on scikit-image's bundled photographs (a demo, flagged as such)
 PYTEST_ARGS ?=
+# TORCH=cpu installs the CPU-only torch build from PyTorch's CPU wheel index (a far smaller .venv);
+# unset, pip takes torch from the default index (on Linux x86-64 the CUDA build, with its libraries).
+# Switching later needs `make clean` first (the .venv is reused while it is complete).
+TORCH ?=
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+ifeq ($(TORCH),cpu)
+TORCH_PIP = $(BIN)/pip install -q -c constraints.txt --index-url $(TORCH_CPU_INDEX) torch torchvision
+else ifneq ($(TORCH),)
+$(error TORCH=$(TORCH) is not a choice: use TORCH=cpu, or leave TORCH unset for the default build)
+endif
 
 .PHONY: install demo serve test test-fast bench engines lint clean
 
@@ -16,14 +26,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	scripts/install-system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(TORCH_PIP)
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/pip check
 	touch $@
 
 demo: install
 	$(BIN)/dnx export --weights random --target cpu --out $(REPO) \
-	    --precision fp32 --precision bf16 --precision int8 \
-	    --calib-dir $(CALIB_DIR) --calib-samples 32
+	    --precision fp32 --precision bf16 --precision int8 $(if $(strip $(CALIB_DIR)),--calib-dir $(CALIB_DIR))
 
 serve: install
 	$(BIN)/dnx serve --repository $(REPO)

@@ -69,3 +69,26 @@ def read_manifest(repo: str | os.PathLike, *, required: bool = True) -> dict | N
     if not isinstance(data, dict):
         raise InputError(f"{path} is not a dnx manifest (a JSON object); rebuild the repository with `dnx export`")
     return data
+
+
+def calibration_summary(manifest: dict) -> str:
+    """One line on how the repository's INT8 models were calibrated, flagging non-production data."""
+    c = manifest.get("calibration")
+    if not c:
+        return "no INT8 model (nothing calibrated)"
+    kind = c.get("kind") or ("synthetic" if c.get("synthetic") else "images")
+    demo = {"bundled": c.get("source", "bundled photographs"), "synthetic": "SYNTHETIC random tensors (not production)"}
+    what = demo.get(kind) or f"images from {c.get('source')}"
+    line = f"INT8 calibrated on {c.get('count', '?')} {what}, {c.get('method', '?')} ranges"
+    return line + ("; re-export with --calib-dir <your images> for production" if kind in demo else "")
+
+
+def repository_calibration(repo: Path) -> str:
+    """:func:`calibration_summary` of the repository at ``repo`` (says so when it has no readable manifest)."""
+    try:
+        manifest = read_manifest(repo, required=False)
+    except InputError:
+        manifest = None
+    if manifest is None:
+        return f"unknown ({Path(repo) / MANIFEST_NAME} missing or unreadable)"
+    return calibration_summary(manifest)

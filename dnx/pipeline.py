@@ -286,7 +286,7 @@ def stage_int8_onnx(ctx: Context) -> StageResult:
         ctx.onnx_files[key], ctx.onnx_info[key] = dst, info
         figures[f"{key}_cache_hit"] = info["cache_hit"]
         figures[f"{key}_q_nodes"] = info["qdq"]["quantize_linear"]
-    return StageResult("int8_onnx", Status.OK, "calibrated on SYNTHETIC data" if calib.synthetic else "", figures)
+    return StageResult("int8_onnx", Status.OK, _CALIB_NOTES.get(calib.kind, "").removeprefix("INT8 "), figures)
 
 
 def stage_onnxruntime_models(ctx: Context) -> StageResult:
@@ -391,10 +391,16 @@ def stage_parity(ctx: Context) -> StageResult:
     return StageResult("parity", Status.OK, "", figures)
 
 
+# Notes on INT8 variants whose calibration is not production data (parity tables, reports).
+_CALIB_NOTES = {"synthetic": "INT8 calibrated on SYNTHETIC data",
+                "bundled": "INT8 calibrated on bundled generic photographs (not production)"}
+
+
 def _notes(ctx: Context, precision: str) -> str:
     info = ctx.onnx_info.get("int8") or ctx.onnx_info.get("int8_cpu") or {}
     calib = info.get("calibration", {})
-    return "INT8 calibrated on SYNTHETIC data" if precision == "int8" and calib.get("synthetic") else ""
+    kind = calib.get("kind") or ("synthetic" if calib.get("synthetic") else "images")
+    return _CALIB_NOTES.get(kind, "") if precision == "int8" else ""
 
 
 def openvino_entry(v, spec: ModelSpec) -> ModelEntry:
@@ -579,6 +585,7 @@ def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | Non
     are removed here.
     """
     from dnx.model_repository.layout import remove_orphans
+    from dnx.preflight import preflight
     from dnx.signals import Interrupted
     from dnx.spec import get_spec
     from dnx.workdirs import remove_stale
@@ -587,11 +594,9 @@ def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | Non
     remove_stale(tempfile.gettempdir(), "dnx-work")
     if Path(options.out).resolve().parent.is_dir():
         remove_orphans(Path(options.out))
-    options.check()
+    preflight(options)  # fail fast: every check that needs no exported model, before torch loads
     spec = get_spec(options.model)
     target, target_reason = resolve_target(options.target)
-    if options.runtimes and target == "cpu" and "tensorrt" in options.runtimes and options.target == "cpu":
-        raise InputError("--runtime tensorrt needs --target gpu (or auto on a GPU machine)")
     try:
         return _export(options, spec, target, target_reason, on_stage)
     except Interrupted as exc:

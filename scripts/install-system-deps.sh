@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# System packages dnx needs on Debian/Ubuntu: libb64 for perf_analyzer (tritonclient 2.50),
-# docker-compose (client only) to lint docker/docker-compose.yml.
+# System packages dnx needs on Debian/Ubuntu: libb64 for perf_analyzer (tritonclient 2.50).
+# docker-compose only where a Docker engine answers `docker info` and no compose client exists:
+# on a machine without an engine it would pull containerd and runc for nothing (the tests lint
+# docker/docker-compose.yml with Python instead).
+# DRY_RUN=1 prints the apt packages it would install ("apt: a b", or "apt: (none)") and stops.
 set -euo pipefail
 need=()
 ldconfig -p 2>/dev/null | grep -q 'libb64\.so\.0d' || need+=(libb64-0d)
-command -v docker-compose >/dev/null || need+=(docker-compose)  # lints docker/docker-compose.yml in tests
+if docker info >/dev/null 2>&1; then
+  docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need+=(docker-compose)
+fi
+if [ -n "${DRY_RUN:-}" ]; then
+  echo "apt: ${need[*]:-(none)}"; exit 0
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null; then
-  echo "dnx: please install ${need[*]} (libb64) with your package manager" >&2; exit 1
+  echo "dnx: please install ${need[*]} with your package manager" >&2; exit 1
 fi
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 $SUDO apt-get update -qq

@@ -10,9 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from dnx.cli import cli
-from dnx.model_repository.render import parse_config
-
 from dnx.errors import InputError
+from dnx.model_repository.render import parse_config
 from dnx.pipeline import (STAGES, Context, ExportOptions, Stage, Status, _run_stage, disk_full_reason,
                           resolve_target)
 from dnx.spec import get_spec

@@ -36,11 +36,14 @@ def _int_list(ctx, param, value):
 @click.option("--instances", type=click.IntRange(min=1), help="Model instances per model (instance_group count).")
 @click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime intra-op threads per instance.")
 @click.option("--opset", type=click.IntRange(min=17), default=17, show_default=True, help="ONNX opset.")
-@click.option("--calib-dir", type=click.Path(path_type=Path), help="INT8 calibration images (JPEG/PNG, any nesting).")
+@click.option("--calib-dir", type=click.Path(path_type=Path),
+              help="INT8 calibration images (JPEG/PNG, any nesting). Default: the generic photographs bundled "
+                   "with scikit-image (a demo, not production; the manifest says so).")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("--calib-method", type=click.Choice(["entropy", "max", "percentile"]), default="max", show_default=True,
               help="Calibration range method (max: best measured parity on DenseNet-121, and fastest).")
-@click.option("--calib-synthetic", is_flag=True, help="Calibrate INT8 on random data when no images are given.")
+@click.option("--calib-synthetic", is_flag=True,
+              help="Calibrate INT8 on random data instead of the bundled photographs (or when --calib-dir has no images).")
 @click.option("--keep-failing", is_flag=True, help="Write variants that fail their parity gate anyway.")
 @click.option("--cuda-graphs", is_flag=True, help="Enable CUDA graphs in TensorRT model configs.")
 @click.option("--workspace-mib", type=click.IntRange(min=64), default=4096, show_default=True,
@@ -56,16 +59,21 @@ def command(quiet, **kwargs):
 
     \b
     Example:
+      dnx export --precision int8
       dnx export --precision fp32 --weights random --out model_repository
       dnx export --precision int8 --calib-dir ~/imagenet-val-subset --calib-samples 512
 
+    Flags, --out, --weights and calibration images are checked before any work starts.
     The repository is built beside --out and swapped in only when every stage passed.
     """
     from dnx.pipeline import ExportOptions, export
+    from dnx.preflight import preflight
 
     options = ExportOptions(**{k: v for k, v in kwargs.items() if v is not None}, progress=not quiet)
     options.precisions = tuple(kwargs["precisions"])
     options.runtimes = tuple(kwargs["runtimes"])
+    for warning in preflight(options):
+        click.echo(f"Warning: {warning}", err=True)
     result = export(options, on_stage=_print_stage)
     if not result.committed:
         failed = [s for s in result.stages if s.status.value == "FAILED"]

@@ -24,21 +24,25 @@ def command(repository, models, served, url, protocol, random_inputs, as_json):
       dnx validate
       dnx validate --served --models densenet121_onnx,densenet121_openvino_bf16
 
+    The first line says how INT8 models were calibrated (bundled or synthetic data is flagged).
     Gates: fp32 max abs <= 1e-3; fp16/bf16 cosine >= 0.999; int8 cosine >= 0.99; with trained
     weights also top-1 agreement (fp16/bf16 99%, int8 95%).
     """
     import json
 
     from dnx.errors import ParityError
+    from dnx.manifest import repository_calibration
     from dnx.validate import validate
 
     result = validate(repository, models=[m for m in (models or "").split(",") if m] or None, served=served,
                       url=url, protocol=protocol, random_inputs=random_inputs)
+    calibration = repository_calibration(repository)  # so a demo calibration is never taken for production
     if as_json:
         click.echo(json.dumps({"local": result.local.to_dict(),
                                "served": result.served.to_dict() if result.served else None,
-                               "skipped": result.skipped}, indent=2))
+                               "skipped": result.skipped, "calibration": calibration}, indent=2))
     else:
+        click.echo(f"Calibration: {calibration}")
         click.echo(result.local.format_table())
         for name, why in result.skipped.items():
             click.echo(f"SKIPPED {name}: {why}")

@@ -1,5 +1,9 @@
 """INT8 calibration data and the cache of calibrated models.
 
+Without ``--calib-dir`` the images bundled with scikit-image (a few dozen generic photographs
+installed with dnx) are used, and every record of the set says so: such scales are a demo,
+not a production calibration.
+
 Calibration images go through :func:`dnx.preprocess.load_image`, the same transform as
 inference, so the ranges the quantizer measures are the ranges the server will see.
 The set is described by a hash of its preprocessed tensor bytes; together with the source
@@ -31,6 +35,12 @@ DEFAULT_SAMPLES = 512
 DEFAULT_SEED = 0
 DEFAULT_CACHE_DIR = Path(".dnx-cache") / "calib"
 
+# The manifest's ``calibration.source`` when no --calib-dir was given.
+BUNDLED_SOURCE = "bundled scikit-image photographs (generic, not production)"
+NO_BUNDLED_IMAGES = ("INT8 needs calibration images and scikit-image's bundled photographs were not found: "
+                     "pass --calib-dir <folder of JPEG/PNG photographs> (or pip install scikit-image, "
+                     "or --calib-synthetic for random data, unfit for production)")
+
 # ONNX Runtime CalibrationMethod member for each --calib-method value.
 ORT_METHODS = {"max": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
@@ -61,15 +71,19 @@ class CalibrationSet:
     """Preprocessed calibration tensors plus what the manifest records about them."""
 
     data: np.ndarray  # float32 [N, C, H, W]
-    source: str  # the --calib-dir, or "synthetic"
+    source: str  # the --calib-dir, BUNDLED_SOURCE, or "synthetic"
     synthetic: bool
     seed: int
     files: tuple[str, ...] = ()  # chosen images, relative to source
     available: int = 0  # images found under source
     unreadable: tuple[str, ...] = ()  # image files skipped because they could not be read
     sha256: str = field(default="")
+    kind: str = ""  # "images" (a --calib-dir), "bundled" (scikit-image's photographs) or "synthetic"
+    folder: str = ""  # where the images were read from
 
     def __post_init__(self):
+        if not self.kind:
+            object.__setattr__(self, "kind", "synthetic" if self.synthetic else "images")
         if not self.sha256:
             object.__setattr__(self, "sha256", sha256_array(self.data))
 
@@ -85,10 +99,14 @@ class CalibrationSet:
             "sha256": self.sha256,
             "synthetic": self.synthetic,
             "source": self.source,
+            "kind": self.kind,
+            "production": self.kind == "images",
             "seed": self.seed,
             "images_found": self.available,
             "preprocessing": "dnx.preprocess.load_image (same as inference)" if not self.synthetic else "none (standard normal)",
         }
+        if self.folder and self.folder != self.source:
+            info["folder"] = self.folder
         if self.unreadable:
             info["unreadable_files"] = list(self.unreadable)
         if method is not None:
@@ -135,15 +153,18 @@ def calibration_set(
     spec: ModelSpec = DEFAULT_MODEL,
     progress: bool = True,
 ) -> CalibrationSet:
-    """Load the calibration set from ``calib_dir`` (images at any depth), or synthetic data.
+    """Load the calibration set from ``calib_dir`` (images at any depth), or the bundled photographs.
 
-    ``samples`` images are chosen with ``seed`` when the folder holds more. When there are no
-    images, ``synthetic=True`` falls back to seeded standard-normal tensors, flagged
-    ``synthetic`` so every report says so; without it, :class:`InputError` is raised.
+    ``samples`` images are chosen with ``seed`` when the folder holds more. Without
+    ``calib_dir``, scikit-image's bundled photographs are used (``kind="bundled"``), unless
+    ``synthetic=True`` asks for seeded standard-normal tensors; a ``calib_dir`` without images
+    falls back to those too with ``synthetic=True``, else :class:`InputError` is raised.
+    Bundled and synthetic sets are flagged so every report says they are not production data.
     """
     if samples < 1:
         raise InputError(f"--calib-samples must be at least 1, got {samples}")
     found: list[Path] = []
+    kind = "images"
     if calib_dir is not None:
         root = Path(calib_dir)
         if not root.is_dir():
@@ -154,12 +175,12 @@ def calibration_set(
                 f"--calib-dir {root}: no JPEG/PNG images found (searched all subfolders); "
                 "add photographs or pass --calib-synthetic"
             )
+    elif not synthetic:
+        root, kind = bundled_photographs_dir(), "bundled"
+        found = bundled_photographs()
+        if not found:
+            raise InputError(NO_BUNDLED_IMAGES)
     if not found:
-        if not synthetic:
-            raise InputError(
-                "INT8 needs calibration images: pass --calib-dir <folder of JPEG/PNG photographs> "
-                "(or --calib-synthetic for random data, unfit for production)"
-            )
         data = np.random.default_rng(seed).standard_normal((samples, *spec.input_shape)).astype(np.float32)
         return CalibrationSet(data=data, source="synthetic", synthetic=True, seed=seed)
 
@@ -183,13 +204,44 @@ def calibration_set(
     loaded.sort(key=lambda item: item[0])
     return CalibrationSet(
         data=np.stack([arr for _, arr in loaded]),
-        source=str(root),
+        source=BUNDLED_SOURCE if kind == "bundled" else str(root),
         synthetic=False,
+        kind=kind,
+        folder=str(root),
         seed=seed,
         files=tuple(str(p.relative_to(root)) for p, _ in loaded),
         available=len(found),
         unreadable=tuple(skipped),
     )
+
+
+def bundled_photographs_dir() -> Path | None:
+    """scikit-image's ``data`` folder (photographs shipped in its wheel), found without importing it."""
+    import importlib.util
+
+    found = importlib.util.find_spec("skimage")
+    for location in (found.submodule_search_locations or []) if found else []:
+        folder = Path(location) / "data"
+        if folder.is_dir():
+            return folder
+    return None
+
+
+def bundled_photographs() -> list[Path]:
+    """The image files of :func:`bundled_photographs_dir` (the default calibration set).
+
+    Its TIFFs are multi-page test stacks, not photographs (one of them PIL cannot read), so
+    they are left out and the count the warning gives is the count calibrated on.
+    """
+    folder = bundled_photographs_dir()
+    found = find_images([folder]) if folder is not None else []
+    return [p for p in found if p.suffix.lower() not in (".tif", ".tiff")]
+
+
+def bundled_warning(count: int) -> str:
+    """The one warning line printed when INT8 falls back to the bundled photographs."""
+    return (f"INT8 calibrates on the {count} generic sample photographs bundled with scikit-image, not on "
+            "your data: fine for a demo, not for production; pass --calib-dir <folder of your own images>")
 
 
 def _seeded_order(files: list[Path], seed: int) -> list[Path]:

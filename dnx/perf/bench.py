@@ -406,12 +406,15 @@ def _fmt(x, nd=1):
 
 def render_markdown(res: BenchResult, opts: BenchOptions) -> str:
     """``perf/BENCHMARKS.md``."""
+    from dnx.manifest import repository_calibration
+
     m = res.machine
     lines = [
         "# Benchmarks", "",
         f"Written by `dnx bench` (`make bench`) on {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}: "
         f"one run, one machine, the same preprocessed photographs for every runtime (scikit-image `{res.photo}` for "
         "perf_analyzer and batch 1, the shipped photographs cycled for larger batches).", "",
+        f"Calibration: {repository_calibration(opts.repository)}", "",
         "## Machine", "",
         f"- CPU: {m['cpu']}, {m['cores']} logical cores, bf16: {'yes' if m['bf16'] else 'no'}",
         f"- RAM: {m['ram_gib']} GiB; load average at start: {', '.join(map(str, m['load_average']))}",

@@ -12,8 +12,11 @@ import pytest
 
 from dnx.errors import InputError
 from dnx.exporter.calibration import (
+    BUNDLED_SOURCE,
     CalibrationCache,
     CalibrationSet,
+    bundled_photographs,
+    bundled_photographs_dir,
     cache_key,
     calibration_set,
     check_method,
@@ -66,12 +69,38 @@ def test_no_images_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="no JPEG/PNG images found.*--calib-synthetic") as err:
         calibration_set(tmp_path, progress=False)
     assert "\n" not in str(err.value)
-    with pytest.raises(InputError, match="--calib-dir .*--calib-synthetic"):
-        calibration_set(None)
     with pytest.raises(InputError, match="not a folder"):
         calibration_set(tmp_path / "absent")
     with pytest.raises(InputError, match="at least 1"):
         calibration_set(CALIB_DIR, samples=0)
+
+
+def test_default_is_the_bundled_photographs_flagged_as_not_production():
+    import skimage.data
+
+    folder = Path(skimage.data.__file__).parent
+    assert bundled_photographs_dir() == folder  # found without importing scikit-image
+    photos = bundled_photographs()
+    assert len(photos) >= 20 and all(p.parent == folder for p in photos)
+    assert not [p for p in photos if p.suffix == ".tif"]  # multi-page test stacks, not photographs
+    calib = calibration_set(None, progress=False)
+    assert calib.kind == "bundled" and not calib.synthetic and calib.count == len(photos)
+    assert calib.unreadable == ()  # so the warning's count is the count calibrated on
+    info = calib.describe("max")
+    assert info["source"] == BUNDLED_SOURCE and info["production"] is False and info["folder"] == str(folder)
+    assert calibration_set(CALIB_DIR, progress=False).describe()["production"] is True
+    few = calibration_set(None, samples=4, progress=False)
+    assert few.count == 4 and set(few.files) < {p.name for p in photos}
+
+
+def test_no_bundled_photographs_is_a_clear_error(monkeypatch):
+    # scikit-image is installed here; its absence is simulated by hiding its data folder.
+    import dnx.exporter.calibration as calibration
+
+    monkeypatch.setattr(calibration, "bundled_photographs_dir", lambda: None)
+    with pytest.raises(InputError, match="INT8 needs calibration images.*--calib-dir .*--calib-synthetic"):
+        calibration_set(None, progress=False)
+    assert calibration_set(None, samples=2, synthetic=True).synthetic  # --calib-synthetic still works
 
 
 def test_unreadable_image_names_the_file(tmp_path):

@@ -134,11 +134,44 @@ def test_export_imagenet_without_network(tmp_path, monkeypatch):
     assert "--weights random" in r.output and "Traceback" not in r.output
 
 
-def test_export_int8_without_calibration_images(tmp_path):
-    r = CliRunner().invoke(cli, ["export", "--weights", "random", "--target", "cpu", "--runtime", "onnxruntime",
-                                 "--precision", "int8", "--out", str(tmp_path / "r"), "-q"])
-    assert r.exit_code == 1 and "INT8 needs calibration images" in r.output and "--calib-synthetic" in r.output
-    assert not (tmp_path / "r").exists()
+def test_card_command_int8_as_typed(tmp_path, monkeypatch):
+    """The card's `dnx export --precision int8` as typed (random weights: no network here).
+
+    It calibrates on the bundled photographs, says so in one warning line, and the manifest,
+    `dnx validate` and `make bench`'s report all name that calibration source.
+    """
+    from dnx.exporter.calibration import BUNDLED_SOURCE, bundled_photographs
+    from dnx.perf.bench import BenchOptions, BenchResult, render_markdown
+
+    monkeypatch.chdir(tmp_path)  # --out and --cache-dir keep their defaults, as typed
+    r = CliRunner().invoke(cli, ["export", "--precision", "int8", "--weights", "random"])
+    assert r.exit_code == 0, r.output
+    n = len(bundled_photographs())
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("Warning:")]
+    assert len(warnings) == 1, r.stderr
+    assert f"the {n} generic sample photographs bundled with scikit-image" in warnings[0]
+    assert "not for production; pass --calib-dir <folder of your own images>" in warnings[0]
+    assert r.stderr.index("Warning:") < r.stderr.index("torch_to_onnx")  # before the slow work
+
+    repo = tmp_path / "model_repository"
+    manifest = json.loads((repo / "dnx-manifest.json").read_text())
+    calib = manifest["calibration"]
+    assert calib["source"] == BUNDLED_SOURCE == "bundled scikit-image photographs (generic, not production)"
+    assert calib["kind"] == "bundled" and calib["production"] is False and calib["synthetic"] is False
+    assert calib["count"] == n and calib["method"] == "max"
+    int8 = [name for name, m in manifest["models"].items() if m["precision"] == "int8"]
+    assert "densenet121_onnx_int8" in int8 and all(manifest["models"][m]["parity"]["passed"] for m in int8)
+    assert "INT8 calibrated on bundled generic photographs (not production)" in r.stdout  # parity notes
+
+    expected = (f"Calibration: INT8 calibrated on {n} bundled scikit-image photographs (generic, not production), "
+                "max ranges; re-export with --calib-dir <your images> for production")
+    v = CliRunner().invoke(cli, ["validate", "--models", "densenet121_onnx_int8"])
+    assert v.exit_code == 0, v.output
+    assert v.stdout.splitlines()[0] == expected
+    machine = {"cpu": "x", "cores": 2, "bf16": False, "ram_gib": 1, "load_average": [0.0], "os": "x", "python": "3"}
+    res = BenchResult(machine=machine, versions={}, in_process=[], served=[], served_configs={}, ratios=[],
+                      commands=[], out_md=tmp_path / "B.md", results_dir=tmp_path)
+    assert expected in render_markdown(res, BenchOptions(repository=repo)).splitlines()
 
 
 def test_variant_failing_its_gate_is_not_written(tmp_path, monkeypatch):

@@ -1,0 +1,191 @@
+"""Fail-fast checks of ``dnx export``: everything that can be known before the export starts.
+
+:func:`preflight` runs first, before torch is imported (that alone takes seconds), so an export
+that cannot succeed stops at once with one line saying how to fix it: unusable flag
+combinations, an unwritable ``--out`` or cache folder, a missing or non-PyTorch ``--weights``
+file, ``--weights imagenet`` with neither network nor a cached copy, missing calibration images.
+Checks that need the exported model (parity, state-dict keys and shapes) stay in the pipeline.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import tempfile
+import threading
+import zipfile
+from pathlib import Path
+
+from dnx.errors import InputError, WeightsError
+
+WEIGHTS_HOST = ("download.pytorch.org", 443)  # where torchvision downloads IMAGENET1K_V1 from
+NETWORK_TIMEOUT_S = 2.0
+PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+
+# TensorRT-only flags: meaningless when the target is explicitly the CPU.
+TENSORRT_FLAGS = {"cuda_graphs": "--cuda-graphs", "hardware_compatible": "--hardware-compatible",
+                  "version_compatible": "--version-compatible"}
+
+# Precisions each runtime can build at all (OpenVINO bf16 also needs a CPU with native bf16,
+# which only the OpenVINO stage can tell).
+_BUILDS = {"onnxruntime": {"fp32", "fp16", "int8"}, "openvino": {"fp32", "bf16", "int8"},
+           "tensorrt": {"fp32", "fp16", "int8"}}
+
+
+def preflight(options) -> list[str]:
+    """Check an :class:`dnx.pipeline.ExportOptions` before any work; returns warning lines.
+
+    Raises :class:`InputError` (one line, with the fix) for the first problem found.
+    """
+    from dnx.spec import get_spec
+
+    options.check()
+    spec = get_spec(options.model)
+    _check_flags(options)
+    _check_out(Path(options.out))
+    _check_weights(options.weights, spec)
+    return _check_calibration(options) if "int8" in options.precisions else []
+
+
+def _check_flags(o) -> None:
+    if o.target == "cpu":
+        if "tensorrt" in o.runtimes:
+            raise InputError("--runtime tensorrt needs --target gpu (or auto on a GPU machine)")
+        for attr, flag in TENSORRT_FLAGS.items():
+            if getattr(o, attr, False):
+                raise InputError(f"{flag} applies to TensorRT engines only; drop it or pass --target gpu")
+    if "int8" not in o.precisions:
+        given = "--calib-dir" if o.calib_dir is not None else "--calib-synthetic" if o.calib_synthetic else None
+        if given:
+            asked = f"--precision {' '.join(o.precisions)}" if o.precisions else "the default precisions"
+            raise InputError(f"{given} only applies to INT8, not to {asked}; add --precision int8 or drop {given}")
+    only = set(o.runtimes)
+    for precision in o.precisions:
+        if only and not any(precision in _BUILDS[r] for r in only):
+            builders = " or ".join(f"--runtime {r}" for r in _BUILDS if precision in _BUILDS[r])
+            raise InputError(f"--precision {precision} is not built by --runtime {', '.join(o.runtimes)}; "
+                             f"add {builders}, or drop --precision {precision}")
+
+
+def _check_out(out: Path) -> None:
+    from dnx.model_repository.layout import check_writable_parent
+
+    check_writable_parent(out)
+    _probe_write(out.resolve().parent, f"cannot write {out}", "--out")
+
+
+def _writable_folder(path: Path, flag: str) -> None:
+    """Raise unless ``path`` is, or can be created as, a writable folder."""
+    probe = path.resolve()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{flag} {path}: {probe} is a file, not a folder; pass another {flag}")
+    _probe_write(probe, f"{flag} {path}", flag)
+
+
+def _probe_write(folder: Path, what: str, flag: str) -> None:
+    # os.access says yes to root even where nothing can be created (/proc, read-only mounts).
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".dnx-preflight-", dir=folder))
+    except OSError as exc:
+        raise InputError(f"{what}: {exc.strerror} in {folder}; pass another {flag}") from None
+
+
+def _check_weights(weights: str, spec) -> None:
+    if weights == "random":
+        return
+    if weights == "imagenet":
+        if not cached_imagenet_weights(spec) and not network_reachable():
+            host, port = WEIGHTS_HOST
+            raise WeightsError(
+                f"could not get torchvision's {spec.weights_enum}.IMAGENET1K_V1 weights: {host}:{port} is "
+                f"unreachable (no network?) and no copy is in {hub_checkpoints()}; "
+                "pass --weights PATH.pth for a local copy, or --weights random"
+            )
+        return
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "not found"
+        raise WeightsError(f"weights file {path} {what}; pass an existing .pth, 'imagenet' or 'random'")
+    if not _looks_like_torch_save(path):
+        raise WeightsError(f"cannot load weights {path}: not a file written by torch.save; "
+                           "pass a state dict saved with torch.save(model.state_dict(), path)")
+
+
+def _looks_like_torch_save(path: Path) -> bool:
+    """torch.save writes a zip archive holding ``<name>/data.pkl``, or (legacy format) a pickle."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head.startswith(b"PK\x03\x04"):
+            with zipfile.ZipFile(path) as zf:
+                return any(n.endswith("data.pkl") for n in zf.namelist())
+        return head[:1] == b"\x80"  # pickle protocol 2+ opcode
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def hub_checkpoints() -> Path:
+    """The folder torch.hub caches downloaded weights in (same rules as ``torch.hub.get_dir``)."""
+    default = os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return Path(os.path.expanduser(os.getenv("TORCH_HOME", default))) / "hub" / "checkpoints"
+
+
+def cached_imagenet_weights(spec) -> Path | None:
+    """torchvision's downloaded ImageNet weights for ``spec`` (``<arch>-<hash>.pth``), if cached."""
+    folder = hub_checkpoints()
+    found = sorted(folder.glob(f"{spec.torchvision_fn}-*.pth")) if folder.is_dir() else []
+    return found[0] if found else None
+
+
+@functools.lru_cache(maxsize=None)
+def network_reachable(host: tuple[str, int] = WEIGHTS_HOST, timeout: float = NETWORK_TIMEOUT_S) -> bool:
+    """True when a TCP connection to ``host`` opens within ``timeout`` (or an HTTPS proxy is set).
+
+    Name resolution has no timeout of its own, so the whole attempt runs in a thread that is
+    abandoned after ``timeout``. Behind a proxy the download goes through it, so no direct check.
+    """
+    if any(os.environ.get(v) for v in PROXY_VARIABLES):
+        return True
+    ok = []
+
+    def attempt():
+        try:
+            socket.create_connection(host, timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return bool(ok)
+
+
+def _check_calibration(o) -> list[str]:
+    from dnx.exporter.calibration import NO_BUNDLED_IMAGES, bundled_photographs, bundled_warning
+
+    _writable_folder(Path(o.cache_dir), "--cache-dir")
+    if o.calib_dir is not None:
+        root = Path(o.calib_dir)
+        if not root.is_dir():
+            raise InputError(f"--calib-dir {root}: not a folder; pass a folder of JPEG/PNG photographs")
+        if not o.calib_synthetic and not _has_image(root):
+            raise InputError(f"--calib-dir {root}: no JPEG/PNG images found (searched all subfolders); "
+                             "add photographs or pass --calib-synthetic")
+        return []
+    if o.calib_synthetic:
+        return ["INT8 calibrates on SYNTHETIC random data (--calib-synthetic): unfit for production; "
+                "pass --calib-dir <folder of your own images>"]
+    found = bundled_photographs()
+    if not found:
+        raise InputError(NO_BUNDLED_IMAGES)
+    return [bundled_warning(min(len(found), o.calib_samples))]
+
+
+def _has_image(root: Path) -> bool:
+    from dnx.preprocess import IMAGE_SUFFIXES
+
+    return any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in root.rglob("*"))
