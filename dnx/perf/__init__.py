@@ -30,7 +30,8 @@ class PerfOptions:
     out: Path | None = None  # None: perf/results/<timestamp>/
     latency_budget_ms: float | None = None
     launch: bool = False  # start a local server for the run and stop it after
-    repository: Path = Path("model_repository")
+    repository: Path | str = Path("model_repository")  # or s3://BUCKET/PREFIX (see dnx.deploy.remote)
+    endpoint_url: str | None = None  # S3-compatible endpoint for an s3:// repository
     collect_metrics: bool | None = None  # None: on when a measured model runs on a GPU
 
 
@@ -50,12 +51,12 @@ def default_out_dir(root: str | Path = "perf/results") -> Path:
 
 
 @contextlib.contextmanager
-def launched_server(repository: Path, models: list[str] | None, log_file: Path):
+def launched_server(repository: Path | str, models: list[str] | None, log_file: Path, endpoint_url: str | None = None):
     """A local Triton server on free ports for the duration of a run (see :mod:`dnx.serving.server`)."""
     from dnx.serving.server import TritonServer
 
     server = TritonServer(repository, mode="auto", grpc_port=0, http_port=0, metrics_port=0,
-                          log_file=log_file, models=models)
+                          log_file=log_file, models=models, endpoint_url=endpoint_url)
     with server:
         yield server
 
@@ -68,9 +69,13 @@ def run_perf(opts: PerfOptions) -> PerfRun:
     s.check()
     out = Path(opts.out) if opts.out else default_out_dir()
     out.mkdir(parents=True, exist_ok=True)
+    manifest = None
     with contextlib.ExitStack() as stack:
         if opts.launch:
-            server = stack.enter_context(launched_server(Path(opts.repository), opts.models, out / "tritonserver.log"))
+            server = stack.enter_context(launched_server(opts.repository, opts.models, out / "tritonserver.log",
+                                                         opts.endpoint_url))
+            if server.remote:  # its local view (configs, manifest) goes away with the server
+                manifest = read_manifest(server.remote.view)
             url = server.grpc_url if s.protocol == "grpc" else server.http_url
             metrics_url = server.metrics_url.removeprefix("http://")
         else:
@@ -87,6 +92,6 @@ def run_perf(opts: PerfOptions) -> PerfRun:
         s = replace(s, url=url, collect_metrics=collect, verbose_csv=s.verbose_csv or collect,
                     metrics_url=metrics_url if collect else None)
         result = sweep(models, s, out)
-    manifest = read_manifest(opts.repository)
+    manifest = manifest or read_manifest(opts.repository)
     paths = write_report(result, latency_budget_ms=opts.latency_budget_ms, manifest=manifest, skipped=skipped)
     return PerfRun(result, paths, compare(tidy_rows(result, manifest), opts.latency_budget_ms), skipped)
