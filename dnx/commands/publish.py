@@ -43,15 +43,14 @@ def command(destination, repository, endpoint_url, dry_run, as_json, quiet):
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
     plan = result.plan
-    verb = "would" if dry_run else ""
     if dry_run:
         for obj in plan.objects:
             click.echo(f"  {obj.action:7s} {obj.path} ({_size(obj.size)})")
-    click.echo(
-        f"{'dry run: ' if dry_run else ''}{plan.count('upload')} files {verb + ' ' if verb else ''}uploaded "
-        f"({_size(plan.upload_bytes if dry_run else result.uploaded_bytes)}), {plan.count('copy')} copied in S3, "
-        f"{plan.count('keep')} already there"
-    )
+        click.echo(f"dry run: {plan.count('upload')} files to upload ({_size(plan.upload_bytes)}), "
+                   f"{plan.count('copy')} to copy in S3, {plan.count('keep')} already there")
+    else:
+        click.echo(f"{plan.count('upload')} files uploaded ({_size(result.uploaded_bytes)}), {plan.count('copy')} "
+                   f"copied in S3, {plan.count('keep')} already there; all {result.verified} checksums verified")
     if plan.switches_pointer:
         action = "would switch" if dry_run else "switched"
         click.echo(f"{action} {plan.location}/dnx-current.json: {plan.previous or '(none)'} -> {plan.version}")

@@ -129,6 +129,9 @@ class TcpProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self._closed:
+                client.close()
+                return
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
                 self._conns += [client, upstream]
@@ -151,6 +154,10 @@ class TcpProxy:
 
     def cut(self):
         self._closed = True
+        try:  # shutdown wakes the thread blocked in accept(); close alone would leave it listening
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._listener.close()
         with self._lock:
             for s in self._conns:
