@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from dnx.cli import cli
 from dnx.deploy.kubernetes import FILES, DeploySpec, render, validate_documents
 from dnx.errors import DnxError, InputError
 
@@ -104,3 +106,10 @@ def test_validation_rejects_broken_manifests(path, mutate, where):
 def test_bad_values_are_refused_before_rendering(change, message):
     with pytest.raises(InputError, match=message):
         render(dataclasses.replace(SPEC, **change))
+
+
+def test_local_folder_is_refused(fp32_repository, tmp_path):
+    result = CliRunner().invoke(cli, ["deploy", "kubernetes", "--repository", str(fp32_repository), "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "must be s3://BUCKET/PREFIX; publish the folder first with `dnx publish`" in result.stderr
+    assert list(tmp_path.iterdir()) == []
