@@ -263,12 +263,14 @@ class TritonServer:
         tritonserver: str | Path | None = None,
         image_tag: str | None = None,
         endpoint_url: str | None = None,
+        s3_sync: bool = False,
     ):
         if mode not in MODES:
             raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         # An s3:// repository stays a string (Path would fold "//"); see dnx.deploy.remote.
         self.repository = str(repository) if str(repository).startswith("s3://") else Path(repository)
         self.endpoint_url = endpoint_url
+        self.s3_sync = s3_sync  # copy an s3:// repository into a local cache first instead of Triton reading it
         self.remote = None  # dnx.deploy.remote.RemoteRepository once an s3:// repository is resolved
         self.mode = mode
         self.host = host
@@ -350,7 +352,8 @@ class TritonServer:
         if isinstance(self.repository, str):
             from dnx.deploy.remote import open_remote
 
-            self.remote = open_remote(self.repository, self._workdir / "view", endpoint_url=self.endpoint_url)
+            self.remote = open_remote(self.repository, self._workdir / "view", endpoint_url=self.endpoint_url,
+                                      sync=self.s3_sync)
             log.info("serving %s (version %s) from S3", self.remote.uri, self.remote.published.version)
             return self.remote.view
         if not self.repository.is_dir():

@@ -9,6 +9,7 @@ so wrong credentials are refused as on AWS. The server is always stopped at the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -63,12 +64,13 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
     raise RuntimeError(f"moto server did not answer {url} within {timeout}s")
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
+@contextlib.contextmanager
+def moto_server(log_path):
+    """Start moto's S3 server on a free 127.0.0.1 port with an IAM user and a bucket, auth on; always stop it."""
     import boto3
 
     port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -93,6 +95,12 @@ def s3_server(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        yield server
 
 
 @pytest.fixture

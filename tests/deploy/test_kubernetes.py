@@ -108,8 +108,10 @@ def test_bad_values_are_refused_before_rendering(change, message):
         render(dataclasses.replace(SPEC, **change))
 
 
-def test_local_folder_is_refused(fp32_repository, tmp_path):
-    result = CliRunner().invoke(cli, ["deploy", "kubernetes", "--repository", str(fp32_repository), "--out", str(tmp_path)])
+def test_local_folder_is_refused(tmp_path):
+    (tmp_path / "model_repository").mkdir()
+    out = tmp_path / "deploy"
+    result = CliRunner().invoke(cli, ["deploy", "kubernetes", "--repository", str(tmp_path / "model_repository"), "--out", str(out)])
     assert result.exit_code == 1
     assert "must be s3://BUCKET/PREFIX; publish the folder first with `dnx publish`" in result.stderr
-    assert list(tmp_path.iterdir()) == []
+    assert not out.exists()

@@ -43,3 +43,18 @@ def test_bad_destination_and_endpoint_flags(fp32_repository):
     assert result.exit_code == 1 and "is not an S3 location; write it as s3://BUCKET/PREFIX" in result.stderr
     result = runner.invoke(cli, ["publish", "-r", str(fp32_repository), "s3://b/p", "--endpoint-url", "127.0.0.1:9000"])
     assert result.exit_code == 1 and "must start with http:// or https://" in result.stderr
+
+
+def test_server_command_lines_keep_an_s3_url_as_is(tmp_path):
+    from dnx.serving.docker import docker_run_argv
+    from dnx.serving.server import tritonserver_argv
+
+    url = "s3://http://10.0.0.5:9000/models/densenet/versions/0123"
+    argv = tritonserver_argv("tritonserver", url, tmp_path, ["m"], host="127.0.0.1", grpc_port=1, http_port=2, metrics_port=3)
+    assert argv[1] == f"--model-repository={url}"
+    docker = docker_run_argv(url, tag="26.03", models=["m"], gpu=False, env_names=["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
+    assert "-v" not in docker and f"--model-repository={url}" in docker
+    assert docker[docker.index("AWS_ACCESS_KEY_ID") - 1] == "-e" and "AWS_SECRET_ACCESS_KEY" in docker
+    assert not any("=" in a and a.startswith("AWS_") for a in docker)  # values never on the command line
+    local = docker_run_argv(tmp_path, tag="26.03", models=["m"], gpu=False)
+    assert f"{tmp_path.resolve()}:/models:ro" in local and "--model-repository=/models" in local

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,20 +45,28 @@ def reference(fp32_repository, photo_array):
     return sess.run(None, {"input": photo_array})[0]
 
 
-def _server(uri, endpoint, tmp_path, name):
+def _server(uri, endpoint, tmp_path, name, **kw):
     return TritonServer(uri, mode="local", grpc_port=0, http_port=0, metrics_port=0, ready_timeout=300,
-                        endpoint_url=endpoint, log_file=tmp_path / f"{name}.log")
+                        endpoint_url=endpoint, log_file=tmp_path / f"{name}.log", **kw)
 
 
-def test_served_from_s3_answers_like_the_local_folder(published, s3_env, fp32_repository, photos, tmp_path, triton_server_factory):
+@pytest.mark.parametrize("sync", [False, True], ids=["triton-reads-s3", "synced-copy"])
+def test_served_from_s3_answers_like_the_local_folder(sync, published, s3_env, fp32_repository, photos, tmp_path,
+                                                      triton_server_factory, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     uri, endpoint = published
     args = ["infer", *map(str, photos[:3]), "--json", "--top-k", "5"]
     local = triton_server_factory(fp32_repository, log_file=tmp_path / "local.log")
     from_local = CliRunner().invoke(cli, [*args, "--url", local.grpc_url])
     assert from_local.exit_code == 0, from_local.output
-    with _server(uri, endpoint, tmp_path, "s3") as server:
+    with _server(uri, endpoint, tmp_path, "s3", s3_sync=sync) as server:
         assert server.loaded == [MODEL] and server.remote.published.version in server.argv[1]
-        assert server.argv[1].startswith(f"--model-repository=s3://{endpoint}/")
+        if sync:  # a verified copy under the cache, named after the version
+            copy = tmp_path / "cache" / "dnx" / "s3" / server.remote.published.version_location.bucket
+            assert server.argv[1].startswith(f"--model-repository={copy.resolve()}/")
+            assert (Path(server.argv[1].split("=", 1)[1]) / MODEL / "1" / "model.onnx").stat().st_size > 30_000_000
+        else:
+            assert server.argv[1].startswith(f"--model-repository=s3://{endpoint}/")
         from_s3 = CliRunner().invoke(cli, [*args, "--url", server.grpc_url])
     assert from_s3.exit_code == 0, from_s3.output
     a, b = json.loads(from_local.stdout)["results"], json.loads(from_s3.stdout)["results"]
