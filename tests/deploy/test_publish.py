@@ -166,3 +166,22 @@ def test_storage_failures_are_one_line_errors(case, fp32_repository, s3_env, mon
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: ") and expected in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_local_copy_is_verified_and_reused(fp32_repository, s3_env, tmp_path):
+    from dnx.deploy.remote import local_copy
+
+    uri = f"s3://{s3_env.bucket}/{_prefix()}"
+    v = publish(fp32_repository, uri, endpoint_url=s3_env.url, progress=False)
+    copy = local_copy(uri, endpoint_url=s3_env.url, cache_dir=tmp_path / "cache")
+    assert {f.path: f.sha256 for f in scan_repository(copy)} == {f.path: f.sha256 for f in scan_repository(fp32_repository)}
+    onnx = copy / "densenet121_onnx" / "1" / "model.onnx"
+    mtime = onnx.stat().st_mtime_ns
+    local_copy(uri, endpoint_url=s3_env.url, cache_dir=tmp_path / "cache")
+    assert onnx.stat().st_mtime_ns == mtime  # already verified in place: not fetched again
+
+    # Bytes changed in S3 behind dnx's back are refused, not served.
+    key = v.plan.version_location.key("densenet121_onnx/labels.txt")
+    s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"tampered\n")
+    with pytest.raises(StorageError, match="labels.txt does not match its published sha256"):
+        local_copy(uri, endpoint_url=s3_env.url, cache_dir=tmp_path / "other")
