@@ -133,3 +133,23 @@ def test_serve_cli_unpublished_prefix(s3_env):
                                       "--metrics-port", "0", "--mode", "local"])
     assert result.exit_code == 1
     assert "holds no dnx-current.json; publish a repository there first with `dnx publish`" in result.stderr
+
+
+@pytest.mark.slow
+def test_perf_launch_serves_the_published_version(published, s3_env, tmp_path):
+    import csv
+
+    uri, endpoint = published
+    out = tmp_path / "perf"
+    result = CliRunner().invoke(cli, ["perf", "--launch", "--repository", uri, "--endpoint-url", endpoint,
+                                      "--models", MODEL, "--concurrency", "1:1", "--batch-size", "1", "--out", str(out),
+                                      "--measurement-interval", "1000", "--stability-percentage", "100",
+                                      "--max-trials", "3", "-q"])
+    assert result.exit_code == 0, result.output
+    with (out / "results.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 1 and float(rows[0]["throughput"]) > 0
+    assert (rows[0]["model"], rows[0]["precision"], rows[0]["runtime"]) == (MODEL, "fp32", "onnxruntime")
+    # The launched server read the published version from S3 (Triton prints its repository path).
+    log = (out / "tritonserver.log").read_text()
+    assert f"s3://{endpoint}/" in log and "/versions/" in log
