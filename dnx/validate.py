@@ -56,6 +56,7 @@ def validate(
     protocol: str = "grpc",
     random_inputs: int = 4,
     seed: int = 0,
+    endpoint_url: str | None = None,
 ) -> ValidationResult:
     """Gate every model of ``repository`` against PyTorch; with ``served`` also through the server at ``url``."""
     from dnx import parity
@@ -63,6 +64,10 @@ def validate(
     from dnx.preprocess import probe_inputs
     from dnx.runtimes import model_runner
 
+    if str(repository).startswith("s3://"):  # parity needs the model files: a verified local copy
+        from dnx.deploy.remote import local_copy
+
+        repository = local_copy(str(repository), endpoint_url=endpoint_url)
     repo = Path(repository)
     if not repo.is_dir():
         raise InputError(f"{repo}: no such repository; build one with `dnx export` or pass --repository")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import click
 from click.testing import CliRunner
 
 from dnx.cli import cli
@@ -21,7 +22,13 @@ def reference() -> str:
     """The markdown block: `dnx --help` and each command's --help."""
     runner = CliRunner()
     parts = []
-    for args in [[]] + [[name] for name in cli.list_commands(None)]:
+    commands = []
+    for name in cli.list_commands(None):
+        commands.append([name])
+        group = cli.get_command(None, name)
+        if isinstance(group, click.Group):  # e.g. `dnx deploy kubernetes`
+            commands += [[name, sub] for sub in group.list_commands(None)]
+    for args in [[]] + commands:
         text = runner.invoke(cli, [*args, "--help"], prog_name="dnx", terminal_width=100).output
         title = "dnx " + " ".join(args) if args else "dnx"
         parts.append(f"### `{title.strip()}`\n\n```text\n{text.rstrip()}\n```\n")

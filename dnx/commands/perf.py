@@ -28,15 +28,18 @@ from dnx.commands import int_list
               help="perf_analyzer --collect-metrics --verbose-csv. Default: on when a model runs on a GPU.")
 @click.option("--metrics-url", help="Server metrics endpoint. Default: <host of --url>:8002/metrics.")
 @click.option("--launch", is_flag=True, help="Start a local server on --repository for the run, stop it after.")
-@click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True,
-              help="Model repository (served with --launch; its dnx-manifest.json names precision/runtime).")
+@click.option("--repository", type=click.Path(path_type=str), default="model_repository", show_default=True,
+              help="Model repository, a folder or s3://BUCKET/PREFIX (served with --launch; its "
+                   "dnx-manifest.json names precision/runtime).")
+@click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", show_envvar=True,
+              help="S3-compatible endpoint for an s3:// --repository. Default: AWS S3.")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
               help="Continue the interrupted sweep in this results folder (its options; --url may point elsewhere).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 def command(ctx, models, concurrency, batch_size, url, protocol, out, measurement_interval, percentile,
             stability_percentage, max_trials, retries, latency_budget_ms, collect_metrics, metrics_url,
-            launch, repository, resume, quiet):
+            launch, repository, endpoint_url, resume, quiet):
     """Sweep concurrency with perf_analyzer and write CSVs, report.md, report.json and plots.
 
     \b
@@ -66,7 +69,8 @@ def command(ctx, models, concurrency, batch_size, url, protocol, out, measuremen
     )
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     run = run_perf(PerfOptions(sweep=sweep, models=names, out=out, latency_budget_ms=latency_budget_ms,
-                               launch=launch, repository=repository, collect_metrics=collect_metrics))
+                               launch=launch, repository=repository, collect_metrics=collect_metrics,
+                               endpoint_url=endpoint_url))
     _show(run, latency_budget_ms)
 
 

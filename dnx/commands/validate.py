@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 
 @click.command("validate")
-@click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True)
+@click.option("--repository", type=click.Path(path_type=str), default="model_repository", show_default=True,
+              help="A folder, or s3://BUCKET/PREFIX (fetched into a local cache, checksums verified).")
+@click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", show_envvar=True,
+              help="S3-compatible endpoint for an s3:// --repository. Default: AWS S3.")
 @click.option("--models", help="Comma-separated model names (default: every model in the manifest).")
 @click.option("--served", is_flag=True, help="Also send the inputs through the running server and compare.")
 @click.option("--url", help="Server URL (default 127.0.0.1:8001 for gRPC, 127.0.0.1:8000 for HTTP).")
@@ -16,7 +17,7 @@ import click
 @click.option("--random-inputs", type=click.IntRange(min=0), default=4, show_default=True,
               help="Seeded random inputs added to the real photographs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
-def command(repository, models, served, url, protocol, random_inputs, as_json):
+def command(repository, endpoint_url, models, served, url, protocol, random_inputs, as_json):
     """Check every model's outputs against the PyTorch FP32 reference; exit 1 past a gate.
 
     \b
@@ -35,7 +36,7 @@ def command(repository, models, served, url, protocol, random_inputs, as_json):
     from dnx.validate import validate
 
     result = validate(repository, models=[m for m in (models or "").split(",") if m] or None, served=served,
-                      url=url, protocol=protocol, random_inputs=random_inputs)
+                      url=url, protocol=protocol, random_inputs=random_inputs, endpoint_url=endpoint_url)
     calibration = repository_calibration(repository)  # so a demo calibration is never taken for production
     if as_json:
         click.echo(json.dumps({"local": result.local.to_dict(),

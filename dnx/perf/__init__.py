@@ -31,7 +31,8 @@ class PerfOptions:
     out: Path | None = None  # None: perf/results/<timestamp>/
     latency_budget_ms: float | None = None
     launch: bool = False  # start a local server for the run and stop it after
-    repository: Path = Path("model_repository")
+    repository: Path | str = Path("model_repository")  # or s3://BUCKET/PREFIX (see dnx.deploy.remote)
+    endpoint_url: str | None = None  # S3-compatible endpoint for an s3:// repository
     collect_metrics: bool | None = None  # None: on when a measured model runs on a GPU
 
 
@@ -51,12 +52,12 @@ def default_out_dir(root: str | Path = "perf/results") -> Path:
 
 
 @contextlib.contextmanager
-def launched_server(repository: Path, models: list[str] | None, log_file: Path):
+def launched_server(repository: Path | str, models: list[str] | None, log_file: Path, endpoint_url: str | None = None):
     """A local Triton server on free ports for the duration of a run (see :mod:`dnx.serving.server`)."""
     from dnx.serving.server import TritonServer
 
     server = TritonServer(repository, mode="auto", grpc_port=0, http_port=0, metrics_port=0,
-                          log_file=log_file, models=models)
+                          log_file=log_file, models=models, endpoint_url=endpoint_url)
     with server:
         yield server
 
@@ -70,7 +71,8 @@ def _state(opts: PerfOptions, result: SweepResult) -> dict:
     return {
         "version": 1,
         "perf": {"models": [m.name for m in result.models], "latency_budget_ms": opts.latency_budget_ms,
-                 "launch": opts.launch, "repository": str(opts.repository), "collect_metrics": opts.collect_metrics},
+                 "launch": opts.launch, "repository": str(opts.repository), "collect_metrics": opts.collect_metrics,
+                 "endpoint_url": opts.endpoint_url},
         "sweep": {"url": opts.sweep.url, "protocol": s.protocol, "concurrency": str(s.concurrency),
                   "batch_sizes": list(s.batch_sizes), "measurement_interval_ms": s.measurement_interval_ms,
                   "percentile": s.percentile, "stability_percentage": s.stability_percentage,
@@ -109,7 +111,13 @@ def resume_options(out: str | Path, url: str | None = None, progress: bool = Tru
     if url is not None:
         sweep_opts.url = url
     return PerfOptions(sweep=sweep_opts, models=p["models"], out=Path(out), latency_budget_ms=p["latency_budget_ms"],
-                       launch=launch, repository=Path(p["repository"]), collect_metrics=p["collect_metrics"]), state
+                       launch=launch, repository=_repository(p["repository"]), collect_metrics=p["collect_metrics"],
+                       endpoint_url=p.get("endpoint_url")), state
+
+
+def _repository(text: str) -> Path | str:
+    """A repository as saved: an s3:// URI stays a string (Path would fold its "//")."""
+    return text if text.startswith("s3://") else Path(text)
 
 
 def _restore(result: SweepResult, state: dict) -> None:
@@ -145,7 +153,10 @@ def run_perf(opts: PerfOptions, resume: dict | None = None) -> PerfRun:
     try:
         with contextlib.ExitStack() as stack:
             if opts.launch:
-                server = stack.enter_context(launched_server(Path(opts.repository), opts.models, out / "tritonserver.log"))
+                server = stack.enter_context(launched_server(opts.repository, opts.models, out / "tritonserver.log",
+                                                             opts.endpoint_url))
+                if server.remote:  # its local view (configs, manifest) goes away with the server
+                    manifest = read_manifest(server.remote.view, required=False)
                 url = server.grpc_url if s.protocol == "grpc" else server.http_url
                 metrics_url = server.metrics_url.removeprefix("http://")
             else:

@@ -92,16 +92,27 @@ def docker_run_argv(
     http_port: int = 8000,
     metrics_port: int = 8002,
     name: str = "dnx-tritonserver",
+    env_names: tuple[str, ...] | list[str] = (),
 ) -> list[str]:
-    """The ``docker run`` command line that serves ``repository`` (mounted read-only) with ``models``."""
+    """The ``docker run`` command line that serves ``repository`` (mounted read-only) with ``models``.
+
+    An ``s3://`` repository is not mounted: Triton in the container reads it, with the
+    variables ``env_names`` passed through by name (values never appear on the command line).
+    """
     argv = ["docker", "run", "--rm", "--name", name, "--init", "--shm-size", "1g"]
     if gpu:
         argv += ["--gpus", "all"]
     host_ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
     for proto in ("http", "grpc", "metrics"):
         argv += ["-p", f"{host}:{host_ports[proto]}:{CONTAINER_PORTS[proto]}"]
-    argv += ["-v", f"{Path(repository).resolve()}:{CONTAINER_REPOSITORY}:ro", image_for_tag(tag)]
-    argv += ["tritonserver", f"--model-repository={CONTAINER_REPOSITORY}", "--model-control-mode=explicit"]
+    for env in env_names:
+        argv += ["-e", env]
+    if str(repository).startswith("s3://"):
+        argv += [image_for_tag(tag), "tritonserver", f"--model-repository={repository}"]
+    else:
+        argv += ["-v", f"{Path(repository).resolve()}:{CONTAINER_REPOSITORY}:ro", image_for_tag(tag)]
+        argv += ["tritonserver", f"--model-repository={CONTAINER_REPOSITORY}"]
+    argv += ["--model-control-mode=explicit"]
     argv += [f"--load-model={m}" for m in models]
     return argv
 

@@ -164,9 +164,10 @@ def tritonserver_argv(
     metrics_port: int,
 ) -> list[str]:
     """The local ``tritonserver`` command line (explicit model control, all services on ``host``)."""
+    remote = str(repository).startswith("s3://")  # Triton reads s3:// itself; never a local path
     argv = [
         str(binary),
-        f"--model-repository={Path(repository).resolve()}",
+        f"--model-repository={repository if remote else Path(repository).resolve()}",
         f"--backend-directory={backend_dir}",
         "--model-control-mode=explicit",
         *(f"--load-model={m}" for m in models),
@@ -263,10 +264,16 @@ class TritonServer:
         models: list[str] | None = None,
         tritonserver: str | Path | None = None,
         image_tag: str | None = None,
+        endpoint_url: str | None = None,
+        s3_sync: bool = False,
     ):
         if mode not in MODES:
             raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        self.repository = Path(repository)
+        # An s3:// repository stays a string (Path would fold "//"); see dnx.deploy.remote.
+        self.repository = str(repository) if str(repository).startswith("s3://") else Path(repository)
+        self.endpoint_url = endpoint_url
+        self.s3_sync = s3_sync  # copy an s3:// repository into a local cache first instead of Triton reading it
+        self.remote = None  # dnx.deploy.remote.RemoteRepository once an s3:// repository is resolved
         self.mode = mode
         self.host = host
         ports = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
@@ -335,17 +342,42 @@ class TritonServer:
         """Launch the server and block until it and every loaded model are ready."""
         if self.running:
             return self
+        from dnx.workdirs import make_dir
+
+        # Private (0700): generated backends, the view of an s3:// repository and, by default, the log.
+        self._workdir = make_dir("dnx-triton")
+        self._keep_log = False
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _local_view(self) -> Path:
+        """The folder to choose models from: the repository, or the configs of an s3:// one."""
+        if isinstance(self.repository, str):
+            from dnx.deploy.remote import open_remote
+
+            self.remote = open_remote(self.repository, self._workdir / "view", endpoint_url=self.endpoint_url,
+                                      sync=self.s3_sync)
+            log.info("serving %s (version %s) from S3", self.remote.uri, self.remote.published.version)
+            return self.remote.view
         if not self.repository.is_dir():
             raise InputError(
                 f"model repository {self.repository} does not exist; build it with `dnx export` (or `make demo`) or pass --repository"
             )
+        return self.repository
+
+    def _start(self) -> None:
+        view = self._local_view()
         if self.mode == "auto":
             self.mode = "docker" if docker_mode.docker_available() else "local"
             log.info("mode auto: using %s", self.mode)
         elif self.mode == "docker" and not docker_mode.docker_available():
             raise ServerError("no Docker engine answers `docker info`; start Docker or use --mode local")
         gpu = docker_mode.gpu_present()
-        choices = choose_models(self.repository, mode=self.mode, gpu=gpu)
+        choices = choose_models(view, mode=self.mode, gpu=gpu)
         if self.only_models is not None:
             known = {c.name for c in choices}
             unknown = [m for m in self.only_models if m not in known]
@@ -360,31 +392,24 @@ class TritonServer:
             detail = "; ".join(f"{k}: {v}" for k, v in self.skipped.items()) or "it holds no model folders"
             raise ServerError(f"nothing in {self.repository} can be served in {self.mode} mode ({detail}); export a model with `dnx export`")
         check_ports(self.host, {"grpc": self.grpc_port, "http": self.http_port, "metrics": self.metrics_port})
+        self._launch(choices, gpu, view)
+        self._wait_ready()
 
-        from dnx.workdirs import make_dir
-
-        self._workdir = make_dir("dnx-triton")  # private (0700): generated backends and, by default, the log
-        self._keep_log = False
-        try:
-            self._launch(choices, gpu)
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _launch(self, choices: list[ModelChoice], gpu: bool) -> None:
+    def _launch(self, choices: list[ModelChoice], gpu: bool, view: Path) -> None:
         if self.log_file is None:
             self.log_file = self._workdir / "tritonserver.log"
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         from dnx.manifest import read_manifest
 
+        repository = self.remote.triton_uri if self.remote else self.repository
+        if self.remote:
+            env.update(self.remote.env)
         if self.mode == "local":
             triton = find_local_triton(self.tritonserver)
             backend_dir = make_backend_dir(self._workdir / "backends", triton)
             self.argv = tritonserver_argv(
-                triton.binary, self.repository, backend_dir, self.loaded, host=self.host,
+                triton.binary, repository, backend_dir, self.loaded, host=self.host,
                 grpc_port=self.grpc_port, http_port=self.http_port, metrics_port=self.metrics_port,
             )
             env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(triton.libs), env.get("LD_LIBRARY_PATH")]))
@@ -392,12 +417,16 @@ class TritonServer:
             env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         else:
             tag = self.image_tag or docker_mode.select_image_tag(
-                read_manifest(self.repository, required=False) or {},
+                read_manifest(view, required=False) or {},
                 [c.name for c in choices if c.load and c.backend in TENSORRT],
             )
+            if self.remote:
+                from dnx.deploy.remote import check_reachable_from_container
+
+                check_reachable_from_container(self.remote)
             self._container = f"dnx-tritonserver-{os.getpid()}-{self.grpc_port}"
             self.argv = docker_mode.docker_run_argv(
-                self.repository, tag=tag, models=self.loaded, gpu=gpu, host=self.host,
+                repository, tag=tag, env_names=sorted(self.remote.env) if self.remote else (), models=self.loaded, gpu=gpu, host=self.host,
                 grpc_port=self.grpc_port, http_port=self.http_port, metrics_port=self.metrics_port,
                 name=self._container,
             )

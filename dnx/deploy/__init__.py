@@ -1,0 +1,1 @@
+"""Beyond one machine: publish a repository to object storage, deploy it on Kubernetes."""

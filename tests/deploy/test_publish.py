@@ -1,0 +1,187 @@
+"""`dnx publish` against a real S3-compatible server (moto, started by the tests; no S3 mocks)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+
+import pytest
+from click.testing import CliRunner
+
+from dnx.cli import cli
+from dnx.deploy.publish import INDEX_NAME, POINTER_NAME, download, publish, resolve, scan_repository
+from dnx.deploy.s3 import StorageError
+from dnx.serving.server import free_port
+
+from .conftest import TcpProxy
+
+pytestmark = pytest.mark.s3
+
+
+def _prefix() -> str:
+    return f"models/{uuid.uuid4().hex[:8]}"
+
+
+def _publish_cli(repo, uri, *extra):
+    return CliRunner().invoke(cli, ["publish", "--repository", str(repo), uri, "--json", *extra])
+
+
+def _objects(s3_server, prefix: str) -> dict[str, bytes]:
+    s3 = s3_server.client()
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=s3_server.bucket, Prefix=prefix)
+            for o in page.get("Contents", [])]
+    return {k[len(prefix) + 1:]: s3.get_object(Bucket=s3_server.bucket, Key=k)["Body"].read() for k in keys}
+
+
+@pytest.fixture
+def repo_copy(fp32_repository, tmp_path):
+    dst = tmp_path / "model_repository"
+    shutil.copytree(fp32_repository, dst)
+    return dst
+
+
+def test_publish_uploads_every_file_verified_then_republish_uploads_nothing(fp32_repository, s3_env):
+    prefix = _prefix()
+    uri = f"s3://{s3_env.bucket}/{prefix}"
+    first = _publish_cli(fp32_repository, uri, "--endpoint-url", s3_env.url)
+    assert first.exit_code == 0, first.output
+    data = json.loads(first.stdout)
+    local = {f.path: f for f in scan_repository(fp32_repository)}
+    assert data["uploaded_bytes"] == sum(f.size for f in local.values()) > 30_000_000
+    assert {o["path"]: o["action"] for o in data["objects"]} == {p: "upload" for p in local}
+    assert data["pointer_switched"] and data["previous"] is None and data["verified"] == len(local)
+
+    remote = _objects(s3_env, prefix)
+    pointer = json.loads(remote.pop(POINTER_NAME))
+    assert pointer["version"] == data["version"] and pointer["path"] == f"versions/{data['version']}"
+    version_prefix = f"versions/{data['version']}/"
+    index = json.loads(remote.pop(version_prefix + INDEX_NAME))
+    assert set(remote) == {version_prefix + p for p in local}
+    for path, f in local.items():  # the bytes in S3 are the local bytes
+        assert hashlib.sha256(remote[version_prefix + path]).hexdigest() == f.sha256 == index["files"][path]["sha256"]
+    manifest = json.loads((fp32_repository / "dnx-manifest.json").read_text())
+    assert index["files"]["densenet121_onnx/1/model.onnx"]["sha256"] == manifest["models"]["densenet121_onnx"]["files"]["1/model.onnx"]
+
+    again = _publish_cli(fp32_repository, uri, "--endpoint-url", s3_env.url)
+    assert again.exit_code == 0, again.output
+    data2 = json.loads(again.stdout)
+    assert data2["uploaded_bytes"] == 0 and data2["version"] == data["version"]
+    assert {o["action"] for o in data2["objects"]} == {"keep"} and not data2["pointer_switched"]
+    assert data2["verified"] == len(local)
+
+
+def test_dry_run_lists_changes_and_writes_nothing(fp32_repository, s3_env):
+    prefix = _prefix()
+    result = CliRunner().invoke(cli, ["publish", "-r", str(fp32_repository), f"s3://{s3_env.bucket}/{prefix}",
+                                      "--endpoint-url", s3_env.url, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "upload  densenet121_onnx/1/model.onnx" in result.output
+    assert "dry run: 4 files to upload (30." in result.output
+    assert "would switch" in result.output and "(none) ->" in result.output
+    assert _objects(s3_env, prefix) == {}
+
+
+def test_changed_file_uploads_alone_others_copied_server_side(repo_copy, s3_env, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.url)  # the standard variable instead of --endpoint-url
+    uri = f"s3://{s3_env.bucket}/{_prefix()}"
+    v1 = publish(repo_copy, uri, progress=False)
+    labels = repo_copy / "densenet121_onnx" / "labels.txt"
+    labels.write_text(labels.read_text().replace("\n", " (renamed)\n", 1))
+    v2 = publish(repo_copy, uri, progress=False)
+    actions = {o.path: o.action for o in v2.plan.objects}
+    assert actions["densenet121_onnx/labels.txt"] == "upload"
+    assert actions["densenet121_onnx/1/model.onnx"] == "copy"
+    assert v2.uploaded_bytes == labels.stat().st_size
+    assert v2.plan.previous == v1.plan.version != v2.plan.version
+    assert resolve(uri).version == v2.plan.version
+    # The old version stays complete and untouched for anyone who pinned it.
+    old = resolve(f"{uri}/versions/{v1.plan.version}")
+    assert old.version == v1.plan.version and "renamed" not in str(old.files)
+
+
+def test_repository_that_does_not_match_its_manifest_is_refused(repo_copy, s3_env):
+    with open(repo_copy / "densenet121_onnx" / "1" / "model.onnx", "ab") as fh:
+        fh.write(b"\0")
+    prefix = _prefix()
+    result = _publish_cli(repo_copy, f"s3://{s3_env.bucket}/{prefix}", "--endpoint-url", s3_env.url)
+    assert result.exit_code == 1
+    assert "densenet121_onnx/1/model.onnx does not match dnx-manifest.json" in result.stderr
+    assert "Traceback" not in result.output and _objects(s3_env, prefix) == {}
+
+
+def test_interrupted_publish_leaves_readers_on_previous_version_and_resumes(repo_copy, s3_env, tmp_path):
+    uri = f"s3://{s3_env.bucket}/{_prefix()}"
+    v1 = publish(repo_copy, uri, endpoint_url=s3_env.url, progress=False)
+    v1_files = {f.path: f.sha256 for f in scan_repository(repo_copy)}
+    cfg = repo_copy / "densenet121_onnx" / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace("max_batch_size: 8", "max_batch_size: 4"))
+
+    proxy = TcpProxy(int(s3_env.url.rsplit(":", 1)[1]))
+    done = []
+
+    def stop_server_after_first_object(obj):
+        done.append(obj.path)
+        proxy.cut()  # the endpoint the publisher talks to is gone from here on
+
+    with pytest.raises(StorageError, match="cannot reach the S3 endpoint"):
+        publish(repo_copy, uri, endpoint_url=proxy.url, progress=False, on_object=stop_server_after_first_object)
+    assert done == ["densenet121_onnx/1/model.onnx"]
+
+    # Readers still get the previous, complete version, byte for byte.
+    seen = resolve(uri, endpoint_url=s3_env.url)
+    assert seen.version == v1.plan.version
+    copy = download(seen, tmp_path / "reader", endpoint_url=s3_env.url)
+    assert {f.path: f.sha256 for f in scan_repository(copy)} == v1_files
+    assert "max_batch_size: 8" in (copy / "densenet121_onnx" / "config.pbtxt").read_text()
+
+    # Publishing again finishes the new version without moving the model file a second time.
+    v2 = publish(repo_copy, uri, endpoint_url=s3_env.url, progress=False)
+    actions = {o.path: o.action for o in v2.plan.objects}
+    assert actions["densenet121_onnx/1/model.onnx"] == "keep" and actions["densenet121_onnx/config.pbtxt"] == "upload"
+    assert resolve(uri, endpoint_url=s3_env.url).version == v2.plan.version != v1.plan.version
+
+
+@pytest.mark.parametrize("case", ["wrong secret", "unknown key", "missing bucket", "unreachable", "no credentials"])
+def test_storage_failures_are_one_line_errors(case, fp32_repository, s3_env, monkeypatch):
+    bucket, endpoint = s3_env.bucket, s3_env.url
+    if case == "wrong secret":
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        expected = "rejected the credentials (SignatureDoesNotMatch); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+    elif case == "unknown key":
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIADOESNOTEXIST0000")
+        expected = "rejected the credentials (InvalidAccessKeyId)"
+    elif case == "missing bucket":
+        bucket = "no-such-bucket-dnx"
+        expected = "bucket 'no-such-bucket-dnx' does not exist on http://127.0.0.1:"
+    elif case == "unreachable":
+        endpoint = f"http://127.0.0.1:{free_port()}"
+        expected = f"cannot reach the S3 endpoint {endpoint}"
+    else:
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+        expected = "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    result = CliRunner().invoke(cli, ["publish", "-r", str(fp32_repository), f"s3://{bucket}/x", "--endpoint-url", endpoint, "-q"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: ") and expected in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_local_copy_is_verified_and_reused(fp32_repository, s3_env, tmp_path):
+    from dnx.deploy.remote import local_copy
+
+    uri = f"s3://{s3_env.bucket}/{_prefix()}"
+    v = publish(fp32_repository, uri, endpoint_url=s3_env.url, progress=False)
+    copy = local_copy(uri, endpoint_url=s3_env.url, cache_dir=tmp_path / "cache")
+    assert {f.path: f.sha256 for f in scan_repository(copy)} == {f.path: f.sha256 for f in scan_repository(fp32_repository)}
+    onnx = copy / "densenet121_onnx" / "1" / "model.onnx"
+    mtime = onnx.stat().st_mtime_ns
+    local_copy(uri, endpoint_url=s3_env.url, cache_dir=tmp_path / "cache")
+    assert onnx.stat().st_mtime_ns == mtime  # already verified in place: not fetched again
+
+    # Bytes changed in S3 behind dnx's back are refused, not served.
+    key = v.plan.version_location.key("densenet121_onnx/labels.txt")
+    s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"tampered\n")
+    with pytest.raises(StorageError, match="labels.txt does not match its published sha256"):
+        local_copy(uri, endpoint_url=s3_env.url, cache_dir=tmp_path / "other")
