@@ -80,6 +80,7 @@ class ExportOptions:
     cuda_graphs: bool = False
     progress: bool = True
     model: str = "densenet121"
+    serve_variant: str | None = None  # the variant behind the <model> ensemble; None: see choose_variant
 
     def check(self) -> None:
         """Raise :class:`InputError` for option values that cannot work."""
@@ -447,7 +448,29 @@ def write_models(ctx: Context, repo: Path) -> StageResult:
         ctx.manifest["calibration"] = calib
     if not written:
         return StageResult("write_repository", Status.FAILED, "no model was built; nothing to write")
-    return StageResult("write_repository", Status.OK, "", {"models": len(written)})
+    ensemble = write_ensemble(ctx, repo, labels)
+    return StageResult("write_repository", Status.OK, "",
+                       {"models": len(written), "ensemble": f"{ensemble['name']} -> {ensemble['variant']}"})
+
+
+def write_ensemble(ctx: Context, repo: Path, labels: str) -> dict:
+    """Add the bytes-in path (preprocess model, softmax, ensemble over one variant) to ``repo``."""
+    from dnx.manifest import read_manifest
+    from dnx.model_repository.ensemble import choose_variant, measured_throughput, write_bytes_path
+
+    previous = None
+    if (Path(ctx.options.out) / "dnx-manifest.json").is_file():
+        try:
+            previous = read_manifest(ctx.options.out)
+        except InputError:
+            previous = None  # a corrupt old manifest only loses its measured figures
+    variant, why = choose_variant(ctx.manifest["models"], ctx.options.serve_variant, measured_throughput(previous))
+    entry = ctx.manifest["models"][variant]
+    record = write_bytes_path(repo, ctx.spec, variant, entry["config"]["max_batch_size"], labels,
+                              preprocess_max_batch=ctx.options.max_batch or DEFAULT_MAX_BATCH)
+    record["why"] = why
+    ctx.manifest["ensemble"] = record
+    return record
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -514,6 +537,7 @@ def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | Non
         ctx = Context(options=options, spec=spec, work=Path(work), target=target)
         ctx.precisions = tuple(dict.fromkeys(options.precisions or default_precisions(target)))
         ctx.runtimes = tuple(dict.fromkeys(options.runtimes or default_runtimes(target)))
+        _check_serve_variant(ctx)
         for stage in STAGES:
             if not stage.when(ctx):
                 continue
@@ -530,6 +554,17 @@ def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | Non
         write_manifest(staged.path, ctx.manifest)
         repo = staged.commit()
     return ExportResult(repo, ctx.results, ctx.manifest, committed=True, parity=ctx.parity)
+
+
+def _check_serve_variant(ctx: Context) -> None:
+    """Reject a --serve-variant this run cannot build before any work is done."""
+    name = ctx.options.serve_variant
+    if not name:
+        return
+    possible = [ctx.spec.model_name(r, p) for r in ctx.runtimes for p in ctx.precisions]
+    if name not in possible:
+        raise InputError(f"--serve-variant {name!r} is not built by this run; choose one of: {', '.join(possible)} "
+                         "(or add its --precision/--runtime)")
 
 
 def _options_record(options: ExportOptions, target: str, reason: str) -> dict:
