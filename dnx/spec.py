@@ -120,3 +120,9 @@ def get_spec(name: str = "densenet121") -> ModelSpec:
 def spec_from_manifest(manifest: dict) -> ModelSpec:
     """The :class:`ModelSpec` of the model a repository's manifest says it holds."""
     return get_spec(manifest.get("model") or DEFAULT_MODEL.name)
+
+
+def spec_for_model(model_name: str) -> ModelSpec:
+    """The spec a served model name belongs to (``resnet50_onnx`` -> resnet50); DenseNet-121 when none matches."""
+    owners = [s for s in MODELS.values() if model_name == s.name or model_name.startswith(s.name + "_")]
+    return max(owners, key=lambda s: len(s.name)) if owners else DEFAULT_MODEL
