@@ -313,6 +313,27 @@ def classify_bytes(
     return results
 
 
+def infer_encoded(
+    blobs: list[bytes],
+    *,
+    url: str | None = None,
+    model: str = DEFAULT_ENSEMBLE_NAME,
+    protocol: str = "grpc",
+) -> np.ndarray:
+    """The ensemble's full output (probabilities) for encoded images, split to its ``max_batch_size``.
+
+    For served-parity checks. Raises :class:`ServerError` on any server-side failure.
+    """
+    with TritonClient(url, model, protocol) as client:
+        size = client.max_batch_size or 1
+        slices = _chunks(len(blobs), size)
+        answers = client.infer([_bytes_batch(blobs[s]) for s in slices])
+    errors = [a for a in answers if isinstance(a, Exception)]
+    if errors:
+        raise ServerError(f"model {model!r} at {client.url} failed: {_server_reason(errors[0])}; check the server log")
+    return np.concatenate(answers)
+
+
 def _server_reason(exc: Exception) -> str:
     text = _short(exc)
     # "[StatusCode.INTERNAL] in ensemble 'densenet121', not a decodable image ..." -> the reason only
@@ -343,4 +364,4 @@ def infer_logits(
     return np.concatenate(answers)
 
 
-__all__ = ["classify", "classify_bytes", "infer_logits", "ImageResult", "Prediction", "TritonClient"]
+__all__ = ["classify", "classify_bytes", "infer_encoded", "infer_logits", "ImageResult", "Prediction", "TritonClient"]
