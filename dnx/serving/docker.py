@@ -33,9 +33,17 @@ CONTAINER_REPOSITORY = "/models"
 CONTAINER_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 
 
-def image_for_tag(tag: str) -> str:
-    """``nvcr.io/nvidia/tritonserver:<YY.MM>-py3``."""
-    return f"{IMAGE}:{tag}-py3"
+SERVE_IMAGE = "dnx-tritonserver"  # IMAGE plus Pillow, built from docker/Dockerfile.serve
+
+
+def image_for_tag(tag: str, python_models: bool = False) -> str:
+    """``nvcr.io/nvidia/tritonserver:<YY.MM>-py3``, or ``dnx-tritonserver:<YY.MM>`` for Python-backend models.
+
+    The ``<model>_preprocess`` model decodes images with Pillow, which the NGC image lacks;
+    ``docker build -f docker/Dockerfile.serve --build-arg TRITON_TAG=<YY.MM> -t dnx-tritonserver:<YY.MM> .``
+    adds it.
+    """
+    return f"{SERVE_IMAGE}:{tag}" if python_models else f"{IMAGE}:{tag}-py3"
 
 
 def read_manifest(repository: str | Path) -> dict:
@@ -104,15 +112,20 @@ def docker_run_argv(
     http_port: int = 8000,
     metrics_port: int = 8002,
     name: str = "dnx-tritonserver",
+    python_models: bool = False,
 ) -> list[str]:
-    """The ``docker run`` command line that serves ``repository`` (mounted read-only) with ``models``."""
+    """The ``docker run`` command line that serves ``repository`` (mounted read-only) with ``models``.
+
+    ``python_models``: some of ``models`` use the Python backend (the ensemble's preprocessing),
+    so the image with Pillow is used (:func:`image_for_tag`).
+    """
     argv = ["docker", "run", "--rm", "--name", name, "--init", "--shm-size", "1g"]
     if gpu:
         argv += ["--gpus", "all"]
     host_ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
     for proto in ("http", "grpc", "metrics"):
         argv += ["-p", f"{host}:{host_ports[proto]}:{CONTAINER_PORTS[proto]}"]
-    argv += ["-v", f"{Path(repository).resolve()}:{CONTAINER_REPOSITORY}:ro", image_for_tag(tag)]
+    argv += ["-v", f"{Path(repository).resolve()}:{CONTAINER_REPOSITORY}:ro", image_for_tag(tag, python_models)]
     argv += ["tritonserver", f"--model-repository={CONTAINER_REPOSITORY}", "--model-control-mode=explicit"]
     argv += [f"--load-model={m}" for m in models]
     return argv

@@ -408,7 +408,7 @@ class TritonServer:
             self.argv = docker_mode.docker_run_argv(
                 self.repository, tag=tag, models=self.loaded, gpu=gpu, host=self.host,
                 grpc_port=self.grpc_port, http_port=self.http_port, metrics_port=self.metrics_port,
-                name=self._container,
+                name=self._container, python_models=any(c.load and c.backend == "python" for c in choices),
             )
         log.info("starting: %s", " ".join(self.argv))
         with open(self.log_file, "wb") as out:
