@@ -105,4 +105,5 @@ def test_compose_file_is_valid():
     cmd = _compose() + ["-f", str(ROOT / "docker" / "docker-compose.yml"), "config"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "nvcr.io/nvidia/tritonserver" in out.stdout and "/models" in out.stdout
+    # The server image is built from docker/Dockerfile.serve (the NGC image plus Pillow).
+    assert "dnx-tritonserver" in out.stdout and "Dockerfile.serve" in out.stdout and "/models" in out.stdout
