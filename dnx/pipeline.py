@@ -449,12 +449,19 @@ def write_models(ctx: Context, repo: Path) -> StageResult:
     if not written:
         return StageResult("write_repository", Status.FAILED, "no model was built; nothing to write")
     ensemble = write_ensemble(ctx, repo, labels)
+    if ensemble is None:
+        return StageResult("write_repository", Status.OK, "no variant passed its gate: no ensemble written",
+                           {"models": len(written)})
     return StageResult("write_repository", Status.OK, "",
                        {"models": len(written), "ensemble": f"{ensemble['name']} -> {ensemble['variant']}"})
 
 
-def write_ensemble(ctx: Context, repo: Path, labels: str) -> dict:
-    """Add the bytes-in path (preprocess model, softmax, ensemble over one variant) to ``repo``."""
+def write_ensemble(ctx: Context, repo: Path, labels: str) -> dict | None:
+    """Add the bytes-in path (preprocess model, softmax, ensemble over one variant) to ``repo``.
+
+    Returns its manifest record, or None when only gate-failing variants were written
+    (``--keep-failing``) and none was named with ``--serve-variant``.
+    """
     from dnx.manifest import read_manifest
     from dnx.model_repository.ensemble import choose_variant, measured_throughput, write_bytes_path
 
@@ -464,6 +471,9 @@ def write_ensemble(ctx: Context, repo: Path, labels: str) -> dict:
             previous = read_manifest(ctx.options.out)
         except InputError:
             previous = None  # a corrupt old manifest only loses its measured figures
+    passed = [n for n, e in ctx.manifest["models"].items() if (e.get("parity") or {}).get("passed", True)]
+    if not passed and not ctx.options.serve_variant:
+        return None
     variant, why = choose_variant(ctx.manifest["models"], ctx.options.serve_variant, measured_throughput(previous))
     entry = ctx.manifest["models"][variant]
     record = write_bytes_path(repo, ctx.spec, variant, entry["config"]["max_batch_size"], labels,
