@@ -23,7 +23,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def _link_copy(src: Path, dst: Path) -> None:
