@@ -18,7 +18,8 @@ def _int_list(ctx, param, value):
 @click.option("--model", default="densenet121", show_default=True,
               help="torchvision classifier: densenet121, resnet50, mobilenet_v3_large, efficientnet_b0, convnext_tiny.")
 @click.option("--serve-variant", help="Variant behind the <model> ensemble (bytes in, probabilities out). Default: "
-                                      "the fastest measured by dnx tune / make bench, else the most accurate that passed.")
+                                      "the fastest with a throughput recorded in the previous manifest at --out, "
+                                      "else the most accurate that passed its gate.")
 @click.option("--precision", "precisions", multiple=True, type=click.Choice(PRECISIONS),
               help="Precision variant to build; repeat for several. Default: fp32 (+ bf16 OpenVINO on CPU).")
 @click.option("--target", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
