@@ -81,6 +81,7 @@ class ExportOptions:
     cuda_graphs: bool = False
     progress: bool = True
     model: str = "densenet121"
+    serve_variant: str | None = None  # the variant behind the <model> ensemble; None: see choose_variant
 
     def check(self) -> None:
         """Raise :class:`InputError` for option values that cannot work."""
@@ -471,7 +472,39 @@ def write_models(ctx: Context, repo: Path) -> StageResult:
         ctx.manifest["calibration"] = calib
     if not written:
         return StageResult(WRITE_STAGE, Status.FAILED, "no model was built; nothing to write")
-    return StageResult(WRITE_STAGE, Status.OK, "", {"models": len(written)})
+    ensemble = write_ensemble(ctx, repo, labels)
+    if ensemble is None:
+        return StageResult(WRITE_STAGE, Status.OK, "no variant passed its gate: no ensemble written",
+                           {"models": len(written)})
+    return StageResult(WRITE_STAGE, Status.OK, "",
+                       {"models": len(written), "ensemble": f"{ensemble['name']} -> {ensemble['variant']}"})
+
+
+def write_ensemble(ctx: Context, repo: Path, labels: str) -> dict | None:
+    """Add the bytes-in path (preprocess model, softmax, ensemble over one variant) to ``repo``.
+
+    Returns its manifest record, or None when only gate-failing variants were written
+    (``--keep-failing``) and none was named with ``--serve-variant``.
+    """
+    from dnx.manifest import read_manifest
+    from dnx.model_repository.ensemble import choose_variant, measured_throughput, write_bytes_path
+
+    previous = None
+    if (Path(ctx.options.out) / "dnx-manifest.json").is_file():
+        try:
+            previous = read_manifest(ctx.options.out)
+        except InputError:
+            previous = None  # a corrupt old manifest only loses its measured figures
+    passed = [n for n, e in ctx.manifest["models"].items() if (e.get("parity") or {}).get("passed", True)]
+    if not passed and not ctx.options.serve_variant:
+        return None
+    variant, why = choose_variant(ctx.manifest["models"], ctx.options.serve_variant, measured_throughput(previous))
+    entry = ctx.manifest["models"][variant]
+    record = write_bytes_path(repo, ctx.spec, variant, entry["config"]["max_batch_size"], labels,
+                              preprocess_max_batch=ctx.options.max_batch or DEFAULT_MAX_BATCH)
+    record["why"] = why
+    ctx.manifest["ensemble"] = record
+    return record
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -632,6 +665,7 @@ def _export(options: ExportOptions, spec: ModelSpec, target: str, target_reason:
                 report(StageResult("disk_space", Status.FAILED, reason))
                 _skip_rest(STAGES, 0, ctx, report, "disk_space")
                 return failed()
+        _check_serve_variant(ctx)
         for i, stage in enumerate(STAGES):
             if not stage.when(ctx):
                 report(StageResult(stage.name, Status.SKIPPED, stage.why_not(ctx)))
@@ -679,6 +713,17 @@ def _write(ctx: Context, repo: Path) -> StageResult:
         result = StageResult(WRITE_STAGE, Status.FAILED, reason)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _check_serve_variant(ctx: Context) -> None:
+    """Reject a --serve-variant this run cannot build before any work is done."""
+    name = ctx.options.serve_variant
+    if not name:
+        return
+    possible = [ctx.spec.model_name(r, p) for r in ctx.runtimes for p in ctx.precisions]
+    if name not in possible:
+        raise InputError(f"--serve-variant {name!r} is not built by this run; choose one of: {', '.join(possible)} "
+                         "(or add its --precision/--runtime)")
 
 
 def _options_record(options: ExportOptions, target: str, reason: str) -> dict:

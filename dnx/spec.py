@@ -66,16 +66,42 @@ class ModelSpec:
             "scale": "1/255",
         }
 
+    @property
+    def preprocess_name(self) -> str:
+        """The Python-backend model that decodes and transforms images: ``densenet121_preprocess``."""
+        return f"{self.name}_preprocess"
+
+    @property
+    def softmax_name(self) -> str:
+        """The ONNX model that turns logits into probabilities: ``densenet121_softmax``."""
+        return f"{self.name}_softmax"
+
+    @property
+    def ensemble_name(self) -> str:
+        """The ensemble that takes encoded images and answers probabilities: the model's own name."""
+        return self.name
+
     def model_name(self, runtime: str, precision: str) -> str:
         """Triton model name of one variant: ``densenet121_onnx``, ``densenet121_openvino_int8``, ..."""
         tag = RUNTIME_TAGS[runtime]
         return f"{self.name}_{tag}" if precision == "fp32" else f"{self.name}_{tag}_{precision}"
 
 
+# Preprocessing is that of each weights enum's IMAGENET1K_V1 entry (the weights dnx loads),
+# as ``<Weights>.IMAGENET1K_V1.transforms()`` reports it; tests/test_spec.py checks every entry
+# against torchvision so the data here cannot drift.
 MODELS: dict[str, ModelSpec] = {
-    "densenet121": ModelSpec(
-        name="densenet121", torchvision_fn="densenet121", weights_enum="DenseNet121_Weights"
-    ),
+    spec.name: spec
+    for spec in (
+        ModelSpec(name="densenet121", torchvision_fn="densenet121", weights_enum="DenseNet121_Weights"),
+        ModelSpec(name="resnet50", torchvision_fn="resnet50", weights_enum="ResNet50_Weights"),
+        ModelSpec(name="mobilenet_v3_large", torchvision_fn="mobilenet_v3_large",
+                  weights_enum="MobileNet_V3_Large_Weights"),
+        ModelSpec(name="efficientnet_b0", torchvision_fn="efficientnet_b0", weights_enum="EfficientNet_B0_Weights",
+                  interpolation="bicubic"),
+        ModelSpec(name="convnext_tiny", torchvision_fn="convnext_tiny", weights_enum="ConvNeXt_Tiny_Weights",
+                  resize=236),
+    )
 }
 
 DEFAULT_MODEL = MODELS["densenet121"]
@@ -88,4 +114,15 @@ def get_spec(name: str = "densenet121") -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
-        raise InputError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}") from None
+        raise InputError(f"unknown model {name!r}; pass --model with one of: {', '.join(MODELS)}") from None
+
+
+def spec_from_manifest(manifest: dict) -> ModelSpec:
+    """The :class:`ModelSpec` of the model a repository's manifest says it holds."""
+    return get_spec(manifest.get("model") or DEFAULT_MODEL.name)
+
+
+def spec_for_model(model_name: str) -> ModelSpec:
+    """The spec a served model name belongs to (``resnet50_onnx`` -> resnet50); DenseNet-121 when none matches."""
+    owners = [s for s in MODELS.values() if model_name == s.name or model_name.startswith(s.name + "_")]
+    return max(owners, key=lambda s: len(s.name)) if owners else DEFAULT_MODEL

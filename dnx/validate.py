@@ -47,6 +47,45 @@ def _reference_model(manifest: dict, repo: Path):
     return load_torch_model(spec, str(path))[0], spec, True
 
 
+ENSEMBLE_MAX_ABS = 1e-4
+
+
+def ensemble_row(repo: Path, ensemble: dict, entries: dict, spec, trained: bool, *, url: str | None, protocol: str):
+    """The ensemble on the server (photographs sent as file bytes) against softmax of its variant run locally.
+
+    The local side reads the same files through :func:`dnx.preprocess.load_image` and the
+    variant's own runtime; the served side decodes them with the same code on the server.
+    Gate: max abs difference of the probabilities <= 1e-4.
+    """
+    import numpy as np
+
+    from dnx import parity
+    from dnx.preprocess import load_image, sample_photographs
+    from dnx.runtimes import model_runner
+    from dnx.serving.client import infer_encoded
+    from dnx.spec import Gate
+
+    photos = sample_photographs()
+    if not photos:
+        raise InputError("no sample photographs found; install scikit-image (pip install scikit-image)")
+    variant = ensemble["variant"]
+    runner, why = model_runner(repo, variant, entries[variant], spec)
+    name = f"{ensemble['name']} (ensemble, bytes in)"
+    gate = Gate(max_abs=ENSEMBLE_MAX_ABS)
+    if runner is None:
+        return parity.ParityRow(name, entries[variant]["precision"], f"triton-{protocol}", None, gate, trained, False,
+                                f"cannot run its variant {variant} here: {why}")
+    logits = parity.run_outputs(runner, np.stack([load_image(p, spec) for p in photos]), spec).astype(np.float64)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected = e / e.sum(axis=1, keepdims=True)
+    got = infer_encoded([p.read_bytes() for p in photos], url=url, model=ensemble["name"], protocol=protocol)
+    metrics = parity.output_metrics(expected, got)
+    failures = parity.gate_failures(metrics, gate, trained=False)
+    reason = "; ".join(failures) if failures else f"probabilities within max_abs<={ENSEMBLE_MAX_ABS:g} of softmax({variant} local)"
+    return parity.ParityRow(name, entries[variant]["precision"], f"triton-{protocol}", metrics, gate, trained,
+                            not failures, reason, notes=f"{len(photos)} photographs as file bytes")
+
+
 def validate(
     repository: str | os.PathLike = "model_repository",
     *,
@@ -73,15 +112,19 @@ def validate(
         raise InputError(f"{repo}: no such repository; build one with `dnx export` or pass --repository")
     manifest = read_manifest(repo)
     entries = manifest.get("models", {})
+    ensemble = manifest.get("ensemble") or {}
     names = models or list(entries)
+    check_ensemble = served and bool(ensemble) and (models is None or ensemble["name"] in models)
+    names = [n for n in names if n != ensemble.get("name")]
     unknown = [n for n in names if n not in entries]
     if unknown:
-        raise InputError(f"{unknown[0]!r} is not in {repo} (models: {', '.join(entries)}); check --models")
+        known = list(entries) + ([ensemble["name"]] if ensemble else [])
+        raise InputError(f"{unknown[0]!r} is not in {repo} (models: {', '.join(known)}); check --models")
 
     if served:  # fail fast, before the minutes of local work, when the server is not there
         from dnx.serving.client import TritonClient
 
-        for name in names:
+        for name in names + ([ensemble["name"]] if check_ensemble else []):
             with TritonClient(url, name, protocol):
                 pass
     model, spec, trained = _reference_model(manifest, repo)
@@ -112,6 +155,8 @@ def validate(
                 # Served vs the same runtime in-process: the serving path must add no error of its own.
                 rows.append(parity.compare_arrays(f"{name} (served vs local)", precision, local_out[name], out,
                                                   runtime=f"triton-{protocol}", spec=spec, trained=trained))
+        if check_ensemble:
+            rows.append(ensemble_row(repo, ensemble, entries, spec, trained, url=url, protocol=protocol))
         served_report = parity.ParityReport(rows=rows, reference="pytorch-fp32 / local runtime", inputs=info,
                                             trained=trained)
     return ValidationResult(local, served_report, skipped)

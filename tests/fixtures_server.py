@@ -5,8 +5,9 @@ Fixtures
 ``triton_server_factory``  (session) ``factory(repository, **TritonServer kwargs) -> TritonServer``:
     starts a local server on free 127.0.0.1 ports, once per (repository, kwargs); every server
     it started is stopped at the end of the session.
-``serving_repository``  (session) a copy of ``fp32_repository`` (model files hard-linked) plus
-    test-only extras: ``densenet121_onnx`` gets a 5 ms ``max_queue_delay`` so the dynamic
+``serving_repository``  (session) a copy of ``fp32_repository`` (model files hard-linked; it holds
+    the ``densenet121`` ensemble, ``densenet121_preprocess`` (20 ms queue delay here, so
+    concurrent image requests share a batch) and ``densenet121_softmax`` too) plus test-only extras: ``densenet121_onnx`` gets a 5 ms ``max_queue_delay`` so the dynamic
     batcher forms batches under concurrent load, ``dnx_test_tiny`` (a 4-wide ONNX model with a
     variable-size config, for errors raised inside the backend) and ``dnx_test_plan``
     (a TensorRT plan that local mode must skip).
@@ -23,6 +24,9 @@ from pathlib import Path
 import pytest
 
 SERVED_MODEL = "densenet121_onnx"
+ENSEMBLE_MODEL = "densenet121"
+PREPROCESS_MODEL = "densenet121_preprocess"
+SOFTMAX_MODEL = "densenet121_softmax"
 TINY_MODEL = "dnx_test_tiny"
 PLAN_MODEL = "dnx_test_plan"
 
@@ -114,6 +118,9 @@ def serving_repository(fp32_repository, tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("serving") / "model_repository"
     _link_tree(fp32_repository, repo)
     set_queue_delay(repo / SERVED_MODEL / "config.pbtxt", 5000)
+    # Concurrent image requests then meet in one execute() of the preprocess model, so the
+    # bad-image tests show that one undecodable image fails only its own request.
+    set_queue_delay(repo / PREPROCESS_MODEL / "config.pbtxt", 20000)
     add_test_models(repo)
     return repo
 

@@ -57,3 +57,34 @@ def test_find_images_expands_folders(tmp_path):
     (tmp_path / "readme.txt").write_text("x")
     found = find_images([tmp_path])
     assert sorted(p.name for p in found) == ["a.JPG", "b.png"]
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "convnext_tiny", "resnet50"])
+def test_other_specs_equal_their_torchvision_weights_transform(name):
+    """Each spec's resize/crop/interpolation reproduces its weights enum's own transform."""
+    import torchvision.models as models
+
+    from dnx.spec import get_spec
+
+    spec = get_spec(name)
+    theirs_t = getattr(models, spec.weights_enum).IMAGENET1K_V1.transforms()
+    path = sample_photographs()[1]
+    with Image.open(path) as img:
+        theirs = theirs_t(img.convert("RGB")).numpy()
+    assert np.abs(load_image(path, spec) - theirs).max() < 1e-5
+
+
+def test_preprocess_bytes_errors_are_one_line():
+    import io
+
+    from dnx.preprocess import preprocess_bytes
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (1, 2, 3)).save(buf, "JPEG")
+    good = buf.getvalue()
+    assert preprocess_bytes(good).shape == (3, 224, 224)
+    for data, message in [(b"", "empty image"), (b"GIF89a-not-really", "not a decodable image"),
+                          (good[:200], "corrupt or truncated image")]:
+        with pytest.raises(InputError, match=message) as exc:
+            preprocess_bytes(data)
+        assert "\n" not in str(exc.value)

@@ -57,10 +57,35 @@ def test_served_parity(triton_server, serving_repository, protocol):
     assert r.exit_code == 0, r.output
     served = json.loads(r.output)["served"]["variants"]
     names = [v["variant"] for v in served]
-    assert names == ["densenet121_onnx (served)", "densenet121_onnx (served vs local)"]
-    vs_torch, vs_local = served
+    assert names == ["densenet121_onnx (served)", "densenet121_onnx (served vs local)", "densenet121 (ensemble, bytes in)"]
+    vs_torch, vs_local, ensemble = served
     assert vs_torch["passed"] and vs_torch["max_abs"] < 1e-3
     assert vs_local["max_abs"] < 1e-5 and vs_local["cos_min"] > 0.999999  # the server adds no error
+    # Photographs sent as file bytes, decoded on the server: softmax of the local fp32 logits.
+    assert ensemble["passed"] and ensemble["max_abs"] <= 1e-4 and ensemble["cos_min"] > 0.99999
+
+
+@pytest.mark.server
+def test_served_ensemble_gate_fails_when_the_server_preprocesses_differently(triton_server_factory, serving_repository,
+                                                                            tmp_path):
+    """A preprocess model whose transform drifted (resize 288 instead of 256) must fail the ensemble gate."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(serving_repository, repo)
+    for extra in ("dnx_test_tiny", "dnx_test_plan"):
+        shutil.rmtree(repo / extra)
+    cfg = repo / "densenet121_preprocess" / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace('string_value: "256"', 'string_value: "288"'))
+    server = triton_server_factory(repo, log_file=tmp_path / "t.log")
+    r = CliRunner().invoke(cli, ["validate", "--repository", str(repo), "--served", "--url", server.grpc_url,
+                                 "--models", "densenet121", "--random-inputs", "0", "--json"])
+    assert r.exit_code == 1
+    rows = json.loads(r.stdout)["served"]["variants"]
+    assert [v["variant"] for v in rows] == ["densenet121 (ensemble, bytes in)"]
+    assert rows[0]["passed"] is False and rows[0]["max_abs"] > 1e-4
+    assert "parity gate failed for densenet121 (ensemble, bytes in)" in r.stderr
+    server.stop()
 
 
 @pytest.mark.server

@@ -15,6 +15,11 @@ def _int_list(ctx, param, value):
 
 
 @click.command("export")
+@click.option("--model", default="densenet121", show_default=True,
+              help="torchvision classifier: densenet121, resnet50, mobilenet_v3_large, efficientnet_b0, convnext_tiny.")
+@click.option("--serve-variant", help="Variant behind the <model> ensemble (bytes in, probabilities out). Default: "
+                                      "the fastest with a throughput recorded in the previous manifest at --out, "
+                                      "else the most accurate that passed its gate.")
 @click.option("--precision", "precisions", multiple=True, type=click.Choice(PRECISIONS),
               help="Precision variant to build; repeat for several. Default: fp32 (+ bf16 OpenVINO on CPU).")
 @click.option("--target", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
@@ -55,14 +60,17 @@ def _int_list(ctx, param, value):
               help="Calibration and timing caches.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def command(quiet, **kwargs):
-    """Export DenseNet-121 to ONNX, build variants, gate parity, write a Triton repository.
+    """Export a torchvision classifier to ONNX, build variants, gate parity, write a Triton repository.
 
     \b
     Example:
       dnx export --precision int8
       dnx export --precision fp32 --weights random --out model_repository
       dnx export --precision int8 --calib-dir ~/imagenet-val-subset --calib-samples 512
+      dnx export --model resnet50 --weights random --serve-variant resnet50_onnx
 
+    Besides the variants, the repository gets <model>_preprocess (encoded image bytes in),
+    <model>_softmax and the <model> ensemble (image bytes -> probabilities with labels).
     Flags, --out, --weights and calibration images are checked before any work starts.
     The repository is built beside --out and swapped in only when every stage passed.
     """
@@ -84,6 +92,10 @@ def command(quiet, **kwargs):
                        + ("; pass --keep-failing to write failing variants anyway" if failed and failed[0].name == "parity" else ""))
     click.echo(f"Wrote {result.repository} ({len(result.manifest.get('models', {}))} models; "
                f"weights: {result.manifest['weights']['source']})")
+    ens = result.manifest.get("ensemble")
+    if ens:
+        click.echo(f"Ensemble {ens['name']}: image bytes -> {ens['preprocess']} -> {ens['variant']} -> "
+                   f"{ens['softmax']} -> probabilities ({ens['why']})")
     if result.parity is not None:
         click.echo(result.parity.format_table())
         if not result.parity.passed:

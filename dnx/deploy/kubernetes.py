@@ -216,6 +216,7 @@ def plan_deployment(
 ) -> DeploySpec:
     """Resolve the published version of ``uri`` and decide models, image and names for ``target``."""
     from dnx.deploy.remote import open_remote
+    from dnx.manifest import read_manifest
     from dnx.serving import docker as docker_mode
     from dnx.serving.server import TENSORRT, choose_models
 
@@ -229,7 +230,7 @@ def plan_deployment(
         detail = "; ".join(f"{c.name}: {c.reason}" for c in choices) or "no model folders"
         raise InputError(f"nothing in {remote.uri} can be served on the {target} target ({detail}); "
                          "choose another --target or export for it")
-    manifest = docker_mode.read_manifest(remote.view)
+    manifest = read_manifest(remote.view, required=False) or {}
     if image is None:
         plans = [c.name for c in choices if c.load and c.backend in TENSORRT]
         image = docker_mode.image_for_tag(docker_mode.select_image_tag(manifest, plans))

@@ -19,7 +19,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from dnx.errors import InputError, PerfError, ServerError
-from dnx.perf.sweep import SweepOptions, SweepResult, default_metrics_url, inspect_server, sweep
+from dnx.perf.sweep import (
+    SweepOptions, SweepResult, default_metrics_url, ensemble_internal_steps, inspect_server, sweep,
+)
 
 
 @dataclass
@@ -163,6 +165,8 @@ def run_perf(opts: PerfOptions, resume: dict | None = None) -> PerfRun:
                 url, metrics_url = s.url, s.metrics_url or default_metrics_url(s.url)
             models = inspect_server(url, s.protocol, opts.models)
             skipped = {m.name: f"variable input dims ({', '.join(m.variable_inputs)})" for m in models if m.variable_inputs}
+            if not opts.models:
+                skipped.update(ensemble_internal_steps(models))
             if opts.models and skipped:
                 raise InputError(f"{', '.join(skipped)}: {'; '.join(skipped.values())}; dnx perf measures fixed-shape "
                                  "models only, run perf_analyzer by hand with --shape")

@@ -337,7 +337,7 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
     from dnx.manifest import library_versions, read_manifest
     from dnx.perf import launched_server
     from dnx.perf.report import tidy_rows, write_report
-    from dnx.perf.sweep import inspect_server, sweep
+    from dnx.perf.sweep import ensemble_internal_steps, inspect_server, sweep
     from dnx.preprocess import photo_batch, sample_photographs
     from dnx.spec import get_spec
 
@@ -376,7 +376,12 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
         # Kept with the results so the recorded perf_analyzer command lines can be rerun.
         input_dir = write_input_dir(images[0], results / "input-data", spec.input_name)
         with launched_server(repo, opts.served_models, results / "tritonserver.log") as server:
-            models = [m for m in inspect_server(server.grpc_url, "grpc", opts.served_models) if not m.variable_inputs]
+            found = inspect_server(server.grpc_url, "grpc", opts.served_models)
+            # The bytes-in ensemble and its steps are not a runtime to compare with in-process ones
+            # (perf/bytes_vs_tensor.py measures them); named with --models they are measured.
+            steps = ensemble_internal_steps(found) if opts.served_models is None else {}
+            models = [m for m in found if not m.variable_inputs and m.name not in steps
+                      and not (opts.served_models is None and m.ensemble_steps)]
             sweep_opts = SweepOptions(
                 url=server.grpc_url, protocol="grpc", concurrency=opts.concurrency, batch_sizes=(1,),
                 measurement_interval_ms=opts.measurement_interval_ms, stability_percentage=opts.stability_percentage,

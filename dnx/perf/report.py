@@ -32,6 +32,10 @@ def variant_of(model: str, manifest: dict | None = None) -> tuple[str, str]:
     entry = ((manifest or {}).get("models") or {}).get(model) or {}
     if entry.get("precision") and entry.get("runtime"):
         return str(entry["precision"]), str(entry["runtime"])
+    ensemble = (manifest or {}).get("ensemble") or {}
+    if ensemble.get("name") == model and ensemble.get("variant"):  # bytes in: its variant's precision
+        precision, runtime = variant_of(ensemble["variant"], manifest)
+        return precision, f"ensemble({runtime})"
     parts = model.split("_")
     for i, tag in enumerate(parts):
         if tag in _TAG_RUNTIMES:

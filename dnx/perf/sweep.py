@@ -250,6 +250,16 @@ class ServedModel:
         return [i.get("name", "?") for i in self.config.get("input", []) if any(int(d) < 0 for d in i.get("dims", []))]
 
     @property
+    def string_inputs(self) -> list[str]:
+        """Inputs of TYPE_STRING (encoded images): measured with real JPEGs as ``--input-data``."""
+        return [i.get("name", "?") for i in self.config.get("input", []) if i.get("data_type") == "TYPE_STRING"]
+
+    @property
+    def ensemble_steps(self) -> list[str]:
+        """Model names of the steps, for an ensemble (empty otherwise)."""
+        return [st.get("model_name", "") for st in (self.config.get("ensemble_scheduling") or {}).get("step", [])]
+
+    @property
     def on_gpu(self) -> bool:
         return any(g.get("kind") == "KIND_GPU" for g in self.config.get("instance_group", []))
 
@@ -330,6 +340,16 @@ def _inspect(client, client_error, where: str, protocol: str, models: list[str] 
         cfg = meta.get("config", meta)
         version = next((e.get("version", "") for e in entries if e["name"] == name and e.get("version")), "")
         out.append(ServedModel(name=name, version=str(version), config=cfg))
+    return out
+
+
+def ensemble_internal_steps(models: list[ServedModel]) -> dict[str, str]:
+    """First and last steps of each ensemble (preprocess, softmax): measured through the ensemble, not alone."""
+    out = {}
+    for m in models:
+        steps = m.ensemble_steps
+        for step in (steps[:1] + steps[-1:]) if len(steps) > 2 else []:
+            out[step] = f"ensemble step of {m.name} (measured through it)"
     return out
 
 
@@ -514,6 +534,12 @@ def measure(
     collected = {} if collected is None else collected
     runs = [] if runs is None else runs
     pending = [Segment((c,), opts.measurement_interval_ms) for c in opts.concurrency.levels() if c not in collected]
+    input_data = opts.input_data
+    if model.string_inputs and not str(input_data or "").endswith(".json"):
+        # Random bytes are not images (every request would fail): send real JPEGs.
+        from dnx.perf.images import write_image_input_data
+
+        input_data = str(write_image_input_data(out_dir / "input-data-images.json", model.string_inputs[0]))
     while pending:
         seg = pending.pop(0)
         rng = ConcurrencyRange(seg.levels[0], seg.levels[-1], step)
@@ -525,7 +551,7 @@ def measure(
             measurement_interval_ms=seg.window_ms, csv_path=csv_path, percentile=opts.percentile,
             stability_percentage=RELAXED_STABILITY if seg.relaxed else opts.stability_percentage,
             max_trials=opts.max_trials, collect_metrics=opts.collect_metrics, metrics_url=opts.metrics_url,
-            verbose_csv=opts.verbose_csv, input_data=opts.input_data,
+            verbose_csv=opts.verbose_csv, input_data=input_data,
         )
         csv_path.unlink(missing_ok=True)
         rc, text = _run_once(argv, env, log_path, progress, model.name, batch)

@@ -21,11 +21,12 @@ import numpy as np
 from dnx._lazy import lazy_import
 from dnx.errors import InputError, ServerError
 from dnx.preprocess import find_images, load_image
-from dnx.spec import DEFAULT_MODEL
+from dnx.spec import DEFAULT_MODEL, spec_for_model
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
 DEFAULT_MODEL_NAME = DEFAULT_MODEL.model_name("onnxruntime", "fp32")
+DEFAULT_ENSEMBLE_NAME = DEFAULT_MODEL.ensemble_name
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,9 @@ class TritonClient:
         try:
             self.max_batch_size = int(config.get("max_batch_size", 0))
             self.input_name = config["input"][0]["name"]
-            self.input_dtype = config["input"][0].get("data_type", "TYPE_FP32").replace("TYPE_", "")
+            # tritonclient spells the config's TYPE_STRING "BYTES" (the ensemble's encoded images).
+            dtype = config["input"][0].get("data_type", "TYPE_FP32").replace("TYPE_", "")
+            self.input_dtype = "BYTES" if dtype == "STRING" else dtype
             self.output_name = config["output"][0]["name"]
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise ServerError(f"the config of {self.model!r} on {self.url} has no usable input/output "
@@ -293,6 +296,7 @@ def classify(
     if not paths:
         raise InputError(f"no image files found in {', '.join(map(str, images)) or 'the arguments'}; pass JPEG/PNG files or folders with them")
     results = [ImageResult(str(p)) for p in paths]
+    spec = spec_for_model(model)  # resnet50_onnx is preprocessed as resnet50's weights expect
     with TritonClient(url, model, protocol, timeout=timeout) as client:
         size = min(batch_size, client.max_batch_size) if client.max_batch_size else 1
         sent: list[list[int]] = []  # indices of the images in each batch, in sending order
@@ -301,7 +305,7 @@ def classify(
             rows, arrays = [], []
             for i, p in enumerate(paths):
                 try:
-                    arrays.append(load_image(p))
+                    arrays.append(load_image(p, spec))
                     rows.append(i)
                 except InputError as exc:
                     results[i].error = str(exc)
@@ -317,6 +321,111 @@ def classify(
                 else:
                     results[i].predictions = [parse_classification(e) for e in np.atleast_1d(answer[row])]
     return results
+
+
+def read_encoded(paths) -> tuple[list[bytes | None], list[str | None]]:
+    """File contents for the bytes-in path, with a one-line error per file that cannot be read."""
+    data, errors = [], []
+    for p in paths:
+        try:
+            blob = open(p, "rb").read()
+            data.append(blob)
+            errors.append(None if blob else f"{p}: empty file; pass a JPEG, PNG or WebP image")
+        except FileNotFoundError:
+            data.append(None)
+            errors.append(f"{p}: no such file; check the path")
+        except IsADirectoryError:
+            data.append(None)
+            errors.append(f"{p}: is a folder; pass image files or use a folder argument")
+        except OSError as exc:
+            data.append(None)
+            errors.append(f"{p}: cannot read it ({exc.strerror}); check its permissions")
+    return data, errors
+
+
+def _bytes_batch(blobs: list[bytes]) -> np.ndarray:
+    return np.array([[b] for b in blobs], dtype=np.object_)
+
+
+def classify_bytes(
+    images,
+    *,
+    url: str | None = None,
+    model: str = DEFAULT_ENSEMBLE_NAME,
+    protocol: str = "grpc",
+    top_k: int = 5,
+    batch_size: int = 8,
+    async_: bool = False,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> list[ImageResult]:
+    """Classify image files by sending their encoded bytes to an ensemble (``dnx export`` writes ``<model>``).
+
+    The server decodes and preprocesses (``<model>_preprocess``) and answers probabilities, so
+    ``Prediction.score`` is a probability in [0, 1]. A batch the server rejects (one undecodable
+    image fails its whole request) is resent one image per request, so every image gets its own
+    answer or its own error. Raises :class:`ServerError` when the server or model is not there.
+    """
+    if top_k < 1:
+        raise InputError(f"--top-k must be at least 1 (got {top_k})")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1 (got {batch_size})")
+    paths = find_images(images)
+    if not paths:
+        raise InputError(f"no image files found in {', '.join(map(str, images)) or 'the arguments'}; pass JPEG/PNG files or folders with them")
+    results = [ImageResult(str(p)) for p in paths]
+    blobs, errors = read_encoded(paths)
+    good = [i for i, e in enumerate(errors) if e is None]
+    for i, e in enumerate(errors):
+        results[i].error = e
+    if not good:
+        return results
+    with TritonClient(url, model, protocol, timeout=timeout) as client:
+        if client.input_dtype != "BYTES":
+            raise InputError(f"model {model!r} takes {client.input_dtype} tensors, not encoded images; pass the ensemble "
+                             "(the model's own name, e.g. densenet121) or use --client-preprocess")
+        size = min(batch_size, client.max_batch_size) if client.max_batch_size else 1
+        slices = _chunks(len(good), size)
+        answers = client.infer([_bytes_batch([blobs[i] for i in good[s]]) for s in slices], top_k=top_k, async_=async_)
+        for s, answer in zip(slices, answers):
+            idx = good[s]
+            if isinstance(answer, Exception) and len(idx) > 1:  # find which image failed, answer the others
+                singles = client.infer([_bytes_batch([blobs[i]]) for i in idx], top_k=top_k, async_=async_)
+                answer = [a if isinstance(a, Exception) else a[0] for a in singles]
+            for row, i in enumerate(idx):
+                got = answer if isinstance(answer, Exception) else answer[row]
+                if isinstance(got, Exception):
+                    results[i].error = f"{paths[i]}: server error: {_server_reason(got)}"
+                else:
+                    results[i].predictions = [parse_classification(e) for e in np.atleast_1d(got)]
+    return results
+
+
+def infer_encoded(
+    blobs: list[bytes],
+    *,
+    url: str | None = None,
+    model: str = DEFAULT_ENSEMBLE_NAME,
+    protocol: str = "grpc",
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> np.ndarray:
+    """The ensemble's full output (probabilities) for encoded images, split to its ``max_batch_size``.
+
+    For served-parity checks. Raises :class:`ServerError` on any server-side failure.
+    """
+    with TritonClient(url, model, protocol, timeout=timeout) as client:
+        size = client.max_batch_size or 1
+        slices = _chunks(len(blobs), size)
+        answers = client.infer([_bytes_batch(blobs[s]) for s in slices])
+    errors = [a for a in answers if isinstance(a, Exception)]
+    if errors:
+        raise ServerError(f"model {model!r} at {client.url} failed: {_server_reason(errors[0])}; check the server log")
+    return np.concatenate(answers)
+
+
+def _server_reason(exc: Exception) -> str:
+    text = _short(exc)
+    # "[StatusCode.INTERNAL] in ensemble 'densenet121', not a decodable image ..." -> the reason only
+    return text.split("', ", 1)[1] if text.count("in ensemble '") and "', " in text else text
 
 
 def infer_logits(
@@ -344,4 +453,4 @@ def infer_logits(
     return np.concatenate(answers)
 
 
-__all__ = ["classify", "infer_logits", "ImageResult", "Prediction", "TritonClient"]
+__all__ = ["classify", "classify_bytes", "infer_encoded", "infer_logits", "ImageResult", "Prediction", "TritonClient"]

@@ -32,9 +32,17 @@ CONTAINER_REPOSITORY = "/models"
 CONTAINER_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 
 
-def image_for_tag(tag: str) -> str:
-    """``nvcr.io/nvidia/tritonserver:<YY.MM>-py3``."""
-    return f"{IMAGE}:{tag}-py3"
+SERVE_IMAGE = "dnx-tritonserver"  # IMAGE plus Pillow, built from docker/Dockerfile.serve
+
+
+def image_for_tag(tag: str, python_models: bool = False) -> str:
+    """``nvcr.io/nvidia/tritonserver:<YY.MM>-py3``, or ``dnx-tritonserver:<YY.MM>`` for Python-backend models.
+
+    The ``<model>_preprocess`` model decodes images with Pillow, which the NGC image lacks;
+    ``docker build -f docker/Dockerfile.serve --build-arg TRITON_TAG=<YY.MM> -t dnx-tritonserver:<YY.MM> .``
+    adds it.
+    """
+    return f"{SERVE_IMAGE}:{tag}" if python_models else f"{IMAGE}:{tag}-py3"
 
 
 def tag_for_tensorrt(version: str) -> str:
@@ -93,11 +101,14 @@ def docker_run_argv(
     metrics_port: int = 8002,
     name: str = "dnx-tritonserver",
     env_names: tuple[str, ...] | list[str] = (),
+    python_models: bool = False,
 ) -> list[str]:
     """The ``docker run`` command line that serves ``repository`` (mounted read-only) with ``models``.
 
     An ``s3://`` repository is not mounted: Triton in the container reads it, with the
     variables ``env_names`` passed through by name (values never appear on the command line).
+    ``python_models``: some of ``models`` use the Python backend (the ensemble's preprocessing),
+    so the image with Pillow is used (:func:`image_for_tag`).
     """
     argv = ["docker", "run", "--rm", "--name", name, "--init", "--shm-size", "1g"]
     if gpu:
@@ -108,9 +119,9 @@ def docker_run_argv(
     for env in env_names:
         argv += ["-e", env]
     if str(repository).startswith("s3://"):
-        argv += [image_for_tag(tag), "tritonserver", f"--model-repository={repository}"]
+        argv += [image_for_tag(tag, python_models), "tritonserver", f"--model-repository={repository}"]
     else:
-        argv += ["-v", f"{Path(repository).resolve()}:{CONTAINER_REPOSITORY}:ro", image_for_tag(tag)]
+        argv += ["-v", f"{Path(repository).resolve()}:{CONTAINER_REPOSITORY}:ro", image_for_tag(tag, python_models)]
         argv += ["tritonserver", f"--model-repository={CONTAINER_REPOSITORY}"]
     argv += ["--model-control-mode=explicit"]
     argv += [f"--load-model={m}" for m in models]

@@ -79,6 +79,7 @@ def choose_models(repository: str | Path, *, mode: str, gpu: bool) -> list[Model
 
     repo = Path(repository)
     choices = []
+    steps: dict[str, list[str]] = {}
     for folder in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
         cfg_path = folder / "config.pbtxt"
         if not cfg_path.is_file():
@@ -102,10 +103,26 @@ def choose_models(repository: str | Path, *, mode: str, gpu: bool) -> list[Model
             reason = "instance_group asks for KIND_GPU but no GPU is visible"
         elif mode == "local" and backend in TENSORRT:
             reason = "local mode has no TensorRT backend; use --mode docker"
-        elif mode == "local" and backend not in local_backends() + ["python"]:
+        elif mode == "local" and backend not in local_backends() + ["python", "ensemble"]:
             reason = f"local mode has no {backend!r} backend (it serves {', '.join(local_backends())}); use --mode docker"
         choices.append(ModelChoice(name, backend or "?", not reason, reason))
-    return choices
+        if backend == "ensemble":
+            steps[name] = [st.model_name for st in cfg.ensemble_scheduling.step]
+    return _skip_broken_ensembles(choices, steps)
+
+
+def _skip_broken_ensembles(choices: list[ModelChoice], steps: dict[str, list[str]]) -> list[ModelChoice]:
+    """An ensemble is served only when every model of its steps is (e.g. not over a skipped plan)."""
+    loads = {c.name: c for c in choices}
+    out = []
+    for c in choices:
+        missing = [m for m in steps.get(c.name, []) if not (m in loads and loads[m].load)]
+        if c.load and missing:
+            why = loads[missing[0]].reason if missing[0] in loads else "not in the repository"
+            c = ModelChoice(c.name, c.backend, False, f"its step {missing[0]} is not served ({why}); "
+                            "re-export with --serve-variant naming a variant this server can load")
+        out.append(c)
+    return out
 
 
 # --------------------------------------------------------------------------- local binary
@@ -428,7 +445,7 @@ class TritonServer:
             self.argv = docker_mode.docker_run_argv(
                 repository, tag=tag, env_names=sorted(self.remote.env) if self.remote else (), models=self.loaded, gpu=gpu, host=self.host,
                 grpc_port=self.grpc_port, http_port=self.http_port, metrics_port=self.metrics_port,
-                name=self._container,
+                name=self._container, python_models=any(c.load and c.backend == "python" for c in choices),
             )
         log.info("starting: %s", " ".join(self.argv))
         with open(self.log_file, "wb") as out:

@@ -192,3 +192,5 @@ def test_variant_failing_its_gate_is_not_written(tmp_path, monkeypatch):
     assert manifest["models"]["densenet121_onnx_fp16"]["parity"]["passed"] is False
     assert manifest["models"]["densenet121_onnx"]["parity"]["passed"] is True
     assert (out / "densenet121_onnx_fp16" / "1" / "model.onnx").is_file()
+    # The ensemble serves a variant that passed, not the written-anyway failing one.
+    assert manifest["ensemble"]["variant"] == "densenet121_onnx"

@@ -110,3 +110,10 @@ def test_served_model_summary_normalises_grpc_and_http_json():
     assert a.on_gpu and a.max_batch_size == 8 and a.variable_inputs == []
     tiny = ServedModel("t", "1", {"input": [{"name": "x", "dims": ["-1"]}], "instance_group": [{"kind": "KIND_CPU"}]})
     assert tiny.variable_inputs == ["x"] and not tiny.on_gpu and tiny.summary()["dynamic_batching"] is None
+
+
+def test_variant_of_the_ensemble_names_its_variant():
+    manifest = {"models": {"resnet50_openvino_int8": {"precision": "int8", "runtime": "openvino"}},
+                "ensemble": {"name": "resnet50", "variant": "resnet50_openvino_int8"}}
+    assert variant_of("resnet50", manifest) == ("int8", "ensemble(openvino)")
+    assert variant_of("resnet50", None) == ("?", "?")

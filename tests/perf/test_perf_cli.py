@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 
@@ -39,30 +40,43 @@ def test_short_sweep_writes_every_result_file(triton_server, serving_repository,
                                  str(serving_repository), *FAST])
     assert r.exit_code == 0, r.output
     assert "densenet121_onnx" in r.output and "infer/s" in r.output and str(out / "report.md") in r.output
-    # No --models: every READY model; variable-shape ones (the fixture's test models) are named, not measured.
+    # No --models: every READY model; variable-shape ones (the fixture's test models) are named, not measured,
+    # and so are the ensemble's own steps; the ensemble itself is measured with real JPEGs.
     variable = [m.name for m in inspect_server(triton_server.grpc_url) if m.variable_inputs]
+    steps = ["densenet121_preprocess", "densenet121_softmax"]
     for name in variable:
         assert f"{name}" in r.output and "not measured: variable input dims" in r.output
+    measured = ["densenet121", "densenet121_onnx"]
 
     with (out / "results.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert sorted((int(x["batch"]), int(x["concurrency"])) for x in rows) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    for model in measured:
+        got = sorted((int(x["batch"]), int(x["concurrency"])) for x in rows if x["model"] == model)
+        assert got == [(1, 1), (1, 2), (2, 1), (2, 2)], model
     for x in rows:
-        assert x["model"] == "densenet121_onnx" and x["precision"] == "fp32" and x["runtime"] == "onnxruntime"
+        assert x["model"] in measured
         assert float(x["throughput"]) > 0
         p = [float(x[k]) for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms")]
         assert 0 < p[0] <= p[1] <= p[2] <= p[3] < 60_000  # ms, not microseconds
         assert float(x["server_compute_infer_ms"]) > 0
+    onnx_rows = [x for x in rows if x["model"] == "densenet121_onnx"]
+    assert all(x["precision"] == "fp32" and x["runtime"] == "onnxruntime" for x in onnx_rows)
 
     # One perf_analyzer per batch size and level, so each level is on disk as soon as it is done
     # (plus a retry per level it found unstable, if any; the log of every run is kept).
     logs = {p.name for p in (out / "raw").glob("*.log")}
-    assert {f"densenet121_onnx_b{b}_c{c}_w1000.log" for b in (1, 2) for c in (1, 2)} <= logs
+    for model in measured:
+        assert {f"{model}_b{b}_c{c}_w1000.log" for b in (1, 2) for c in (1, 2)} <= logs
     assert list((out / "raw").glob("*.csv"))
     commands = (out / "commands.txt").read_text().splitlines()
-    assert all("perf_analyzer -m densenet121_onnx" in c and "LD_LIBRARY_PATH=" in c for c in commands)
-    for c in (1, 2):
-        assert sum(f"--concurrency-range {c}:{c}:1 --measurement-interval 1000" in x for x in commands) == 2
+    assert all("LD_LIBRARY_PATH=" in c for c in commands)
+    ensemble_cmds = [c for c in commands if "perf_analyzer -m densenet121 " in c]
+    assert len(ensemble_cmds) >= 4 and all(f"--input-data {out / 'input-data-images.json'}" in c for c in ensemble_cmds)
+    data = json.loads((out / "input-data-images.json").read_text())["data"]
+    blobs = [base64.b64decode(d["image"]["b64"]) for d in data]  # BYTES serialization: <u32 length><JPEG>
+    assert len(blobs) >= 5 and all(int.from_bytes(b[:4], "little") == len(b) - 4 and b[4:6] == b"\xff\xd8" for b in blobs)
+    for c in (1, 2):  # 2 models x 2 batch sizes, one run each
+        assert sum(f"--concurrency-range {c}:{c}:1 --measurement-interval 1000" in x for x in commands) == 4
     assert report_is_complete(out)
 
     report = json.loads((out / "report.json").read_text())
@@ -73,18 +87,19 @@ def test_short_sweep_writes_every_result_file(triton_server, serving_repository,
     written = parse_config((serving_repository / "densenet121_onnx" / "config.pbtxt").read_text())
     assert cfg["dynamic_batching"]["max_queue_delay_microseconds"] == written.dynamic_batching.max_queue_delay_microseconds
     assert cfg["parameters"] == {k: v.string_value for k, v in written.parameters.items()}
-    assert len(report["results"]) == 4 and report["comparison"][0]["within_budget"] is not None
-    assert list(report["models"]) == ["densenet121_onnx"] and sorted(report["skipped"]) == sorted(variable)
+    assert len(report["results"]) == 8 and report["comparison"][0]["within_budget"] is not None
+    assert sorted(report["models"]) == measured and sorted(report["skipped"]) == sorted(variable + steps)
     assert report["options"]["concurrency"] == "1:2:1"
     assert [r["command"] for r in report["runs"]] == commands
 
     md = (out / "report.md").read_text()
     assert "## Comparison" in md and "## `densenet121_onnx` (onnxruntime, fp32)" in md
     assert "max_batch_size 8" in md and "best within p99 <= 100000 ms" in md
-    assert md.count("\n| 1 | ") == 2 and md.count("\n| 2 | ") == 2  # a table row per batch x concurrency
+    assert md.count("\n| 1 | ") == 4 and md.count("\n| 2 | ") == 4  # a table row per model x batch x concurrency
 
     plots = sorted(p.name for p in (out / "plots").glob("*.png"))
-    assert plots == ["densenet121_onnx_throughput_vs_p99.png", "throughput_vs_concurrency.png"]
+    assert plots == ["densenet121_onnx_throughput_vs_p99.png", "densenet121_throughput_vs_p99.png",
+                     "throughput_vs_concurrency.png"]
     import matplotlib.image as mpimg
 
     for name in plots:

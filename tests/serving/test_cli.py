@@ -16,19 +16,45 @@ def runner():
     return CliRunner()
 
 
-def test_infer_prints_top5_labels_from_server(runner, triton_server, served_model, photo_paths, reference_logits, served_labels):
+def _softmax(x):
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def test_infer_sends_bytes_to_the_ensemble_and_prints_percentages(runner, triton_server, photo_paths, reference_logits,
+                                                                  served_labels):
     result = runner.invoke(cli, ["infer", str(photo_paths[0]), str(photo_paths[1]), "--url", triton_server.grpc_url])
     assert result.exit_code == 0, result.output
     for path, ref in zip(photo_paths[:2], reference_logits):
         assert str(path) in result.output
+        probs = _softmax(ref)
         for rank, index in enumerate(np.argsort(ref)[::-1][:5], 1):
-            assert f"{rank}. " in result.output and f"{served_labels[index]} ({index})" in result.output
+            assert f"{rank}. {100 * probs[index]:9.2f}%  {served_labels[index]} ({index})" in result.output
     assert "6. " not in result.output
+
+
+def test_infer_client_preprocess_keeps_the_tensor_path(runner, triton_server, served_model, photo_paths,
+                                                       reference_logits, served_labels):
+    result = runner.invoke(cli, ["infer", str(photo_paths[0]), "--client-preprocess", "--url", triton_server.grpc_url,
+                                 "--json", "-k", "2"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["model"] == served_model and data["scores"] == "logits"
+    top = np.argsort(reference_logits[0])[::-1][:2]
+    got = data["results"][0]["predictions"]
+    assert [p["index"] for p in got] == top.tolist()
+    np.testing.assert_allclose([p["score"] for p in got], reference_logits[0][top], rtol=1e-4, atol=1e-4)
+
+
+def test_infer_bytes_to_a_tensor_model_says_how_to_fix(runner, triton_server, served_model, photo_paths):
+    result = runner.invoke(cli, ["infer", str(photo_paths[0]), "--model", served_model, "--url", triton_server.grpc_url])
+    assert result.exit_code == 1 and "takes FP32 tensors, not encoded images" in result.output
+    assert "--client-preprocess" in result.output and "Traceback" not in result.output
 
 
 def test_infer_json_http_async(runner, triton_server, served_model, photo_paths, reference_logits, served_labels):
     args = ["infer", *map(str, photo_paths[:3]), "--protocol", "http", "--url", triton_server.http_url,
-            "--json", "--top-k", "3", "--batch-size", "2", "--async", "--model", served_model]
+            "--json", "--top-k", "3", "--batch-size", "2", "--async", "--model", served_model, "--client-preprocess"]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -45,14 +71,18 @@ def test_infer_folder_with_a_non_image(runner, triton_server, photo_paths, tmp_p
         shutil.copy(p, tmp_path / p.name)
     (tmp_path / "fake.png").write_text("this is text, not a PNG")
     (tmp_path / "notes.txt").write_text("ignored: not an image suffix")
-    result = runner.invoke(cli, ["infer", str(tmp_path), "--url", triton_server.grpc_url, "--json", "-k", "1"])
-    assert result.exit_code == 1
-    data = json.loads(result.stdout)
-    by_name = {e["file"].rsplit("/", 1)[-1]: e for e in data["results"]}
-    assert set(by_name) == {photo_paths[0].name, photo_paths[1].name, "fake.png"}
-    assert "fake.png: not a readable image" in by_name["fake.png"]["error"]
-    assert all(len(by_name[p.name]["predictions"]) == 1 for p in photo_paths[:2])
-    assert "Error: 1 of 3 files could not be classified" in result.stderr
+    # Bytes path: the server finds the fake in the same request as the photographs; dnx resends
+    # that batch one image per request, so the photographs are still answered.
+    for extra, reason in (([], "fake.png: server error: not a decodable image"),
+                          (["--client-preprocess"], "fake.png: not a readable image")):
+        result = runner.invoke(cli, ["infer", str(tmp_path), "--url", triton_server.grpc_url, "--json", "-k", "1", *extra])
+        assert result.exit_code == 1
+        data = json.loads(result.stdout)
+        by_name = {e["file"].rsplit("/", 1)[-1]: e for e in data["results"]}
+        assert set(by_name) == {photo_paths[0].name, photo_paths[1].name, "fake.png"}
+        assert reason in by_name["fake.png"]["error"]
+        assert all(len(by_name[p.name]["predictions"]) == 1 for p in photo_paths[:2])
+        assert "Error: 1 of 3 files could not be classified" in result.stderr
 
 
 def test_infer_server_down(runner, photo_paths):

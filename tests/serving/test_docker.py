@@ -57,6 +57,14 @@ def test_docker_run_argv_gpu():
                                  "--load-model=a", "--load-model=b"]
 
 
+def test_python_backend_models_get_the_image_with_pillow():
+    """The preprocess model needs Pillow, absent from the NGC image (no Docker engine here: argv only)."""
+    argv = d.docker_run_argv("repo", tag="26.03", models=["densenet121"], gpu=False, python_models=True)
+    assert "dnx-tritonserver:26.03" in argv and not any(a.startswith("nvcr.io/") for a in argv)
+    dockerfile = (Path(__file__).parents[2] / "docker" / "Dockerfile.serve").read_text()
+    assert "FROM nvcr.io/nvidia/tritonserver:${TRITON_TAG}-py3" in dockerfile and "pillow==" in dockerfile
+
+
 def test_docker_run_argv_cpu_has_no_gpus_flag():
     argv = d.docker_run_argv("repo", tag="26.03", models=["a"], gpu=False, host="0.0.0.0")
     assert "--gpus" not in argv and "0.0.0.0:8001:8001" in argv
@@ -130,4 +138,5 @@ def test_compose_client_accepts_the_file():
     cmd = _compose() + ["-f", str(ROOT / "docker" / "docker-compose.yml"), "config"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "nvcr.io/nvidia/tritonserver" in out.stdout and "/models" in out.stdout
+    # The server image is built from docker/Dockerfile.serve (the NGC image plus Pillow).
+    assert "dnx-tritonserver" in out.stdout and "Dockerfile.serve" in out.stdout and "/models" in out.stdout

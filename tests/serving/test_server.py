@@ -13,7 +13,9 @@ import pytest
 
 from dnx.errors import InputError, MissingDependencyError, ServerError
 from dnx.serving.server import TritonServer, check_ports, choose_models, free_port
-from tests.fixtures_server import PLAN_MODEL, TINY_MODEL, add_test_models
+from tests.fixtures_server import (
+    ENSEMBLE_MODEL, PLAN_MODEL, PREPROCESS_MODEL, SOFTMAX_MODEL, TINY_MODEL, add_test_models,
+)
 
 
 def _ready(url: str, path: str) -> int:
@@ -26,7 +28,7 @@ def _ready(url: str, path: str) -> int:
 
 def test_loads_servable_models_and_skips_plans(triton_server, served_model):
     assert triton_server.running and triton_server.mode == "local"
-    assert set(triton_server.loaded) == {served_model, TINY_MODEL}
+    assert set(triton_server.loaded) == {served_model, TINY_MODEL, ENSEMBLE_MODEL, PREPROCESS_MODEL, SOFTMAX_MODEL}
     assert "TensorRT" in triton_server.skipped[PLAN_MODEL]
     assert _ready(triton_server.http_url, f"/v2/models/{served_model}/ready") == 200
     assert _ready(triton_server.http_url, f"/v2/models/{PLAN_MODEL}/ready") != 200
@@ -80,6 +82,20 @@ def test_model_choice_by_mode(serving_repository, served_model):
     assert local[served_model].load and local[TINY_MODEL].load
     assert not local[PLAN_MODEL].load and "TensorRT" in local[PLAN_MODEL].reason
     assert docker_gpu[PLAN_MODEL].load and not docker_cpu[PLAN_MODEL].load
+    assert local[ENSEMBLE_MODEL].load and local[PREPROCESS_MODEL].load and local[SOFTMAX_MODEL].load
+
+
+def test_ensemble_over_a_skipped_variant_is_skipped(serving_repository, tmp_path):
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(serving_repository, repo)
+    cfg = repo / ENSEMBLE_MODEL / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace('model_name: "densenet121_onnx"', f'model_name: "{PLAN_MODEL}"'))
+    local = {c.name: c for c in choose_models(repo, mode="local", gpu=False)}
+    assert not local[ENSEMBLE_MODEL].load
+    assert f"its step {PLAN_MODEL} is not served (TensorRT plan needs an NVIDIA GPU" in local[ENSEMBLE_MODEL].reason
+    assert local[PREPROCESS_MODEL].load
 
 
 @pytest.mark.server
