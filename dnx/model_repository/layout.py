@@ -133,6 +133,11 @@ class StagedRepository:
         two renames, with a moment in between where ``target`` does not exist.
         """
         self.swap = "rename"
+        # The staging folder was made private (0700); the repository gets the usual mode
+        # (0777 less the umask) so a server running as another user, e.g. in a container, reads it.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.path, 0o777 & ~umask)
         if self.target.exists():
             keep = [p.name for p in self.target.iterdir() if p.name == "README.md"]
             for name in keep:  # a tracked README in ./model_repository survives rebuilds

@@ -74,3 +74,16 @@ def test_local_tritonserver_serves_the_swapped_repository(fp32_repository, tmp_p
         assert server.loaded == ["densenet121_onnx"]
         out = infer_logits(photo_array[:2], url=server.grpc_url, model="densenet121_onnx")
     assert float(np.abs(out - torch_reference[:2]).max()) < 1e-3
+
+
+def test_committed_repository_is_readable_by_other_users(tmp_path):
+    """Staging folders are private (0700); the repository they become gets 0777 less the umask."""
+    old = os.umask(0o022)
+    try:
+        with StagedRepository(tmp_path / "model_repository") as staged:
+            assert staged.path.stat().st_mode & 0o777 == 0o700
+            _repo(staged.path, "new")
+            staged.commit()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model_repository").stat().st_mode & 0o777 == 0o755
