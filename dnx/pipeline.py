@@ -607,7 +607,8 @@ def _space_estimate(ctx: Context) -> tuple[int, str]:
     return tree_bytes(ctx.work), "at least what it had built so far"
 
 
-def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | None = None) -> ExportResult:
+def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | None = None,
+           on_warning: Callable[[str], None] | None = None) -> ExportResult:
     """Build a Triton model repository at ``options.out``.
 
     The repository is assembled in a staging folder beside ``options.out`` and swapped in only
@@ -627,7 +628,10 @@ def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | Non
     remove_stale(tempfile.gettempdir(), "dnx-work")
     if Path(options.out).resolve().parent.is_dir():
         remove_orphans(Path(options.out))
-    preflight(options)  # fail fast: every check that needs no exported model, before torch loads
+    # Fail fast: every check that needs no exported model, before torch loads.
+    for warning in preflight(options):
+        if on_warning:
+            on_warning(warning)
     spec = get_spec(options.model)
     target, target_reason = resolve_target(options.target)
     try:

@@ -75,14 +75,11 @@ def command(quiet, **kwargs):
     The repository is built beside --out and swapped in only when every stage passed.
     """
     from dnx.pipeline import ExportOptions, export
-    from dnx.preflight import preflight
 
     options = ExportOptions(**{k: v for k, v in kwargs.items() if v is not None}, progress=not quiet)
     options.precisions = tuple(kwargs["precisions"])
     options.runtimes = tuple(kwargs["runtimes"])
-    for warning in preflight(options):
-        click.echo(f"Warning: {warning}", err=True)
-    result = export(options, on_stage=_print_stage)
+    result = export(options, on_stage=_print_stage, on_warning=lambda w: click.echo(f"Warning: {w}", err=True))
     if not result.committed:
         failed = [s for s in result.stages if s.status.value == "FAILED"]
         reason = failed[0].reason if failed else "no stage completed"

@@ -82,10 +82,16 @@ class DeploySpec:
     scale_target: int | None = None
     secret: str = SECRET_NAME
     skipped: dict[str, str] = field(default_factory=dict)  # models left out, with the reason
+    # KServe runs its own Triton runtime image (NGC, no Pillow): the models it loads, when not
+    # all of ``models``, and the NGC release (YY.MM) of that image.
+    kserve_models: tuple[str, ...] | None = None
+    triton_tag: str | None = None
 
     @property
     def runtime_version(self) -> str:
-        """KServe's runtimeVersion: the image tag (``26.03-py3``)."""
+        """KServe's runtimeVersion: the NGC image tag (``26.03-py3``)."""
+        if self.triton_tag:
+            return f"{self.triton_tag}-py3"
         return self.image.rsplit(":", 1)[1] if ":" in self.image.rsplit("/", 1)[-1] else "latest"
 
 
@@ -138,6 +144,7 @@ def render(spec: DeploySpec) -> dict[str, str]:
     context = {
         **asdict(spec), "models": list(spec.models), "dnx_version": __version__, "gpu": spec.target == "gpu",
         "repository": spec.storage_uri, "runtime_version": spec.runtime_version,
+        "kserve_models": list(spec.models if spec.kserve_models is None else spec.kserve_models),
         "labels": "\n".join(f"{k}: {json.dumps(v)}" for k, v in labels.items()),
         "selector": "\n".join(f"{k}: {json.dumps(v)}" for k, v in selector.items()),
         "cpu": cpu, "memory": memory, "memory_limit": memory_limit,
@@ -231,9 +238,18 @@ def plan_deployment(
         raise InputError(f"nothing in {remote.uri} can be served on the {target} target ({detail}); "
                          "choose another --target or export for it")
     manifest = read_manifest(remote.view, required=False) or {}
+    plans = [c.name for c in choices if c.load and c.backend in TENSORRT]
+    tag = docker_mode.select_image_tag(manifest, plans)
+    # Python-backend models (the ensemble's preprocessing) need Pillow, which the NGC image lacks.
+    # Plain manifests: the same rule as `dnx serve --mode docker`, the image built from
+    # docker/Dockerfile.serve (push it where the cluster pulls from). KServe runs its own NGC
+    # Triton runtime, so it serves the tensor models only.
+    bytes_path = {c.name for c in choices if c.load and c.backend in ("python", "ensemble")}
     if image is None:
-        plans = [c.name for c in choices if c.load and c.backend in TENSORRT]
-        image = docker_mode.image_for_tag(docker_mode.select_image_tag(manifest, plans))
+        image = docker_mode.image_for_tag(tag, bool(bytes_path))
+    skipped = {c.name: c.reason for c in choices if not c.load}
+    skipped.update({f"{m} (KServe)": "needs Pillow, not in KServe's Triton runtime image; the plain manifests serve it"
+                    for m in sorted(bytes_path)})
     cluster_endpoint = resolve_endpoint(cluster_endpoint_url) if cluster_endpoint_url else remote.endpoint_url
     default_name = re.sub(r"[^a-z0-9-]+", "-", str(manifest.get("model") or "densenet121").lower()).strip("-")
     return DeploySpec(
@@ -242,8 +258,8 @@ def plan_deployment(
         version=remote.published.version, models=models, image=image, replicas=replicas,
         max_replicas=max_replicas if max_replicas is not None else max(replicas, 4 * replicas),
         target=target, region=remote.env.get("AWS_DEFAULT_REGION", "us-east-1"), namespace=namespace,
-        scale_metric=scale_metric, scale_target=scale_target,
-        skipped={c.name: c.reason for c in choices if not c.load},
+        scale_metric=scale_metric, scale_target=scale_target, skipped=skipped, triton_tag=tag,
+        kserve_models=tuple(m for m in models if m not in bytes_path),
     )
 
 

@@ -60,12 +60,18 @@ def test_cpu_target_skips_the_plan_and_pins_the_version(published_with_plan, s3_
     endpoint = s3_env.url
     assert container["args"][0] == f"--model-repository=s3://{endpoint}/{version_uri[len('s3://'):]}"
     assert version in container["args"][0]
-    assert sorted(a for a in container["args"] if a.startswith("--load-model=")) == [
-        "--load-model=densenet121_onnx", f"--load-model={TINY_MODEL}"]
-    assert container["image"] == "nvcr.io/nvidia/tritonserver:26.03-py3"  # no plan served: the default tag
+    served = ["densenet121", "densenet121_onnx", "densenet121_preprocess", "densenet121_softmax", TINY_MODEL]
+    assert sorted(a for a in container["args"] if a.startswith("--load-model=")) == [f"--load-model={m}" for m in served]
+    # No plan served: the default tag; the preprocessing model needs the image with Pillow (Dockerfile.serve).
+    assert container["image"] == "dnx-tritonserver:26.03"
     assert dep["spec"]["replicas"] == 2 and dep["metadata"]["name"] == "densenet121"
     isvc = yaml.safe_load((tmp_path / "deploy" / "kserve" / "inferenceservice.yaml").read_text())
-    assert isvc["spec"]["predictor"]["model"]["storageUri"] == version_uri
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["storageUri"] == version_uri and model["runtimeVersion"] == "26.03-py3"
+    # KServe's own Triton runtime image has no Pillow: it serves the tensor models, and says so.
+    assert sorted(a for a in model["args"] if a.startswith("--load-model=")) == [
+        f"--load-model={m}" for m in ("densenet121_onnx", "densenet121_softmax", TINY_MODEL)]
+    assert "skipped  densenet121_preprocess (KServe): needs Pillow" in result.output
 
 
 def test_gpu_target_serves_the_plan_on_the_image_of_its_tensorrt(published_with_plan, s3_env, tmp_path):
@@ -74,7 +80,7 @@ def test_gpu_target_serves_the_plan_on_the_image_of_its_tensorrt(published_with_
                      "--cluster-endpoint-url", "http://minio.minio:9000")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert PLAN_MODEL in data["spec"]["models"] and data["spec"]["image"].endswith(":26.02-py3")  # TensorRT 10.13
+    assert PLAN_MODEL in data["spec"]["models"] and data["spec"]["image"] == "dnx-tritonserver:26.02"  # TensorRT 10.13; Pillow for the preprocessing
     dep = yaml.safe_load((tmp_path / "d" / "plain" / "deployment.yaml").read_text())
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     assert container["args"][0].startswith("--model-repository=s3://http://minio.minio:9000/")

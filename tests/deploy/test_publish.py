@@ -78,7 +78,8 @@ def test_dry_run_lists_changes_and_writes_nothing(fp32_repository, s3_env):
                                       "--endpoint-url", s3_env.url, "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "upload  densenet121_onnx/1/model.onnx" in result.output
-    assert "dry run: 4 files to upload (30." in result.output
+    files = len(scan_repository(fp32_repository))
+    assert result.output.count("  upload  ") == files and f"dry run: {files} files to upload (30." in result.output
     assert "would switch" in result.output and "(none) ->" in result.output
     assert _objects(s3_env, prefix) == {}
 
@@ -127,7 +128,7 @@ def test_interrupted_publish_leaves_readers_on_previous_version_and_resumes(repo
 
     with pytest.raises(StorageError, match="cannot reach the S3 endpoint"):
         publish(repo_copy, uri, endpoint_url=proxy.url, progress=False, on_object=stop_server_after_first_object)
-    assert done == ["densenet121_onnx/1/model.onnx"]
+    assert len(done) == 1  # cut off after the first object of the new version
 
     # Readers still get the previous, complete version, byte for byte.
     seen = resolve(uri, endpoint_url=s3_env.url)
@@ -136,10 +137,10 @@ def test_interrupted_publish_leaves_readers_on_previous_version_and_resumes(repo
     assert {f.path: f.sha256 for f in scan_repository(copy)} == v1_files
     assert "max_batch_size: 8" in (copy / "densenet121_onnx" / "config.pbtxt").read_text()
 
-    # Publishing again finishes the new version without moving the model file a second time.
+    # Publishing again finishes the new version without moving the object it already stored a second time.
     v2 = publish(repo_copy, uri, endpoint_url=s3_env.url, progress=False)
     actions = {o.path: o.action for o in v2.plan.objects}
-    assert actions["densenet121_onnx/1/model.onnx"] == "keep" and actions["densenet121_onnx/config.pbtxt"] == "upload"
+    assert actions[done[0]] == "keep" and actions["densenet121_onnx/config.pbtxt"] == "upload"
     assert resolve(uri, endpoint_url=s3_env.url).version == v2.plan.version != v1.plan.version
 
 

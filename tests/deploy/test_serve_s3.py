@@ -60,7 +60,8 @@ def test_served_from_s3_answers_like_the_local_folder(sync, published, s3_env, f
     from_local = CliRunner().invoke(cli, [*args, "--url", local.grpc_url])
     assert from_local.exit_code == 0, from_local.output
     with _server(uri, endpoint, tmp_path, "s3", s3_sync=sync) as server:
-        assert server.loaded == [MODEL] and server.remote.published.version in server.argv[1]
+        assert server.loaded == local.loaded and MODEL in server.loaded
+        assert server.remote.published.version in server.argv[1]
         if sync:  # a verified copy under the cache, named after the version
             copy = tmp_path / "cache" / "dnx" / "s3" / server.remote.published.version_location.bucket
             assert server.argv[1].startswith(f"--model-repository={copy.resolve()}/")

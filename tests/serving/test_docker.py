@@ -117,7 +117,10 @@ def test_compose_file_is_valid():
         for port in svc.get("ports", []):
             assert port.startswith("127.0.0.1:"), f"{name}: {port} must bind 127.0.0.1"
     server = services["tritonserver"]
-    assert server["image"].startswith("nvcr.io/nvidia/tritonserver:") and server["image"].endswith("-py3")
+    # The NGC image plus Pillow for the ensemble's preprocessing model, built from Dockerfile.serve.
+    assert server["image"].startswith("dnx-tritonserver:")
+    serve_file = (path.parent / server["build"]["context"]).resolve() / server["build"]["dockerfile"]
+    assert serve_file.is_file() and "nvcr.io/nvidia/tritonserver:" in serve_file.read_text()
     assert "--model-repository=/models" in server["command"]
     assert "../model_repository:/models:ro" in server["volumes"]
     client = services["client"]
