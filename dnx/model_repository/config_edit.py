@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from dnx.errors import DnxError, InputError
+from dnx.errors import InputError
 from dnx.model_repository.layout import atomic_write_text
 from dnx.model_repository.render import TritonConfig, parse_config, render_config
 
@@ -20,10 +20,14 @@ ORIG_SUFFIX = ".orig"
 
 def config_from_text(text: str, where: str = "config.pbtxt") -> TritonConfig:
     """The :class:`TritonConfig` whose rendering reproduces ``text``; :class:`InputError` if it cannot."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    msg = model_config_pb2.ModelConfig()
     try:
-        msg = parse_config(text)
-    except DnxError as exc:
-        raise InputError(f"{where} does not parse as a Triton ModelConfig ({exc}); re-export the model") from None
+        text_format.Parse(text, msg)
+    except text_format.ParseError as exc:
+        raise InputError(f"{where} does not parse as a Triton ModelConfig ({exc}); fix it or re-export the model") from None
     hint = f"{where} was not written by dnx's template; tune only dnx-exported models (re-export with `dnx export`)"
     if len(msg.input) != 1 or len(msg.output) != 1 or len(msg.instance_group) != 1 or msg.ensemble_scheduling.step:
         raise InputError(f"{hint} (it needs one input, one output and one instance_group)")

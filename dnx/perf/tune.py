@@ -25,9 +25,6 @@ OBJECTIVES = ("throughput", "latency")
 BACKENDS = ("onnxruntime", "openvino", "tensorrt_plan")
 # A winner must beat the previous config by this much to be written (measurement noise).
 MIN_GAIN = 0.03
-# OpenVINO's hint and stream keys the search owns; other parameters (precision hints) are kept.
-_OV_OWNED = ("PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS", "ENABLE_BATCH_PADDING")
-_ORT_OWNED = ("intra_op_thread_count", "inter_op_thread_count")
 
 
 @dataclass(frozen=True)
@@ -126,6 +123,13 @@ def knobs_of(cfg: TritonConfig) -> dict:
             "cuda_graphs": cfg.cuda_graphs, "max_batch": cfg.max_batch_size}
 
 
+def _merge(params: dict, owned: dict) -> dict:
+    """``params`` with ``owned`` keys set (None: removed), keeping the existing key order."""
+    out = {k: owned.get(k, v) for k, v in params.items()}
+    out.update({k: v for k, v in owned.items() if k not in out})
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def apply_knobs(base: TritonConfig, knobs: dict) -> TritonConfig:
     """``base`` with ``knobs`` applied; everything the knobs do not own is kept.
 
@@ -138,22 +142,16 @@ def apply_knobs(base: TritonConfig, knobs: dict) -> TritonConfig:
     queue = int(knobs.get("queue_us", 0))
     if backend == "onnxruntime":
         instances, intra = knobs["layout"]
-        for k in _ORT_OWNED:
-            params.pop(k, None)
-        params.update(intra_op_thread_count=str(intra), inter_op_thread_count=str(knobs["inter"]))
+        params = _merge(params, {"intra_op_thread_count": str(intra), "inter_op_thread_count": str(knobs["inter"])})
         preferred = int(knobs.get("preferred", 0))
         return replace(base, instance_count=instances, dynamic_batching=True,
                        preferred_batch_sizes=[preferred] if 1 < preferred <= base.max_batch_size else [],
                        max_queue_delay_us=queue, parameters=params)
     if backend == "openvino":
         instances, streams = knobs["layout"]
-        for k in _OV_OWNED:
-            params.pop(k, None)
-        params.update(PERFORMANCE_HINT=knobs["hint"], NUM_STREAMS=str(streams))
-        if knobs.get("threads"):
-            params["INFERENCE_NUM_THREADS"] = str(knobs["threads"])
-        if mbs > 1:
-            params["ENABLE_BATCH_PADDING"] = "YES"
+        params = _merge(params, {"PERFORMANCE_HINT": knobs["hint"], "NUM_STREAMS": str(streams),
+                                 "INFERENCE_NUM_THREADS": str(knobs["threads"]) if knobs.get("threads") else None,
+                                 "ENABLE_BATCH_PADDING": "YES" if mbs > 1 else None})
         return replace(base, instance_count=instances, max_batch_size=mbs, dynamic_batching=True,
                        preferred_batch_sizes=[mbs] if mbs > 1 else [], max_queue_delay_us=queue if mbs > 1 else 0,
                        parameters=params, warmup_batch_sizes=[b for b in base.warmup_batch_sizes if b <= mbs] or [1])
