@@ -98,10 +98,18 @@ def search_space(backend: str, cores: int | None = None, max_batch: int = 8, gpu
     raise InputError(f"no search space for backend {backend!r}; choose from {', '.join(BACKENDS)}")
 
 
-def space_for(cfg: TritonConfig, cores: int | None = None) -> list[Dimension]:
-    """:func:`search_space` for an existing config (ONNX Runtime batches bounded by its max_batch_size)."""
+_BATCHING = ("max_batch", "preferred", "queue_us")
+
+
+def space_for(cfg: TritonConfig, cores: int | None = None, max_concurrency: int = 4) -> list[Dimension]:
+    """:func:`search_space` for an existing config (ONNX Runtime batches bounded by its max_batch_size).
+
+    With one request in flight (``max_concurrency`` 1) no batch can form, so the batching
+    dimensions cannot win and are left out.
+    """
     backend = backend_of(cfg)
-    return search_space(backend, cores, min(8, max(1, cfg.max_batch_size)) if backend == "onnxruntime" else 8)
+    dims = search_space(backend, cores, min(8, max(1, cfg.max_batch_size)) if backend == "onnxruntime" else 8)
+    return [d for d in dims if max_concurrency > 1 or d.name not in _BATCHING]
 
 
 def knobs_of(cfg: TritonConfig) -> dict:

@@ -367,7 +367,7 @@ def _reload_all(measurer: _Measurer, names: list[str]) -> None:
 def _search(result: TuneResult, measurer: _Measurer, bases: dict, names: list[str], opts: TuneOptions,
             image: np.ndarray) -> None:
     tqdm = lazy_import("tqdm").tqdm
-    dims = {n: space.space_for(bases[n], opts.cores) for n in names}
+    dims = {n: space.space_for(bases[n], opts.cores, max(opts.levels)) for n in names}
     tuned = list(opts.models) if opts.models else None
     per_model = {n: 1 + sum(len(d.values) for d in dims[n]) for n in names}
     total = len(names) + sum(per_model[n] - 1 for n in (tuned or names[:opts.top]))

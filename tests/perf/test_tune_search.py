@@ -93,6 +93,11 @@ def test_onnxruntime_batches_stay_within_the_exported_max_batch():
     assert dims["preferred"].values == (0, 2, 4)
 
 
+def test_batching_cannot_win_with_one_request_in_flight():
+    assert {d.name for d in t.space_for(_ov(), cores=2, max_concurrency=1)} == {"layout", "hint", "threads"}
+    assert "max_batch" in {d.name for d in t.space_for(_ov(), cores=2, max_concurrency=2)}
+
+
 @pytest.mark.parametrize("cfg", [_cfg(), _ov(), _trt()], ids=["onnxruntime", "openvino", "tensorrt_plan"])
 def test_every_point_of_the_space_renders_a_valid_config(cfg):
     """Each value of each dimension, applied alone, gives a config Triton parses and the knobs read back."""
