@@ -145,3 +145,41 @@ def test_real_short_tune_of_one_model(repo_copy, tmp_path):
         assert t.describe(t.knobs_of(read_config(repo_copy / MODEL))).split(" q=")[0] in d["winner"]
     else:
         assert _digest(repo_copy) == before and d["reason"]
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_sigterm_leaves_the_repository_unchanged_and_keeps_the_candidates(repo_copy, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "tune"
+    before = _digest(repo_copy)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "dnx.cli", "tune", "--repository", str(repo_copy), "--models", MODEL,
+                             "--budget-minutes", "10", "--out", str(out), *FAST],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.glob("raw/*_cand1_c1*.csv")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()[0]
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, output
+    assert "interrupted" in output and "is unchanged" in output, output
+    assert _digest(repo_copy) == before
+    md = (out / "report.md").read_text()
+    assert "interrupted" in md and "| `densenet121_onnx` | 0 |" in md  # candidate 1 may be cut mid-measurement
+    # The launched server is gone: its gRPC port no longer answers.
+    url = json.loads((out / "report.json").read_text())["url"]
+    from dnx.errors import ServerError
+    from dnx.perf.sweep import inspect_server
+
+    with pytest.raises(ServerError):
+        inspect_server(url)
