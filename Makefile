@@ -8,7 +8,7 @@ REPO   ?= model_repository
 CALIB_DIR ?= $(shell $(BIN)/python -c "import skimage.data, os; print(os.path.dirname(skimage.data.__file__))" 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: install demo serve test test-fast bench engines lint clean
+.PHONY: install demo serve test test-fast bench tune engines lint clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,10 @@ test: install
 
 bench: install
 	$(BIN)/dnx bench --repository $(REPO) --notes perf/tuning.md
+
+# Find the fastest served config on this machine and write it into $(REPO) (config.pbtxt.orig kept).
+tune: install
+	$(BIN)/dnx tune --repository $(REPO) $(TUNE_ARGS)
 
 # TensorRT engines need an NVIDIA GPU host with Docker; plans and the server share one TensorRT.
 TRT_IMAGE ?= nvcr.io/nvidia/tensorrt:26.03-py3
