@@ -16,6 +16,7 @@ import contextlib
 import datetime as _dt
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from dnx.errors import InputError
 from dnx.perf.sweep import SweepOptions, SweepResult, default_metrics_url, inspect_server, sweep
@@ -32,6 +33,7 @@ class PerfOptions:
     launch: bool = False  # start a local server for the run and stop it after
     repository: Path = Path("model_repository")
     collect_metrics: bool | None = None  # None: on when a measured model runs on a GPU
+    on_plan: Callable[[int, float], None] | None = None  # called with (points, estimated seconds) before the sweep
 
 
 @dataclass
@@ -47,6 +49,24 @@ class PerfRun:
 def default_out_dir(root: str | Path = "perf/results") -> Path:
     """``perf/results/<UTC timestamp>/``."""
     return Path(root) / _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+# Measured: `dnx perf` visits about 3.5 windows a level (3 stable + ramp) plus ~1.5 s of start-up;
+# 5 s time windows gave 18 s a point on the 2-core machine kind (STACK-FACTS, 2026-11-28).
+WINDOWS_PER_POINT = 3.5
+POINT_OVERHEAD_S = 1.5
+# count_windows: the slowest CPU variant serves ~55-65 infer/s on that machine when quiet.
+ASSUMED_THROUGHPUT = 60.0
+
+
+def estimate_sweep_seconds(points: int, s: SweepOptions, throughput: float = ASSUMED_THROUGHPUT) -> float:
+    """Expected sweep duration without retries: time windows from their length, count windows from
+    ``throughput`` (requests per second; a slower server takes proportionally longer)."""
+    if s.measurement_mode == "count_windows":
+        window_s = s.measurement_request_count / throughput
+    else:
+        window_s = s.measurement_interval_ms / 1000.0
+    return points * (WINDOWS_PER_POINT * window_s + POINT_OVERHEAD_S)
 
 
 @contextlib.contextmanager
@@ -86,6 +106,9 @@ def run_perf(opts: PerfOptions) -> PerfRun:
         collect = opts.collect_metrics if opts.collect_metrics is not None else any(m.on_gpu for m in models)
         s = replace(s, url=url, collect_metrics=collect, verbose_csv=s.verbose_csv or collect,
                     metrics_url=metrics_url if collect else None)
+        if opts.on_plan is not None:
+            points = len(models) * len(s.batch_sizes) * len(s.concurrency.levels())
+            opts.on_plan(points, estimate_sweep_seconds(points, s))
         result = sweep(models, s, out)
     manifest = read_manifest(opts.repository)
     paths = write_report(result, latency_budget_ms=opts.latency_budget_ms, manifest=manifest, skipped=skipped)

@@ -14,7 +14,7 @@ from dnx.serving.server import free_port
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # Short windows; a loose stability check keeps the run short on a shared 2-core machine.
-FAST = ["--measurement-interval", "1000", "--stability-percentage", "100", "--max-trials", "3", "-q"]
+FAST = ["--measurement-mode", "time_windows", "--measurement-interval", "1000", "--stability-percentage", "100", "--max-trials", "3", "-q"]
 
 
 def one_line_error(result, *needles):
