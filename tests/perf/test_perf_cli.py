@@ -34,6 +34,7 @@ def test_short_sweep_writes_every_result_file(triton_server, serving_repository,
                                  str(serving_repository), *FAST])
     assert r.exit_code == 0, r.output
     assert "densenet121_onnx" in r.output and "infer/s" in r.output and str(out / "report.md") in r.output
+    assert "points, estimated" in r.output  # printed before the sweep starts
     # No --models: every READY model; variable-shape ones (the fixture's test models) are named, not measured.
     variable = [m.name for m in inspect_server(triton_server.grpc_url) if m.variable_inputs]
     for name in variable:
