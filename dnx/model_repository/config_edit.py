@@ -73,6 +73,15 @@ def config_json(cfg: TritonConfig) -> str:
     return json_format.MessageToJson(parse_config(render_config(cfg)), preserving_proto_field_name=True)
 
 
+def repository_config_json(model_dir: str | os.PathLike) -> str:
+    """``<model_dir>/config.pbtxt`` as load_model JSON. Reloading a model after a config override needs
+    it: ``load_model(name)`` alone keeps the override (Triton sees unchanged files and does nothing)."""
+    from google.protobuf import json_format
+
+    path = Path(model_dir) / "config.pbtxt"
+    return json_format.MessageToJson(parse_config(path.read_text(encoding="utf-8")), preserving_proto_field_name=True)
+
+
 def write_config(model_dir: str | os.PathLike, cfg: TritonConfig) -> Path:
     """Render ``cfg`` into ``<model_dir>/config.pbtxt`` atomically, keeping the first previous one as
     ``config.pbtxt.orig`` (never overwritten, so it stays the untuned config)."""

@@ -114,9 +114,11 @@ def sweep_untuned(url: str, repository: Path, models: list, sweep_opts, results:
         served = [ServedModel(m.name, m.version, json.loads(configs[m.name])) for m in models if m.name in configs]
         swept = sweep(served, sweep_opts, Path(results) / "untuned")
     finally:
+        from dnx.model_repository.config_edit import repository_config_json
+
         for name in configs:
             with contextlib.suppress(Exception):
-                client.load_model(name)
+                client.load_model(name, config=repository_config_json(Path(repository) / name))
         client.close()
     return tidy_rows(swept, manifest)
 

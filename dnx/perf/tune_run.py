@@ -191,12 +191,9 @@ class _Measurer:
         if time.monotonic() + self.estimate_s() > self.deadline:
             raise space.BudgetExhausted()
 
-    def load(self, name: str, config_json: str | None) -> None:
+    def load(self, name: str, config_json: str) -> None:
         try:
-            if config_json is None:
-                self.client.load_model(name)
-            else:
-                self.client.load_model(name, config=config_json)
+            self.client.load_model(name, config=config_json)
         except self.error_type as exc:
             msg = (str(exc).splitlines() or [""])[0]
             if "explicit" in msg.lower() or "not allowed" in msg.lower():
@@ -349,6 +346,15 @@ def run_tune(opts: TuneOptions) -> TuneResult:
     if not result.interrupted and not opts.dry_run:
         with signals_deferred():
             _write_back(result, bases, repo)
+        written = [n for n, d in result.decisions.items() if d.get("written")]
+        if opts.url is not None and written:  # the running server picks up the new configs now
+            from dnx.model_repository.config_edit import repository_config_json
+
+            with contextlib.suppress(Exception):
+                client = lazy_import("tritonclient.grpc").InferenceServerClient(url=opts.url)
+                for n in written:
+                    client.load_model(n, config=repository_config_json(repo / n))
+                client.close()
     else:
         _decide(result, bases)
     result.paths = write_tune_report(result)
@@ -359,9 +365,11 @@ def run_tune(opts: TuneOptions) -> TuneResult:
 
 
 def _reload_all(measurer: _Measurer, names: list[str]) -> None:
+    from dnx.model_repository.config_edit import repository_config_json
+
     for n in names:
         with contextlib.suppress(Exception):
-            measurer.load(n, None)
+            measurer.load(n, repository_config_json(Path(measurer.opts.repository) / n))
 
 
 def _search(result: TuneResult, measurer: _Measurer, bases: dict, names: list[str], opts: TuneOptions,

@@ -183,3 +183,27 @@ def test_sigterm_leaves_the_repository_unchanged_and_keeps_the_candidates(repo_c
 
     with pytest.raises(ServerError):
         inspect_server(url)
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_dry_run_against_a_running_server_restores_its_models(triton_server, serving_repository, tmp_path):
+    import tritonclient.grpc as grpcclient
+
+    before = _digest(serving_repository)
+    r = CliRunner().invoke(cli, ["tune", "--url", triton_server.grpc_url, "--repository", str(serving_repository),
+                                 "--models", MODEL, "--dry-run", "--budget-minutes", "1.5", "--out", str(tmp_path / "o"),
+                                 *FAST])
+    assert r.exit_code == 0, r.output
+    assert _digest(serving_repository) == before
+    cands = json.loads((tmp_path / "o" / "report.json").read_text())["candidates"]
+    assert len(cands) >= 2 and cands[0]["baseline"]
+    # The server serves the repository's config again (the fixture's 5 ms queue delay, one instance).
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    try:
+        cfg = client.get_model_config(MODEL, as_json=True)["config"]
+        assert client.is_model_ready(MODEL)
+    finally:
+        client.close()
+    assert int(cfg["dynamic_batching"]["max_queue_delay_microseconds"]) == 5000
+    assert int(cfg["instance_group"][0]["count"]) == 1

@@ -88,7 +88,7 @@ def test_every_setting_loads_and_answers_like_the_untuned_model(triton_server_fa
                     got = _infer(client, model, inputs[:2])
                     assert np.abs(got - expected[:2]).max() <= 1e-4 * max(1.0, scale), knobs
                 tried.append((model, t.describe(knobs)))
-            client.load_model(model)  # back to the repository's config
+            client.load_model(model, config=config_json(base))  # back to the repository's config
     finally:
         client.close()
     names = {m for m, _ in tried}
