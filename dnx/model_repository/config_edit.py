@@ -8,6 +8,7 @@ group, string parameters): anything else would be lost on re-rendering, so it is
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -31,9 +32,10 @@ def config_from_text(text: str, where: str = "config.pbtxt") -> TritonConfig:
     hint = f"{where} was not written by dnx's template; tune only dnx-exported models (re-export with `dnx export`)"
     if len(msg.input) != 1 or len(msg.output) != 1 or len(msg.instance_group) != 1 or msg.ensemble_scheduling.step:
         raise InputError(f"{hint} (it needs one input, one output and one instance_group)")
-    params = {}
-    for key, value in msg.parameters.items():
-        params[key] = value.string_value
+    # A protobuf map forgets the order of the text; keep it so a re-rendered file reads the same.
+    order = re.findall(r'parameters\s*:?\s*{\s*key\s*:\s*"([^"]+)"', text)
+    keys = [k for k in dict.fromkeys(order) if k in msg.parameters] + sorted(k for k in msg.parameters if k not in order)
+    params = {k: msg.parameters[k].string_value for k in keys}
     accel = None
     for acc in msg.optimization.execution_accelerators.gpu_execution_accelerator:
         if acc.name == "tensorrt":

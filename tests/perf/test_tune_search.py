@@ -117,6 +117,13 @@ def test_every_point_of_the_space_renders_a_valid_config(cfg):
             assert all(1 <= b <= new.max_batch_size for b in new.preferred_batch_sizes)
 
 
+def test_parameters_keep_their_order_through_a_rewrite():
+    cfg = _ov()
+    text = render_config(t.apply_knobs(config_from_text(render_config(cfg)), {**t.knobs_of(cfg), "threads": 1}))
+    keys = [line.split('"')[1] for line in text.splitlines() if line.startswith("parameters:")]
+    assert keys == ["PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS"]
+
+
 def test_knobs_of_an_unchanged_config_reproduce_it():
     for cfg in (_ov(), _trt(cuda_graphs=True)):
         assert render_config(t.apply_knobs(cfg, t.knobs_of(cfg))) == render_config(cfg)
