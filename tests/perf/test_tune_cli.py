@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from dnx.cli import cli
 from dnx.model_repository.config_edit import read_config
 from dnx.perf import tune as t
-from dnx.perf.tune_run import Candidate, TuneOptions, TuneResult, _write_back, write_tune_report
+from dnx.perf.tune_report import write_tune_report
+from dnx.perf.tune_run import Candidate, TuneOptions, TuneResult, _write_back
 from dnx.serving.server import free_port
 from tests.fixtures_server import _link_tree
 from tests.perf.test_perf_cli import one_line_error
