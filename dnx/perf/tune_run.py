@@ -482,7 +482,8 @@ def _write_back(result: TuneResult, bases: dict, repo: Path) -> None:
     manifest["tuning"] = {
         "tuned_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": result.machine, "versions": result.versions, "objective": o.objective,
-        "latency_budget_ms": o.latency_budget_ms, "concurrency": list(o.levels), "report": str(result.out_dir),
+        "latency_budget_ms": o.latency_budget_ms, "budget_minutes": o.budget_minutes, "concurrency": list(o.levels),
+        "report": str(result.out_dir),
         "models": {n: {k: d.get(k) for k in ("winner", "previous", "figure", "previous_figure", "gain", "point",
                                              "written")} for n, d in result.decisions.items()},
     }
