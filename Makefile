@@ -18,7 +18,7 @@ else ifneq ($(TORCH),)
 $(error TORCH=$(TORCH) is not a choice: use TORCH=cpu, or leave TORCH unset for the default build)
 endif
 
-.PHONY: install demo serve test test-fast bench engines lint clean
+.PHONY: install demo serve test test-fast bench tune engines lint clean
 
 install: $(VENV)/.installed
 
@@ -43,6 +43,10 @@ test: install
 
 bench: install
 	$(BIN)/dnx bench --repository $(REPO) --notes perf/tuning.md
+
+# Find the fastest served config on this machine and write it into $(REPO) (config.pbtxt.orig kept).
+tune: install
+	$(BIN)/dnx tune --repository $(REPO) $(TUNE_ARGS)
 
 # TensorRT engines need an NVIDIA GPU host with Docker; plans and the server share one TensorRT.
 TRT_IMAGE ?= nvcr.io/nvidia/tensorrt:26.03-py3

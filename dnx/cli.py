@@ -13,7 +13,7 @@ from dnx import __version__
 from dnx.errors import DnxError
 
 # module name in dnx.commands -> attribute holding the click command
-COMMAND_MODULES = ("export", "serve", "infer", "validate", "perf", "bench", "publish", "deploy")
+COMMAND_MODULES = ("export", "serve", "infer", "validate", "perf", "bench", "tune", "publish", "deploy")
 
 
 class _UserError(click.ClickException):

@@ -63,6 +63,14 @@ def command(repository, out_md, results, duration, concurrency, measurement_inte
             best[r["model"]] = r
     for name, r in best.items():
         click.echo(f"{'served ' + name:28s} c{r['concurrency']:<2d}       {r['throughput']:7.1f} infer/s p99 {r['p99_ms']:7.1f} ms")
+    untuned = {}
+    for r in res.untuned:  # models `dnx tune` rewrote, measured with their config.pbtxt.orig
+        if r["throughput"] > untuned.get(r["model"], {}).get("throughput", -1):
+            untuned[r["model"]] = r
+    for name, r in untuned.items():
+        tuned = f"  (tuned: {best[name]['throughput']:.1f})" if name in best else ""
+        click.echo(f"{'untuned ' + name:28s} c{r['concurrency']:<2d}       {r['throughput']:7.1f} infer/s "
+                   f"p99 {r['p99_ms']:7.1f} ms{tuned}")
     for r in res.ratios:
         verdict = "n/a" if r["pass"] is None else ("pass" if r["pass"] else "FAIL")
         click.echo(f"{r['name']}: {r['value']:.2f}x (target {r['target']}) {verdict}")

@@ -26,8 +26,10 @@ def command():
 @click.option("--max-replicas", type=click.IntRange(min=1), help="Autoscaler maximum. Default: 4 x --replicas.")
 @click.option("--target", type=click.Choice(TARGETS), default="cpu", show_default=True,
               help="cpu: ONNX Runtime / OpenVINO models; gpu: also TensorRT plans, one nvidia.com/gpu per replica.")
-@click.option("--image", help="tritonserver image. Default: nvcr.io/nvidia/tritonserver:<YY.MM>-py3 matching the "
-                              "manifest's TensorRT version (the rule of `dnx serve --mode docker`).")
+@click.option("--image", help="tritonserver image of the plain Deployment. Default (the rule of `dnx serve --mode "
+                              "docker`): nvcr.io/nvidia/tritonserver:<YY.MM>-py3 matching the manifest's TensorRT "
+                              "version, or dnx-tritonserver:<YY.MM> (docker/Dockerfile.serve: + Pillow) when the "
+                              "repository has the bytes-in ensemble; push it where the cluster pulls from.")
 @click.option("--name", help="Name of the Kubernetes objects. Default: the model name from dnx-manifest.json.")
 @click.option("--namespace", help="Namespace written into the manifests. Default: none (kubectl's current one).")
 @click.option("--scale-metric", type=click.Choice(list(SCALE_METRICS)), default="queue-time", show_default=True,

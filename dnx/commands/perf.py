@@ -16,8 +16,13 @@ from dnx.commands import int_list
 @click.option("--url", default="127.0.0.1:8001", show_default=True, help="Server address (gRPC port for grpc).")
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), help="Results folder. Default: perf/results/<timestamp>/.")
+@click.option("--measurement-mode", type=click.Choice(["count_windows", "time_windows"]), default="count_windows",
+              show_default=True, help="count_windows: windows of --measurement-request-count requests (adapts to the "
+              "model's speed); time_windows: windows of --measurement-interval ms.")
+@click.option("--measurement-request-count", type=click.IntRange(min=10), default=100, show_default=True,
+              help="Requests per window in count_windows mode; doubled for a retry of an unstable level.")
 @click.option("--measurement-interval", type=int, default=5000, show_default=True,
-              help="perf_analyzer window (ms); doubled for a retry of an unstable level.")
+              help="perf_analyzer window (ms) in time_windows mode; doubled for a retry of an unstable level.")
 @click.option("--percentile", type=int, help="Stabilize on this latency percentile instead of the average.")
 @click.option("--stability-percentage", type=float, help="Allowed variation between windows (perf_analyzer: 10).")
 @click.option("--max-trials", type=int, help="Windows per level before it counts as unstable (perf_analyzer: 10).")
@@ -37,7 +42,8 @@ from dnx.commands import int_list
               help="Continue the interrupted sweep in this results folder (its options; --url may point elsewhere).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
-def command(ctx, models, concurrency, batch_size, url, protocol, out, measurement_interval, percentile,
+def command(ctx, models, concurrency, batch_size, url, protocol, out, measurement_mode, measurement_request_count,
+            measurement_interval, percentile,
             stability_percentage, max_trials, retries, latency_budget_ms, collect_metrics, metrics_url,
             launch, repository, endpoint_url, resume, quiet):
     """Sweep concurrency with perf_analyzer and write CSVs, report.md, report.json and plots.
@@ -64,13 +70,21 @@ def command(ctx, models, concurrency, batch_size, url, protocol, out, measuremen
     sweep = SweepOptions(
         url=url, protocol=protocol, concurrency=ConcurrencyRange.parse(concurrency),
         batch_sizes=int_list(batch_size, "--batch-size"), measurement_interval_ms=measurement_interval,
+        measurement_mode=measurement_mode, measurement_request_count=measurement_request_count,
         percentile=percentile, stability_percentage=stability_percentage, max_trials=max_trials,
         retries=retries, metrics_url=metrics_url, progress=not quiet,
     )
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+
+    def plan(points: int, seconds: float) -> None:
+        how = (f"count windows of {measurement_request_count} requests, assuming >= 60 infer/s; a slower server "
+               "takes longer" if measurement_mode == "count_windows" else f"{measurement_interval} ms windows")
+        click.echo(f"perf: {points} points, estimated {seconds / 60:.1f} min ({how}; retries of unstable levels add more)",
+                   err=True)
+
     run = run_perf(PerfOptions(sweep=sweep, models=names, out=out, latency_budget_ms=latency_budget_ms,
                                launch=launch, repository=repository, collect_metrics=collect_metrics,
-                               endpoint_url=endpoint_url))
+                               endpoint_url=endpoint_url, on_plan=plan))
     _show(run, latency_budget_ms)
 
 

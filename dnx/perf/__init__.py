@@ -17,6 +17,7 @@ import datetime as _dt
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from dnx.errors import InputError, PerfError, ServerError
 from dnx.perf.sweep import (
@@ -36,6 +37,7 @@ class PerfOptions:
     repository: Path | str = Path("model_repository")  # or s3://BUCKET/PREFIX (see dnx.deploy.remote)
     endpoint_url: str | None = None  # S3-compatible endpoint for an s3:// repository
     collect_metrics: bool | None = None  # None: on when a measured model runs on a GPU
+    on_plan: Callable[[int, float], None] | None = None  # called with (points, estimated seconds) before the sweep
 
 
 @dataclass
@@ -51,6 +53,24 @@ class PerfRun:
 def default_out_dir(root: str | Path = "perf/results") -> Path:
     """``perf/results/<UTC timestamp>/``."""
     return Path(root) / _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+# Measured: `dnx perf` visits about 3.5 windows a level (3 stable + ramp) plus ~1.5 s of start-up;
+# 5 s time windows gave 18 s a point on the 2-core machine kind (STACK-FACTS, 2026-11-28).
+WINDOWS_PER_POINT = 3.5
+POINT_OVERHEAD_S = 1.5
+# count_windows: the slowest CPU variant serves ~55-65 infer/s on that machine when quiet.
+ASSUMED_THROUGHPUT = 60.0
+
+
+def estimate_sweep_seconds(points: int, s: SweepOptions, throughput: float = ASSUMED_THROUGHPUT) -> float:
+    """Expected sweep duration without retries: time windows from their length, count windows from
+    ``throughput`` (requests per second; a slower server takes proportionally longer)."""
+    if s.measurement_mode == "count_windows":
+        window_s = s.measurement_request_count / throughput
+    else:
+        window_s = s.measurement_interval_ms / 1000.0
+    return points * (WINDOWS_PER_POINT * window_s + POINT_OVERHEAD_S)
 
 
 @contextlib.contextmanager
@@ -77,6 +97,7 @@ def _state(opts: PerfOptions, result: SweepResult) -> dict:
                  "endpoint_url": opts.endpoint_url},
         "sweep": {"url": opts.sweep.url, "protocol": s.protocol, "concurrency": str(s.concurrency),
                   "batch_sizes": list(s.batch_sizes), "measurement_interval_ms": s.measurement_interval_ms,
+                  "measurement_mode": s.measurement_mode, "measurement_request_count": s.measurement_request_count,
                   "percentile": s.percentile, "stability_percentage": s.stability_percentage,
                   "max_trials": s.max_trials, "retries": s.retries, "metrics_url": opts.sweep.metrics_url,
                   "verbose_csv": opts.sweep.verbose_csv, "input_data": s.input_data},
@@ -176,6 +197,9 @@ def run_perf(opts: PerfOptions, resume: dict | None = None) -> PerfRun:
             collect = opts.collect_metrics if opts.collect_metrics is not None else any(m.on_gpu for m in models)
             s = replace(s, url=url, collect_metrics=collect, verbose_csv=s.verbose_csv or collect,
                         metrics_url=metrics_url if collect else None)
+            if opts.on_plan is not None:
+                points = len(models) * len(s.batch_sizes) * len(s.concurrency.levels())
+                opts.on_plan(points, estimate_sweep_seconds(points, s))
             result = SweepResult(out_dir=out, models=models, options=s)
             if resume:
                 _restore(result, resume)

@@ -259,6 +259,7 @@ class BenchResult:
     out_md: Path
     results_dir: Path
     photo: str = ""
+    untuned: list[dict] = field(default_factory=list)  # tidy perf rows with config.pbtxt.orig loaded (dnx tune)
 
 
 def _ort_model(repository: Path, manifest: dict | None, spec: ModelSpec) -> tuple[str, Path, int]:
@@ -335,7 +336,7 @@ def write_input_dir(image: np.ndarray, folder: Path, input_name: str = "input") 
 def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) -> BenchResult:
     """Time the in-process baselines, sweep the served repository, write BENCHMARKS.md."""
     from dnx.manifest import library_versions, read_manifest
-    from dnx.perf import launched_server
+    from dnx.perf import bench_tuned, launched_server
     from dnx.perf.report import tidy_rows, write_report
     from dnx.perf.sweep import ensemble_internal_steps, inspect_server, sweep
     from dnx.preprocess import photo_batch, sample_photographs
@@ -360,6 +361,7 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
     runners.append(onnxruntime_runner(ort_path, tuple(dict.fromkeys((1, max_batch))), opts.ort_threads))
     if opts.include_openvino:
         runners.extend(openvino_runners(repo, manifest, spec))
+        runners.extend(bench_tuned.openvino_async_runners(repo, manifest))
     runners.extend(opts.extra_runners)
     timings: list[Timing] = []
     # PyTorch last: once it has run, its thread pool slows the other runtimes in this process
@@ -388,6 +390,8 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
                 max_trials=opts.max_trials, retries=opts.retries, input_data=str(input_dir), progress=opts.progress,
             )
             swept = sweep(models, sweep_opts, results)
+            step("served: models tuned by `dnx tune` again with their config.pbtxt.orig (untuned)")
+            untuned = bench_tuned.sweep_untuned(server.grpc_url, repo, models, sweep_opts, results, manifest)
     except Interrupted as exc:  # the server is stopped by now; keep what was measured
         atomic_write_text(results / "bench-partial.json", json.dumps(
             {"incomplete": str(exc), "in_process": [asdict(t) for t in timings]}, indent=2) + "\n")
@@ -396,9 +400,10 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
     write_report(swept, manifest=manifest)
     served = tidy_rows(swept, manifest)
     configs = {m.name: m.summary() for m in models}
-    ratios = compute_ratios(timings, served, ort_name)
+    ratios = compute_ratios(timings, served, ort_name) + bench_tuned.tuned_ratios(timings, served, ort_name, manifest)
     commands = [opts.command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])] + [r.command for r in swept.runs]
-    result = BenchResult(machine, versions, timings, served, configs, ratios, commands, Path(opts.out_md), results, photo)
+    result = BenchResult(machine, versions, timings, served, configs, ratios, commands, Path(opts.out_md), results, photo,
+                         untuned)
     atomic_write_text(results / "bench.json", json.dumps(
         {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}, indent=2) + "\n")
     atomic_write_text(opts.out_md, render_markdown(result, opts))
@@ -412,6 +417,7 @@ def _fmt(x, nd=1):
 def render_markdown(res: BenchResult, opts: BenchOptions) -> str:
     """``perf/BENCHMARKS.md``."""
     from dnx.manifest import repository_calibration
+    from dnx.perf import bench_tuned
 
     m = res.machine
     lines = [
@@ -451,6 +457,7 @@ def render_markdown(res: BenchResult, opts: BenchOptions) -> str:
     lines += ["", "Configs read back from the server:", ""]
     for name, c in res.served_configs.items():
         lines.append(f"- `{name}`: `{json.dumps(c)}`")
+    lines += bench_tuned.untuned_markdown(res.untuned, res.served)
     if opts.notes:
         lines += ["", "## Notes", "", opts.notes.strip()]
     lines += ["", "## Commands", "", "```"] + res.commands + ["```", "",

@@ -199,13 +199,23 @@ def build_argv(
     metrics_url: str | None = None,
     verbose_csv: bool = False,
     input_data: str | os.PathLike | None = None,
+    measurement_mode: str = "time_windows",
+    measurement_request_count: int | None = None,
 ) -> list[str]:
-    """The perf_analyzer command line for one (model, batch size) over a concurrency range (pure)."""
+    """The perf_analyzer command line for one (model, batch size) over a concurrency range (pure).
+
+    ``measurement_mode="count_windows"``: each window holds at least ``measurement_request_count``
+    requests instead of lasting ``measurement_interval_ms``, so windows adapt to the model's speed.
+    """
     argv = [
         str(binary), "-m", model, "-u", url, "-i", protocol, "-b", str(batch_size),
         "--concurrency-range", str(concurrency),
         "--measurement-interval", str(int(measurement_interval_ms)),
     ]
+    if measurement_mode == "count_windows":
+        argv += ["--measurement-mode", "count_windows"]
+        if measurement_request_count is not None:
+            argv += ["--measurement-request-count", str(int(measurement_request_count))]
     if percentile is not None:
         argv += ["--percentile", str(percentile)]
     if stability_percentage is not None:
@@ -380,6 +390,8 @@ class SweepOptions:
     verbose_csv: bool = False
     input_data: str | None = None
     progress: bool = True
+    measurement_mode: str = "time_windows"  # or count_windows (windows of measurement_request_count requests)
+    measurement_request_count: int = 100
 
     def check(self) -> None:
         """Raise :class:`InputError` for values perf_analyzer would reject."""
@@ -391,6 +403,10 @@ class SweepOptions:
             raise InputError(f"--measurement-interval {self.measurement_interval_ms} ms is too short; use 100 or more")
         if self.percentile is not None and not 1 <= self.percentile <= 99:
             raise InputError(f"--percentile {self.percentile} must be within 1..99")
+        if self.measurement_mode not in ("time_windows", "count_windows"):
+            raise InputError(f"--measurement-mode {self.measurement_mode!r} is unknown; use time_windows or count_windows")
+        if self.measurement_request_count < 10:
+            raise InputError(f"--measurement-request-count {self.measurement_request_count} is too small; use 10 or more")
         if self.stability_percentage is not None and self.stability_percentage <= 0:
             raise InputError(f"--stability-percentage {self.stability_percentage} must be > 0, e.g. 10")
 
@@ -551,7 +567,9 @@ def measure(
             measurement_interval_ms=seg.window_ms, csv_path=csv_path, percentile=opts.percentile,
             stability_percentage=RELAXED_STABILITY if seg.relaxed else opts.stability_percentage,
             max_trials=opts.max_trials, collect_metrics=opts.collect_metrics, metrics_url=opts.metrics_url,
-            verbose_csv=opts.verbose_csv, input_data=input_data,
+            verbose_csv=opts.verbose_csv, input_data=input_data, measurement_mode=opts.measurement_mode,
+            # A retry doubles the window: in count mode, the request count.
+            measurement_request_count=opts.measurement_request_count * seg.window_ms // opts.measurement_interval_ms,
         )
         csv_path.unlink(missing_ok=True)
         rc, text = _run_once(argv, env, log_path, progress, model.name, batch)

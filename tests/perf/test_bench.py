@@ -76,7 +76,7 @@ def test_quick_bench_writes_benchmarks_md_with_ratios(fp32_repository, onnx_fp32
                        ("onnxruntime fp32 1-thread", 1), ("pytorch eager fp32", 1)]
     assert all(t.throughput > 0 for t in res.in_process)
     assert [(r["model"], r["concurrency"]) for r in res.served] == [("densenet121_onnx", 1), ("densenet121_onnx", 2)]
-    assert len(res.ratios) == 7 and all(r["value"] > 0 for r in res.ratios)
+    assert len(res.ratios) == 9 and all(r["value"] > 0 for r in res.ratios)  # 7 + the 2 tuned-target ratios
 
     md = (tmp_path / "BENCHMARKS.md").read_text()
     for needle in ("## Machine", "logical cores", "GiB", "onnxruntime 1.", "torch 2.", "tritonclient 2.50.0",

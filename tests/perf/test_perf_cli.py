@@ -15,7 +15,7 @@ from dnx.serving.server import free_port
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # Short windows; a loose stability check keeps the run short on a shared 2-core machine.
-FAST = ["--measurement-interval", "1000", "--stability-percentage", "100", "--max-trials", "3", "-q"]
+FAST = ["--measurement-mode", "time_windows", "--measurement-interval", "1000", "--stability-percentage", "100", "--max-trials", "3", "-q"]
 
 
 def one_line_error(result, *needles):
@@ -40,6 +40,7 @@ def test_short_sweep_writes_every_result_file(triton_server, serving_repository,
                                  str(serving_repository), *FAST])
     assert r.exit_code == 0, r.output
     assert "densenet121_onnx" in r.output and "infer/s" in r.output and str(out / "report.md") in r.output
+    assert "points, estimated" in r.output  # printed before the sweep starts
     # No --models: every READY model; variable-shape ones (the fixture's test models) are named, not measured,
     # and so are the ensemble's own steps; the ensemble itself is measured with real JPEGs.
     variable = [m.name for m in inspect_server(triton_server.grpc_url) if m.variable_inputs]

@@ -1,0 +1,212 @@
+"""Unit tests of dnx tune's search space, pruning, objective and config round trip (pure, no server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dnx.errors import InputError
+from dnx.model_repository.config_edit import ORIG_SUFFIX, config_from_text, config_json, read_config, write_config
+from dnx.model_repository.render import TritonConfig, parse_config, render_config
+from dnx.perf import tune as t
+
+GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden"
+
+
+def _cfg(**kw) -> TritonConfig:
+    args = dict(name="m", max_batch_size=16, input_name="input", output_name="logits", input_dims=(3, 224, 224),
+                output_dims=(1000,), backend="onnxruntime",
+                parameters={"intra_op_thread_count": "2", "inter_op_thread_count": "1"})
+    args.update(kw)
+    return TritonConfig(**args)
+
+
+def _ov(**kw) -> TritonConfig:
+    return _cfg(backend="openvino", max_batch_size=1, name="ov",
+                parameters={"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": "f32"}, **kw)
+
+
+def _trt(**kw) -> TritonConfig:
+    return _cfg(backend=None, platform="tensorrt_plan", instance_kind="KIND_GPU", name="trt", parameters={},
+                preferred_batch_sizes=[8, 16], max_queue_delay_us=100, **kw)
+
+
+# ------------------------------------------------------------------ config round trip
+
+
+@pytest.mark.parametrize("golden", sorted(p.name for p in GOLDEN.glob("*.pbtxt")))
+def test_golden_configs_round_trip_exactly(golden):
+    text = (GOLDEN / golden).read_text()
+    assert render_config(config_from_text(text)) == text
+
+
+def test_config_edit_refuses_what_the_template_cannot_write():
+    text = render_config(_cfg()) + 'response_cache { enable: true }\n'
+    with pytest.raises(InputError, match="not written by dnx's template"):
+        config_from_text(text)
+    with pytest.raises(InputError, match="does not parse"):
+        config_from_text("name: 'x' bogus_field: 3")
+
+
+def test_write_config_keeps_the_first_previous_config_once(tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    first = render_config(_cfg())
+    (d / "config.pbtxt").write_text(first)
+    write_config(d, t.apply_knobs(_cfg(), {"layout": (2, 1), "inter": 1, "preferred": 0, "queue_us": 0}))
+    write_config(d, t.apply_knobs(_cfg(), {"layout": (1, 2), "inter": 2, "preferred": 4, "queue_us": 1000}))
+    assert (d / ("config.pbtxt" + ORIG_SUFFIX)).read_text() == first
+    now = read_config(d)
+    assert (now.parameters["inter_op_thread_count"], now.preferred_batch_sizes, now.max_queue_delay_us) == ("2", [4], 1000)
+    assert not list(d.glob(".*tmp"))
+
+
+def test_config_json_is_the_rendered_config():
+    from google.protobuf import json_format
+    from tritonclient.grpc import model_config_pb2
+
+    cfg = t.apply_knobs(_ov(), {"layout": (2, 2), "hint": "THROUGHPUT", "threads": 1, "max_batch": 4, "queue_us": 1000})
+    msg = json_format.Parse(config_json(cfg), model_config_pb2.ModelConfig())
+    assert msg == parse_config(render_config(cfg))
+    assert msg.instance_group[0].count == 2 and msg.max_batch_size == 4
+
+
+# ------------------------------------------------------------------ search spaces
+
+
+def test_search_spaces_fit_the_cores():
+    ort = {d.name: d for d in t.search_space("onnxruntime", cores=4)}
+    assert ort["layout"].values == ((1, 4), (2, 2), (3, 1), (4, 1))
+    assert all(i * n <= 4 or n == 1 for i, n in ort["layout"].values)
+    ov = {d.name: d for d in t.search_space("openvino", cores=2)}
+    assert ov["layout"].values == ((1, 1), (2, 2)) and ov["max_batch"].values == (1, 2, 4, 8)
+    assert set(ov["hint"].values) == {"LATENCY", "THROUGHPUT"}
+    trt = {d.name for d in t.search_space("tensorrt_plan", cores=2)}
+    assert trt == {"instances", "dynamic_batching", "queue_us", "cuda_graphs"}
+    with pytest.raises(InputError):
+        t.search_space("pytorch_libtorch")
+
+
+def test_onnxruntime_batches_stay_within_the_exported_max_batch():
+    dims = {d.name: d for d in t.space_for(_cfg(max_batch_size=4), cores=2)}
+    assert dims["preferred"].values == (0, 2, 4)
+
+
+def test_batching_cannot_win_with_one_request_in_flight():
+    assert {d.name for d in t.space_for(_ov(), cores=2, max_concurrency=1)} == {"layout", "hint", "threads"}
+    assert "max_batch" in {d.name for d in t.space_for(_ov(), cores=2, max_concurrency=2)}
+
+
+@pytest.mark.parametrize("cfg", [_cfg(), _ov(), _trt()], ids=["onnxruntime", "openvino", "tensorrt_plan"])
+def test_every_point_of_the_space_renders_a_valid_config(cfg):
+    """Each value of each dimension, applied alone, gives a config Triton parses and the knobs read back."""
+    start = t.knobs_of(cfg)
+    for dim in t.space_for(cfg, cores=4):
+        for v in dim.values:
+            knobs = {**start, dim.name: v}
+            new = t.apply_knobs(cfg, knobs)
+            msg = parse_config(render_config(new))
+            assert msg.name == cfg.name
+            back = t.knobs_of(config_from_text(render_config(new)))
+            assert back[dim.name] == v or not dim.applies(knobs)
+            if cfg.backend == "openvino":
+                padded = new.parameters.get("ENABLE_BATCH_PADDING") == "YES"
+                assert padded == (new.max_batch_size > 1), "C++ openvino backend needs padding for max_batch_size > 1"
+                assert new.parameters["INFERENCE_PRECISION_HINT"] == "f32"  # not owned by tune: kept
+            assert all(1 <= b <= new.max_batch_size for b in new.preferred_batch_sizes)
+
+
+def test_parameters_keep_their_order_through_a_rewrite():
+    cfg = _ov()
+    text = render_config(t.apply_knobs(config_from_text(render_config(cfg)), {**t.knobs_of(cfg), "threads": 1}))
+    keys = [line.split('"')[1] for line in text.splitlines() if line.startswith("parameters:")]
+    assert keys == ["PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS"]
+
+
+def test_knobs_of_an_unchanged_config_reproduce_it():
+    for cfg in (_ov(), _trt(cuda_graphs=True)):
+        assert render_config(t.apply_knobs(cfg, t.knobs_of(cfg))) == render_config(cfg)
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(InputError, match="python"):
+        t.backend_of(_cfg(backend="python"))
+
+
+# ------------------------------------------------------------------ objective
+
+
+def test_throughput_objective_respects_the_latency_budget():
+    pts = [{"concurrency": 1, "throughput": 50.0, "p99_ms": 20.0},
+           {"concurrency": 2, "throughput": 80.0, "p99_ms": 40.0},
+           {"concurrency": 4, "throughput": 90.0, "p99_ms": 90.0}]
+    assert t.score(pts, "throughput") == 90.0
+    assert t.score(pts, "throughput", latency_budget_ms=50) == 80.0
+    assert t.score(pts, "throughput", latency_budget_ms=10) is None
+    assert t.score(pts, "latency") == -20.0
+    assert t.gain(-15.0, -20.0, "latency") == pytest.approx(20 / 15 - 1)
+    assert t.gain(99.0, 90.0, "throughput") == pytest.approx(0.1)
+
+
+# ------------------------------------------------------------------ search and pruning
+
+
+def _space():
+    return [t.Dimension("inst", (1, 2, 3, 4)), t.Dimension("hint", ("A", "B"), ordered=False),
+            t.Dimension("mbs", (1, 2, 4, 8)), t.Dimension("queue", (0, 100), applies=lambda k: k["mbs"] > 1)]
+
+
+def test_search_stops_raising_once_the_objective_drops():
+    table = {1: 10.0, 2: 12.0, 3: 11.0, 4: 50.0}  # 4 would win, but 3 already dropped: pruned
+    seen = []
+
+    def ev(k):
+        seen.append(dict(k))
+        return table[k["inst"]] + (1 if k["hint"] == "B" else 0) - (k["mbs"] - 1) + (0.5 if k["queue"] else 0)
+
+    history = t.coordinate_search(_space(), {"inst": 1, "hint": "A", "mbs": 1, "queue": 0}, ev)
+    assert [k["inst"] for k in seen[:3]] == [1, 2, 3]
+    assert all(k["inst"] != 4 for k in seen)
+    assert [k["mbs"] for k in seen if k["mbs"] != 1] == [2]  # mbs 2 dropped: 4 and 8 pruned
+    assert not any(k["queue"] for k in seen)  # queue only applies with batching, which lost
+    best, s = t.best_of(history)
+    assert best == {"inst": 2, "hint": "B", "mbs": 1, "queue": 0} and s == 13.0
+    assert len({tuple(sorted(k.items())) for k in seen}) == len(seen)  # nothing measured twice
+
+
+def test_search_walks_down_only_when_going_up_did_not_help():
+    seen = []
+
+    def ev(k):
+        seen.append(k["mbs"])
+        return {1: 5.0, 2: 6.0, 4: 9.0, 8: 7.0}[k["mbs"]]
+
+    t.coordinate_search([t.Dimension("mbs", (1, 2, 4, 8))], {"mbs": 4}, ev)
+    assert seen == [4, 8, 2]  # up: 8 dropped; down: 2 dropped, 1 pruned
+    seen.clear()
+    t.coordinate_search([t.Dimension("mbs", (1, 2, 4, 8))], {"mbs": 2}, ev)
+    assert seen == [2, 4, 8]  # going up helped: never walks down to 1
+
+
+def test_failed_candidates_are_kept_and_the_search_goes_on():
+    def ev(k):
+        return None if k["inst"] == 2 else 10.0 + (k["hint"] == "B")
+
+    history = t.coordinate_search(_space()[:2], {"inst": 1, "hint": "A"}, ev)
+    assert ({"inst": 2, "hint": "A"}, None) in history
+    assert all(k["inst"] != 3 for k, _ in history)  # a failure ends that walk
+    assert t.best_of(history) == ({"inst": 1, "hint": "B"}, 11.0)
+
+
+def test_budget_exhaustion_ends_the_search_with_what_was_measured():
+    calls = []
+
+    def ev(k):
+        if len(calls) == 3:
+            raise t.BudgetExhausted()
+        calls.append(k)
+        return float(k["inst"])
+
+    history = t.coordinate_search(_space(), {"inst": 1, "hint": "A", "mbs": 1, "queue": 0}, ev)
+    assert len(history) == 3 and t.best_of(history)[1] == 3.0
