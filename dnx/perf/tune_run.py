@@ -274,7 +274,7 @@ def run_tune(opts: TuneOptions) -> TuneResult:
     from dnx.perf import launched_server
     from dnx.manifest import library_versions, read_manifest
     from dnx.perf.bench import machine_info
-    from dnx.perf.sweep import inspect_server
+    from dnx.perf.sweep import ensemble_internal_steps, inspect_server
     from dnx.preprocess import photo_batch
     from dnx.signals import terminating
     from dnx.spec import spec_from_manifest
@@ -307,7 +307,10 @@ def run_tune(opts: TuneOptions) -> TuneResult:
             else:
                 url = opts.url
             result.url = url
-            served = [m for m in inspect_server(url, "grpc", opts.models) if not m.variable_inputs]
+            found = inspect_server(url, "grpc", opts.models)
+            # The ensemble's own preprocess/softmax steps are not variants to tune (unless named).
+            steps = ensemble_internal_steps(found) if not opts.models else {}
+            served = [m for m in found if not m.variable_inputs and m.name not in steps]
             for m in served:
                 if m.name not in bases and (repo / m.name / "config.pbtxt").is_file():
                     with contextlib.suppress(InputError):
