@@ -50,14 +50,15 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="dnx")
 def cli():
-    """dnx: DenseNet-121 to a production Triton Inference Server model repository.
+    """dnx: DenseNet-121 (or another torchvision classifier) to a production Triton model repository.
 
     \b
     Typical use:
-      dnx export --precision int8 --calib-dir photos/
+      dnx export --precision int8        # --calib-dir your-photos/ for production
       make serve
       dnx infer cat.jpg --top-k 5
       dnx perf --concurrency 1:16
+      dnx tune                           # fastest served configs on this machine
     """
 
 

@@ -268,6 +268,18 @@ def _chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+def _image_paths(images, top_k: int, batch_size: int) -> list:
+    """The image files named by ``images`` (files or folders), after checking the request flags."""
+    if top_k < 1:
+        raise InputError(f"--top-k must be at least 1 (got {top_k})")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1 (got {batch_size})")
+    paths = find_images(images)
+    if not paths:
+        raise InputError(f"no image files found in {', '.join(map(str, images)) or 'the arguments'}; pass JPEG/PNG files or folders with them")
+    return paths
+
+
 def classify(
     images,
     *,
@@ -288,13 +300,7 @@ def classify(
     folder. Every call gives up after ``timeout`` seconds. Raises :class:`ServerError` when
     the server is down, stops answering, or the model is not ready.
     """
-    if top_k < 1:
-        raise InputError(f"--top-k must be at least 1 (got {top_k})")
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1 (got {batch_size})")
-    paths = find_images(images)
-    if not paths:
-        raise InputError(f"no image files found in {', '.join(map(str, images)) or 'the arguments'}; pass JPEG/PNG files or folders with them")
+    paths = _image_paths(images, top_k, batch_size)
     results = [ImageResult(str(p)) for p in paths]
     spec = spec_for_model(model)  # resnet50_onnx is preprocessed as resnet50's weights expect
     with TritonClient(url, model, protocol, timeout=timeout) as client:
@@ -365,13 +371,7 @@ def classify_bytes(
     image fails its whole request) is resent one image per request, so every image gets its own
     answer or its own error. Raises :class:`ServerError` when the server or model is not there.
     """
-    if top_k < 1:
-        raise InputError(f"--top-k must be at least 1 (got {top_k})")
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1 (got {batch_size})")
-    paths = find_images(images)
-    if not paths:
-        raise InputError(f"no image files found in {', '.join(map(str, images)) or 'the arguments'}; pass JPEG/PNG files or folders with them")
+    paths = _image_paths(images, top_k, batch_size)
     results = [ImageResult(str(p)) for p in paths]
     blobs, errors = read_encoded(paths)
     good = [i for i, e in enumerate(errors) if e is None]

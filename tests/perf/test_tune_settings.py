@@ -27,6 +27,8 @@ ORT_MODEL = "densenet121_onnx"
 def tune_repository(fp32_repository, onnx_fp32_path, tmp_path_factory):
     from dnx.exporter import openvino as ovx
     from dnx.model_repository.render import render_config
+    from dnx.pipeline import openvino_entry, triton_config
+    from dnx.spec import DEFAULT_MODEL
 
     repo = tmp_path_factory.mktemp("tunesettings") / "model_repository"
     repo.mkdir()
@@ -36,7 +38,8 @@ def tune_repository(fp32_repository, onnx_fp32_path, tmp_path_factory):
     (repo / name / "1").mkdir(parents=True)
     for fname, path in v.files.items():
         shutil.move(path, repo / name / "1" / fname)
-    (repo / name / "config.pbtxt").write_text(render_config(v.triton_config()))
+    cfg = triton_config(openvino_entry(v, DEFAULT_MODEL), DEFAULT_MODEL)
+    (repo / name / "config.pbtxt").write_text(render_config(cfg))
     (repo / name / "labels.txt").write_text((repo / ORT_MODEL / "labels.txt").read_text())
     return repo, [ORT_MODEL, name]
 
