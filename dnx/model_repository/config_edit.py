@@ -68,20 +68,22 @@ def read_config(model_dir: str | os.PathLike) -> TritonConfig:
     return config_from_text(text, str(path))
 
 
-def config_json(cfg: TritonConfig) -> str:
-    """The JSON form Triton's ``load_model(name, config=...)`` takes, from the rendered text."""
+def load_model_json(text: str) -> str:
+    """Config text (protobuf text format) as the JSON Triton's ``load_model(name, config=...)`` takes."""
     from google.protobuf import json_format
 
-    return json_format.MessageToJson(parse_config(render_config(cfg)), preserving_proto_field_name=True)
+    return json_format.MessageToJson(parse_config(text), preserving_proto_field_name=True)
+
+
+def config_json(cfg: TritonConfig) -> str:
+    """The JSON form Triton's ``load_model(name, config=...)`` takes, from the rendered text."""
+    return load_model_json(render_config(cfg))
 
 
 def repository_config_json(model_dir: str | os.PathLike) -> str:
     """``<model_dir>/config.pbtxt`` as load_model JSON. Reloading a model after a config override needs
     it: ``load_model(name)`` alone keeps the override (Triton sees unchanged files and does nothing)."""
-    from google.protobuf import json_format
-
-    path = Path(model_dir) / "config.pbtxt"
-    return json_format.MessageToJson(parse_config(path.read_text(encoding="utf-8")), preserving_proto_field_name=True)
+    return load_model_json((Path(model_dir) / "config.pbtxt").read_text(encoding="utf-8"))
 
 
 def write_config(model_dir: str | os.PathLike, cfg: TritonConfig) -> Path:

@@ -80,15 +80,13 @@ def openvino_async_runners(repository: Path, manifest: dict | None) -> list[InPr
 
 def untuned_configs(repository: Path, names: list[str]) -> dict[str, str]:
     """``{model: previous config as Triton JSON}`` for models that ``dnx tune`` rewrote."""
-    from google.protobuf import json_format
-
-    from dnx.model_repository.render import parse_config
+    from dnx.model_repository.config_edit import load_model_json
 
     out = {}
     for name in names:
         orig = Path(repository) / name / ORIG_NAME
         if orig.is_file():
-            out[name] = json_format.MessageToJson(parse_config(orig.read_text()), preserving_proto_field_name=True)
+            out[name] = load_model_json(orig.read_text())
     return out
 
 

@@ -38,24 +38,24 @@ def _pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (zombies excluded)."""
+def _live_where(field: int, value: int) -> list[int]:
+    """Live (not zombie) processes whose /proc stat ``field`` (after the state) equals ``value``."""
     out = []
     for p in _pids():
         st = _stat(p)
-        if st and st[0] != "Z" and int(st[1]) == pid:
+        if st and st[0] != "Z" and int(st[field]) == value:
             out.append(p)
     return out
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (zombies excluded)."""
+    return _live_where(1, pid)  # ppid
 
 
 def group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes in process group ``pgid``."""
-    out = []
-    for p in _pids():
-        st = _stat(p)
-        if st and st[0] != "Z" and int(st[2]) == pgid:
-            out.append(p)
-    return out
+    return _live_where(2, pgid)  # pgrp
 
 
 def cmdline(pid: int) -> str:
