@@ -406,8 +406,21 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
                          untuned)
     atomic_write_text(results / "bench.json", json.dumps(
         {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}, indent=2) + "\n")
-    atomic_write_text(opts.out_md, render_markdown(result, opts))
+    atomic_write_text(opts.out_md, render_markdown(result, opts) + kept_sections(opts.out_md))
     return result
+
+
+KEEP_MARKER = "<!-- dnx bench keeps everything below this line -->"
+
+
+def kept_sections(path: Path) -> str:
+    """The part of an existing BENCHMARKS.md from :data:`KEEP_MARKER` on (other runs' figures), or ''."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return ""
+    at = text.find(KEEP_MARKER)
+    return "" if at < 0 else "\n" + text[at:]
 
 
 def _fmt(x, nd=1):

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from dnx.cli import cli
 from dnx.perf.bench import (
-    BenchOptions, Timing, compute_ratios, openvino_runners, onnxruntime_runner, run_bench, time_runner,
+    KEEP_MARKER, BenchOptions, Timing, compute_ratios, openvino_runners, onnxruntime_runner, run_bench, time_runner,
 )
 from dnx.perf.sweep import ConcurrencyRange
 
@@ -69,6 +69,7 @@ def test_quick_bench_writes_benchmarks_md_with_ratios(fp32_repository, onnx_fp32
         include_openvino=False, extra_runners=[extra], command="dnx bench --test", progress=False,
         notes="Tried: nothing yet.",
     )
+    (tmp_path / "BENCHMARKS.md").write_text(f"# Benchmarks\nstale figures 12.3\n{KEEP_MARKER}\n# GPU run\nkept 456\n")
     res = run_bench(opts)
     runners = [(t.runner, t.batch) for t in res.in_process]
     # PyTorch runs last: it slows the other runtimes of the process once it has run.
@@ -79,6 +80,8 @@ def test_quick_bench_writes_benchmarks_md_with_ratios(fp32_repository, onnx_fp32
     assert len(res.ratios) == 9 and all(r["value"] > 0 for r in res.ratios)  # 7 + the 2 tuned-target ratios
 
     md = (tmp_path / "BENCHMARKS.md").read_text()
+    # The bench's own part is rewritten; other runs' sections below the marker are kept, once.
+    assert "stale figures 12.3" not in md and md.count("kept 456") == 1 and md.index("## Machine") < md.index("kept 456")
     for needle in ("## Machine", "logical cores", "GiB", "onnxruntime 1.", "torch 2.", "tritonclient 2.50.0",
                    "served best throughput / in-process ONNX Runtime best", ">= 3x",
                    "served p99 at concurrency 1 / in-process ONNX Runtime batch-1 p99",
