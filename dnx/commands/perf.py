@@ -19,13 +19,16 @@ from dnx.commands import int_list
 @click.option("--measurement-mode", type=click.Choice(["count_windows", "time_windows"]), default="count_windows",
               show_default=True, help="count_windows: windows of --measurement-request-count requests (adapts to the "
               "model's speed); time_windows: windows of --measurement-interval ms.")
-@click.option("--measurement-request-count", type=click.IntRange(min=10), default=100, show_default=True,
+@click.option("--measurement-request-count", type=click.IntRange(min=10), default=50, show_default=True,
               help="Requests per window in count_windows mode; doubled for a retry of an unstable level.")
 @click.option("--measurement-interval", type=int, default=5000, show_default=True,
               help="perf_analyzer window (ms) in time_windows mode; doubled for a retry of an unstable level.")
 @click.option("--percentile", type=int, help="Stabilize on this latency percentile instead of the average.")
 @click.option("--stability-percentage", type=float, help="Allowed variation between windows (perf_analyzer: 10).")
 @click.option("--max-trials", type=int, help="Windows per level before it counts as unstable (perf_analyzer: 10).")
+@click.option("--skip-saturated/--all-levels", default=True, show_default=True,
+              help="Stop raising a model's concurrency once 3 levels in a row gained < 3 % over the best before them "
+                   "(never below the level that fills its padded batches); --all-levels measures every level.")
 @click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
               help="Retries of an unstable level with a longer window before it is reported unstable.")
 @click.option("--latency-budget-ms", type=float, help="Report the best throughput with p99 within this budget.")
@@ -44,7 +47,7 @@ from dnx.commands import int_list
 @click.pass_context
 def command(ctx, models, concurrency, batch_size, url, protocol, out, measurement_mode, measurement_request_count,
             measurement_interval, percentile,
-            stability_percentage, max_trials, retries, latency_budget_ms, collect_metrics, metrics_url,
+            stability_percentage, max_trials, skip_saturated, retries, latency_budget_ms, collect_metrics, metrics_url,
             launch, repository, endpoint_url, resume, quiet):
     """Sweep concurrency with perf_analyzer and write CSVs, report.md, report.json and plots.
 
@@ -72,15 +75,16 @@ def command(ctx, models, concurrency, batch_size, url, protocol, out, measuremen
         batch_sizes=int_list(batch_size, "--batch-size"), measurement_interval_ms=measurement_interval,
         measurement_mode=measurement_mode, measurement_request_count=measurement_request_count,
         percentile=percentile, stability_percentage=stability_percentage, max_trials=max_trials,
-        retries=retries, metrics_url=metrics_url, progress=not quiet,
+        retries=retries, metrics_url=metrics_url, progress=not quiet, skip_saturated=skip_saturated,
     )
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
 
     def plan(points: int, seconds: float) -> None:
-        how = (f"count windows of {measurement_request_count} requests, assuming >= 60 infer/s; a slower server "
+        how = (f"count windows of {measurement_request_count} requests, assuming >= 30 infer/s; a slower server "
                "takes longer" if measurement_mode == "count_windows" else f"{measurement_interval} ms windows")
-        click.echo(f"perf: {points} points, estimated {seconds / 60:.1f} min ({how}; retries of unstable levels add more)",
-                   err=True)
+        upto = "up to " if skip_saturated else ""
+        click.echo(f"perf: {upto}{points} points, estimated {upto}{seconds / 60:.1f} min ({how}; retries of unstable "
+                   "levels add more" + ("; levels past saturation are skipped" if skip_saturated else "") + ")", err=True)
 
     run = run_perf(PerfOptions(sweep=sweep, models=names, out=out, latency_budget_ms=latency_budget_ms,
                                launch=launch, repository=repository, collect_metrics=collect_metrics,

@@ -25,6 +25,8 @@ from dnx.commands import int_list
 @click.option("--top", type=click.IntRange(min=1), default=2, show_default=True,
               help="Without --models: how many of the best variants to search.")
 @click.option("--concurrency", default="1,2,4", show_default=True, help="Concurrency levels measured per candidate.")
+@click.option("--max-concurrency", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Highest level added to fill a candidate's batches (2 x instances x batch).")
 @click.option("--measurement-interval", type=click.IntRange(min=200), default=1500, show_default=True,
               help="perf_analyzer window (ms) per level.")
 @click.option("--stability-percentage", type=float, default=15.0, show_default=True,
@@ -34,7 +36,7 @@ from dnx.commands import int_list
 @click.option("--out", type=click.Path(path_type=Path), help="Report folder. Default: perf/results/<timestamp>-tune/.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def command(repository, models, objective, latency_budget_ms, budget_minutes, url, launch, dry_run, top,
-            concurrency, measurement_interval, stability_percentage, max_trials, out, quiet):
+            concurrency, max_concurrency, measurement_interval, stability_percentage, max_trials, out, quiet):
     """Search each model's served settings with perf_analyzer and write the fastest into config.pbtxt.
 
     Candidates (instances, threads, streams, hints, batch sizes, queue delay) are loaded into the
@@ -57,7 +59,8 @@ def command(repository, models, objective, latency_budget_ms, budget_minutes, ur
     opts = TuneOptions(
         repository=repository, models=list(models) or None, objective=objective, latency_budget_ms=latency_budget_ms,
         budget_minutes=budget_minutes, url=url, dry_run=dry_run, top=top,
-        concurrency=int_list(concurrency, "--concurrency"), window_ms=measurement_interval, stability_percentage=stability_percentage, max_trials=max_trials,
+        concurrency=int_list(concurrency, "--concurrency"), max_concurrency=max_concurrency,
+        window_ms=measurement_interval, stability_percentage=stability_percentage, max_trials=max_trials,
         out=out, progress=not quiet,
     )
     res = run_tune(opts)

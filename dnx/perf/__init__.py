@@ -59,8 +59,8 @@ def default_out_dir(root: str | Path = "perf/results") -> Path:
 # 5 s time windows gave 18 s a point on the 2-core machine kind (STACK-FACTS, 2026-11-28).
 WINDOWS_PER_POINT = 3.5
 POINT_OVERHEAD_S = 1.5
-# count_windows: the slowest CPU variant serves ~55-65 infer/s on that machine when quiet.
-ASSUMED_THROUGHPUT = 60.0
+# count_windows: the slowest CPU variants served 25-33 infer/s on the 2-core machine (perf/BENCHMARKS.md).
+ASSUMED_THROUGHPUT = 30.0
 
 
 def estimate_sweep_seconds(points: int, s: SweepOptions, throughput: float = ASSUMED_THROUGHPUT) -> float:
@@ -100,7 +100,8 @@ def _state(opts: PerfOptions, result: SweepResult) -> dict:
                   "measurement_mode": s.measurement_mode, "measurement_request_count": s.measurement_request_count,
                   "percentile": s.percentile, "stability_percentage": s.stability_percentage,
                   "max_trials": s.max_trials, "retries": s.retries, "metrics_url": opts.sweep.metrics_url,
-                  "verbose_csv": opts.sweep.verbose_csv, "input_data": s.input_data},
+                  "verbose_csv": opts.sweep.verbose_csv, "input_data": s.input_data,
+                  "skip_saturated": s.skip_saturated},
         "measurements": [{"model": model, "batch": batch, **asdict(m)}
                          for (model, batch), rows in result.measurements.items() for m in rows],
         "runs": [asdict(r) for r in result.runs],

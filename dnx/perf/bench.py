@@ -338,7 +338,7 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
     from dnx.manifest import library_versions, read_manifest
     from dnx.perf import bench_tuned, launched_server
     from dnx.perf.report import tidy_rows, write_report
-    from dnx.perf.sweep import ensemble_internal_steps, inspect_server, sweep
+    from dnx.perf.sweep import ensemble_internal_steps, inspect_server, sweep_with_fill
     from dnx.preprocess import photo_batch, sample_photographs
     from dnx.spec import get_spec
 
@@ -389,7 +389,7 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
                 measurement_interval_ms=opts.measurement_interval_ms, stability_percentage=opts.stability_percentage,
                 max_trials=opts.max_trials, retries=opts.retries, input_data=str(input_dir), progress=opts.progress,
             )
-            swept = sweep(models, sweep_opts, results)
+            swept = sweep_with_fill(models, sweep_opts, results)
             step("served: models tuned by `dnx tune` again with their config.pbtxt.orig (untuned)")
             untuned = bench_tuned.sweep_untuned(server.grpc_url, repo, models, sweep_opts, results, manifest)
     except Interrupted as exc:  # the server is stopped by now; keep what was measured

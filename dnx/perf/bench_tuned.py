@@ -94,7 +94,7 @@ def sweep_untuned(url: str, repository: Path, models: list, sweep_opts, results:
     """Sweep each tuned model again with its ``config.pbtxt.orig`` loaded; the repository's config is
     reloaded afterwards. Rows are tidy rows (:func:`dnx.perf.report.tidy_rows`)."""
     from dnx.perf.report import tidy_rows
-    from dnx.perf.sweep import ServedModel, sweep
+    from dnx.perf.sweep import ServedModel, sweep_with_fill
 
     configs = untuned_configs(repository, [m.name for m in models])
     if not configs:
@@ -106,7 +106,7 @@ def sweep_untuned(url: str, repository: Path, models: list, sweep_opts, results:
         for name, cfg in configs.items():
             client.load_model(name, config=cfg)
         served = [ServedModel(m.name, m.version, json.loads(configs[m.name])) for m in models if m.name in configs]
-        swept = sweep(served, sweep_opts, Path(results) / "untuned")
+        swept = sweep_with_fill(served, sweep_opts, Path(results) / "untuned")
     finally:
         from dnx.model_repository.config_edit import repository_config_json
 

@@ -122,6 +122,10 @@ def _render_md(result: SweepResult, rows: list[dict], comparison: list[dict], me
         lines += ["", f"![throughput vs concurrency]({plots['concurrency']})"]
     if meta.get("skipped"):
         lines += ["", "Not measured: " + "; ".join(f"`{k}` ({v})" for k, v in meta["skipped"].items()) + "."]
+    if result.saturated:
+        past = "; ".join(f"`{m}` batch {b}: c{', c'.join(map(str, levels))}"
+                         for (m, b), levels in sorted(result.saturated.items()))
+        lines += ["", f"Past saturation, not measured (throughput flat for 3 levels; `--all-levels` measures them): {past}."]
     unstable = [r for r in rows if not r["stable"]]
     if unstable:
         pts = ", ".join(f"{r['model']} b{r['batch']} c{r['concurrency']}" for r in unstable)
@@ -243,6 +247,7 @@ def write_report(result: SweepResult, *, latency_budget_ms: float | None = None,
         "complete": result.incomplete is None,
         "incomplete_reason": result.incomplete,
         "points": {"measured": result.points(), "planned": result.planned()},
+        "saturated": [{"model": m, "batch": b, "skipped_levels": levels} for (m, b), levels in result.saturated.items()],
         **(extra or {}),
     }
     atomic_write_text(out / "report.json", json.dumps(doc, indent=2) + "\n")

@@ -13,6 +13,7 @@ flagged ``stable=False``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import re
 import shlex
@@ -241,6 +242,39 @@ def shell_line(argv: list[str], env: dict | None = None) -> str:
 
 # ---------------------------------------------------------------- server queries
 
+# Highest concurrency dnx adds on its own to fill a model's batches (tune, bench).
+FILL_CAP = 16
+
+
+def fill_concurrency(instances: int, batch: int, cap: int = FILL_CAP) -> int:
+    """Requests in flight that keep every instance busy with full batches: 2 x instances x batch, at most ``cap``.
+
+    Twice: while an instance runs one batch, the next one queues. Below this level a model
+    that pads (openvino with ENABLE_BATCH_PADDING) pays for whole batches of mostly zeros.
+    """
+    return max(1, min(cap, 2 * max(1, instances) * max(1, batch)))
+
+
+
+
+# Saturation: this many levels in a row without beating the best before them by MIN_GAIN.
+FLAT_LEVELS = 3
+SATURATION_GAIN = 0.03
+
+
+def saturated(throughput: dict[int, float], floor: int = 1) -> bool:
+    """True when the last :data:`FLAT_LEVELS` levels all stayed below the best before them + 3 %.
+
+    Past that point a closed-loop client only queues more (Little's law: latency grows with
+    concurrency, throughput does not). Never before ``floor``: a model that pads its batches
+    gains late, once they fill (:meth:`ServedModel.saturation_floor`).
+    """
+    levels = sorted(throughput)
+    if len(levels) <= FLAT_LEVELS or levels[-1] < floor:
+        return False
+    best_before = max(throughput[c] for c in levels[:-FLAT_LEVELS])
+    return all(throughput[c] < best_before * (1 + SATURATION_GAIN) for c in levels[-FLAT_LEVELS:])
+
 
 @dataclass
 class ServedModel:
@@ -268,6 +302,24 @@ class ServedModel:
     def ensemble_steps(self) -> list[str]:
         """Model names of the steps, for an ensemble (empty otherwise)."""
         return [st.get("model_name", "") for st in (self.config.get("ensemble_scheduling") or {}).get("step", [])]
+
+    @property
+    def instances(self) -> int:
+        return max(1, sum(int(g.get("count", 1)) for g in self.config.get("instance_group", [])) or 1)
+
+    def fill_concurrency(self, cap: int = FILL_CAP) -> int:
+        """:func:`fill_concurrency` for this config: its largest preferred batch, else max_batch_size."""
+        dyn = self.config.get("dynamic_batching")
+        preferred = [int(b) for b in (dyn or {}).get("preferred_batch_size", [])]
+        batch = max(preferred, default=self.max_batch_size) if dyn is not None else 1
+        return fill_concurrency(self.instances, batch, cap)
+
+    def saturation_floor(self, cap: int = FILL_CAP) -> int:
+        """Lowest level at which :func:`saturated` may stop a sweep: the fill level where batches are padded
+        (a partly filled batch costs a full one there), else 2 x instances."""
+        params = {k: str(v.get("string_value", "")).lower() for k, v in (self.config.get("parameters") or {}).items()}
+        pads = params.get("enable_batch_padding") == "yes" and self.max_batch_size > 1
+        return self.fill_concurrency(cap) if pads else fill_concurrency(self.instances, 1, cap)
 
     @property
     def on_gpu(self) -> bool:
@@ -391,7 +443,8 @@ class SweepOptions:
     input_data: str | None = None
     progress: bool = True
     measurement_mode: str = "time_windows"  # or count_windows (windows of measurement_request_count requests)
-    measurement_request_count: int = 100
+    measurement_request_count: int = 50
+    skip_saturated: bool = False  # stop raising concurrency once throughput is flat (see saturated())
 
     def check(self) -> None:
         """Raise :class:`InputError` for values perf_analyzer would reject."""
@@ -437,14 +490,19 @@ class SweepResult:
     runs: list[Run] = field(default_factory=list)
     perf_analyzer: str = ""
     incomplete: str | None = None  # why the sweep stopped before every level was measured
+    # (model, batch) -> levels not measured because throughput had saturated below them
+    saturated: dict[tuple[str, int], list[int]] = field(default_factory=dict)
 
     def points(self) -> int:
         """Measured (model, batch, concurrency) points."""
         return sum(len(v) for v in self.measurements.values())
 
     def planned(self) -> int:
-        """Points the options ask for."""
-        return len(self.models) * len(self.options.batch_sizes) * len(self.options.concurrency.levels())
+        """Points the options ask for (plus fill levels already added by :func:`sweep_with_fill`)."""
+        levels = set(self.options.concurrency.levels())
+        extra = sum(len({m.concurrency for m in v} - levels) for v in self.measurements.values())
+        skipped = sum(len(v) for v in self.saturated.values())
+        return len(self.models) * len(self.options.batch_sizes) * len(levels) + extra - skipped
 
 
 class _Progress:
@@ -536,20 +594,30 @@ def plan_retries(seg: Segment, measured: set[int], unstable: set[int], step: int
 def measure(
     model: ServedModel, batch: int, opts: SweepOptions, out_dir: Path, binary: Path, env: dict, progress: _Progress,
     collected: dict[int, Measurement] | None = None, runs: list[Run] | None = None,
-    on_level: Callable[[], None] | None = None,
+    on_level: Callable[[], None] | None = None, skipped: list[int] | None = None,
 ) -> tuple[list[Measurement], list[Run]]:
     """Measure one (model, batch size) over ``opts.concurrency``, one level per perf_analyzer run.
 
     Levels already in ``collected`` are not measured again. ``collected`` and ``runs`` are
     filled as each level finishes (and ``on_level`` called), so they hold every completed
-    level even when a later one raises :class:`PerfError`.
+    level even when a later one raises :class:`PerfError`. With ``opts.skip_saturated`` the
+    levels above a saturated throughput (:func:`saturated`) are left out and listed in ``skipped``.
     """
+    skipped = [] if skipped is None else skipped
+    floor = model.saturation_floor()
+
+    def stop_if_saturated() -> None:
+        if opts.skip_saturated and saturated({c: m.throughput for c, m in collected.items()}, floor):
+            skipped[:] = sorted({c for seg in pending for c in seg.levels if c not in collected})
+            pending.clear()
+
     raw = out_dir / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     step = opts.concurrency.step
     collected = {} if collected is None else collected
     runs = [] if runs is None else runs
     pending = [Segment((c,), opts.measurement_interval_ms) for c in opts.concurrency.levels() if c not in collected]
+    stop_if_saturated()  # a resumed sweep may already be past saturation
     input_data = opts.input_data
     if model.string_inputs and not str(input_data or "").endswith(".json"):
         # Random bytes are not images (every request would fail): send real JPEGs.
@@ -599,6 +667,8 @@ def measure(
                 f"(exit {rc}): {tail}; see {log_path}"
             )
         pending[:0] = plan_retries(seg, set(got), unstable, step, opts.retries)
+        if not pending or not set(pending[0].levels) & set(seg.levels):  # not while retrying this level
+            stop_if_saturated()
     return [collected[c] for c in sorted(collected)], runs
 
 
@@ -639,7 +709,28 @@ def sweep(models: list[ServedModel], opts: SweepOptions, out_dir: str | os.PathL
                     if on_level:
                         on_level(result)
 
-                measure(m, b, opts, out_dir, binary, env, progress, collected, result.runs, saved)
+                skipped: list[int] = []
+                measure(m, b, opts, out_dir, binary, env, progress, collected, result.runs, saved, skipped)
+                if skipped:
+                    result.saturated[(m.name, b)] = skipped
+                    progress.bar.update(len(skipped))
     finally:
         progress.close()
+    return result
+
+
+def sweep_with_fill(models: list[ServedModel], opts: SweepOptions, out_dir: str | os.PathLike,
+                    cap: int = FILL_CAP) -> SweepResult:
+    """:func:`sweep`, then each model once more at its fill level when that lies beyond ``opts.concurrency``.
+
+    A model tuned to larger batches or more instances only shows its throughput once its
+    batches fill (:meth:`ServedModel.fill_concurrency`); the extra level is one more point.
+    """
+    result = sweep(models, opts, out_dir)
+    top = max(opts.concurrency.levels())
+    for m in models:
+        fill = m.fill_concurrency(cap)
+        if fill > top:
+            one = dataclasses.replace(opts, concurrency=ConcurrencyRange(fill, fill, 1))
+            sweep([m], one, out_dir, result=result)
     return result

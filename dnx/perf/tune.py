@@ -112,6 +112,28 @@ def space_for(cfg: TritonConfig, cores: int | None = None, max_concurrency: int 
     return [d for d in dims if max_concurrency > 1 or d.name not in _BATCHING]
 
 
+def fill_level(cfg: TritonConfig, cap: int) -> int:
+    """The concurrency that fills ``cfg``'s batches (:func:`dnx.perf.sweep.fill_concurrency`)."""
+    from dnx.perf.sweep import fill_concurrency
+
+    batch = max(cfg.preferred_batch_sizes, default=cfg.max_batch_size) if cfg.dynamic_batching else 1
+    return fill_concurrency(cfg.instance_count, batch, cap)
+
+
+def levels_for(cfg: TritonConfig, levels: tuple[int, ...], cap: int) -> tuple[tuple[int, ...], int | None]:
+    """``(levels, fill)``: the levels to measure ``cfg`` at, and the fill level added beyond them (or None).
+
+    Batches only form, and padded batches only pay off, once enough requests are in flight;
+    a candidate with larger batches or more instances is measured where it can fill them too.
+    """
+    fill = fill_level(cfg, cap)
+    if len(levels) == 1 and levels[0] == 1:  # the latency objective measures concurrency 1 only
+        return levels, None
+    if fill > max(levels):
+        return tuple(levels) + (fill,), fill
+    return tuple(levels), None
+
+
 def knobs_of(cfg: TritonConfig) -> dict:
     """The knobs of an existing config (the search's starting point)."""
     backend = backend_of(cfg)

@@ -55,6 +55,7 @@ class TuneOptions:
     dry_run: bool = False
     top: int = 2
     concurrency: tuple[int, ...] = (1, 2, 4)
+    max_concurrency: int = 16  # cap of the fill level added per candidate (space.levels_for)
     window_ms: int = 1500
     max_trials: int = 6
     stability_percentage: float = 15.0
@@ -72,6 +73,9 @@ class TuneOptions:
             raise InputError("--top must be >= 1")
         if not self.concurrency or any(c < 1 for c in self.concurrency):
             raise InputError(f"--concurrency {list(self.concurrency)} must list levels >= 1, e.g. 1,2,4")
+        if self.max_concurrency < max(self.concurrency):
+            raise InputError(f"--max-concurrency {self.max_concurrency} is below --concurrency's highest level "
+                             f"{max(self.concurrency)}; raise it (default 16)")
         if not Path(self.repository).is_dir():
             raise InputError(f"model repository {self.repository} does not exist; build it with `dnx export` or pass --repository")
         need = candidate_estimate_s(self)
@@ -86,8 +90,8 @@ class TuneOptions:
 
 
 def candidate_estimate_s(opts: TuneOptions) -> float:
-    """A first guess of one candidate's cost: a load plus at least 3 windows per level."""
-    return LOAD_ESTIMATE_S + len(opts.levels) * (3 * opts.window_ms / 1000.0 + 2.0)
+    """A first guess of one candidate's cost: a load plus at least 3 windows per level (and a fill level)."""
+    return LOAD_ESTIMATE_S + (len(opts.levels) + 1) * (3 * opts.window_ms / 1000.0 + 2.0)
 
 
 @dataclass
@@ -229,12 +233,18 @@ class _Measurer:
             if out.shape != ref.shape or cos < 0.999:
                 raise RuntimeError(f"answers differ from the untuned model (cosine {cos:.4f})")
             best = -1.0
-            for c in self.opts.levels:
+            levels, fill = space.levels_for(cfg, self.opts.levels, self.opts.max_concurrency)
+            budget = self.opts.latency_budget_ms
+            for c in levels:
                 p = self.level(cfg.name, cand.index, c)
                 cand.points.append(p)
-                budget = self.opts.latency_budget_ms
-                # Past saturation or past the latency budget, higher concurrency cannot win.
-                if p["throughput"] < 0.97 * best or (budget is not None and p["p99_ms"] > budget):
+                if budget is not None and p["p99_ms"] > budget:
+                    break  # higher concurrency only adds latency
+                if p["throughput"] < 0.97 * best and c != fill:
+                    # Past saturation; only the fill level (full batches) may still win.
+                    if fill is None or fill in [q["concurrency"] for q in cand.points]:
+                        break
+                    cand.points.append(self.level(cfg.name, cand.index, fill))
                     break
                 best = max(best, p["throughput"])
             cand.score = space.score(cand.points, self.opts.objective, self.opts.latency_budget_ms)

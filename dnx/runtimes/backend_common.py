@@ -98,6 +98,36 @@ def openvino_properties(params: dict) -> dict:
     return props
 
 
+def instance_count(config: dict) -> int:
+    """How many instances Triton runs of a model: the sum of its ``instance_group`` counts (1 if none)."""
+    groups = config.get("instance_group") or [{}]
+    return max(1, sum(int(g.get("count", 1)) for g in groups))
+
+
+def openvino_process_share(props: dict, instances: int, cores: int) -> dict:
+    """One instance's share of the compile properties, so N instance processes act as the C++ backend's one model.
+
+    The C++ openvino backend compiles a model ONCE and gives each of its ``instances`` an infer
+    request on it: ``NUM_STREAMS`` streams split the CPU's ``INFERENCE_NUM_THREADS`` (default:
+    all cores) and up to ``instances`` inferences overlap. Triton's Python backend runs each
+    instance in a process of its own, each compiling its own model, so each process gets
+    ``NUM_STREAMS // instances`` streams (at least 1) and ``threads // instances`` threads (at
+    least 1): the same streams and threads in total, not ``instances`` times as many. Thread
+    pinning is turned off: each process would pin its threads to the same first cores.
+    """
+    if instances <= 1:
+        return dict(props)
+    out = dict(props)
+    streams = str(props.get("NUM_STREAMS", ""))
+    if streams.isdigit():
+        out["NUM_STREAMS"] = str(max(1, int(streams) // instances))
+    threads = int(props.get("INFERENCE_NUM_THREADS") or 0) or max(1, cores)
+    out["INFERENCE_NUM_THREADS"] = str(max(1, threads // instances))
+    # OpenVINO pins each process's stream threads from core 0 up: every process would share core 0.
+    out["ENABLE_CPU_PINNING"] = False
+    return out
+
+
 def pad_batch(feed: dict, rows: int) -> dict:
     """Zero-pad every array of ``feed`` along axis 0 up to ``rows`` (the openvino backend's batch padding)."""
     out = {}

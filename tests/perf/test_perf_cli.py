@@ -178,3 +178,36 @@ def test_server_down_is_a_one_line_error(tmp_path):
 def test_bad_flags_are_one_line_errors(flags, needles, tmp_path):
     r = CliRunner().invoke(cli, ["perf", "--out", str(tmp_path), *flags])
     one_line_error(r, *needles)
+
+
+def test_saturation_rule():
+    from dnx.perf.sweep import saturated
+
+    assert not saturated({1: 28.0, 2: 29.0, 3: 30.1})  # too few levels to judge
+    assert saturated({1: 28.0, 2: 30.0, 3: 30.5, 4: 30.2, 5: 30.8})  # 3 levels within 3 % of 30.0
+    assert not saturated({1: 28.0, 2: 30.0, 3: 30.5, 4: 31.0, 5: 30.8})  # c4 gained 3.3 %
+    assert not saturated({1: 20.0, 2: 30.0, 3: 30.5, 4: 30.2, 5: 30.8}, floor=8)  # padded batches fill at c8
+    assert saturated({c: 50.0 for c in range(1, 9)}, floor=8)
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_sweep_stops_at_the_first_saturated_level(triton_server, tmp_path):
+    """Whatever this machine's numbers: the sweep stops exactly where the rule first holds, and says so."""
+    from dnx.perf.sweep import ConcurrencyRange, SweepOptions, saturated, sweep
+
+    models = inspect_server(triton_server.grpc_url, "grpc", ["densenet121_onnx"])
+    opts = SweepOptions(url=triton_server.grpc_url, concurrency=ConcurrencyRange(1, 7), measurement_interval_ms=500,
+                        stability_percentage=100, max_trials=3, progress=False, skip_saturated=True)
+    res = sweep(models, opts, tmp_path)
+    rows = res.measurements[("densenet121_onnx", 1)]
+    thr = {m.concurrency: m.throughput for m in rows}
+    levels = sorted(thr)
+    assert levels == list(range(1, len(levels) + 1))
+    first = next((k for k in levels if saturated({c: thr[c] for c in levels if c <= k})), None)
+    skipped = res.saturated.get(("densenet121_onnx", 1), [])
+    if first is None:
+        assert levels == list(range(1, 8)) and skipped == []
+    else:
+        assert first == levels[-1] and skipped == list(range(first + 1, 8)), (thr, skipped)
+        assert res.planned() == res.points() == first

@@ -210,3 +210,43 @@ def test_budget_exhaustion_ends_the_search_with_what_was_measured():
 
     history = t.coordinate_search(_space(), {"inst": 1, "hint": "A", "mbs": 1, "queue": 0}, ev)
     assert len(history) == 3 and t.best_of(history)[1] == 3.0
+
+
+# ------------------------------------------------------------------ where a candidate is measured
+
+
+def test_candidates_are_measured_where_their_batches_fill():
+    levels = (1, 2, 4)
+    # One instance, batch 1: c1..c4 already keep it busy.
+    assert t.levels_for(_ov(), levels, 16) == ((1, 2, 4), None)
+    # Two padded instances of batch 4: 2 x 2 x 4 = 16 requests in flight fill them.
+    big = t.apply_knobs(_ov(), {"layout": (2, 2), "hint": "LATENCY", "threads": 0, "max_batch": 4, "queue_us": 0})
+    assert t.levels_for(big, levels, 16) == ((1, 2, 4, 16), 16)
+    assert t.levels_for(big, levels, 8) == ((1, 2, 4, 8), 8)  # --max-concurrency caps it
+    assert t.levels_for(big, (1,), 16) == ((1,), None)  # the latency objective: c1 only
+    # ONNX Runtime: its preferred batch, not the exported max_batch_size, is what fills.
+    ort = t.apply_knobs(_cfg(), {"layout": (1, 2), "inter": 1, "preferred": 2, "queue_us": 0})
+    assert t.fill_level(ort, 16) == 4 and t.levels_for(ort, levels, 16) == ((1, 2, 4), None)
+    assert t.fill_level(_cfg(dynamic_batching=False), 16) == 2
+
+
+def test_served_models_fill_level_reads_the_servers_config():
+    from dnx.perf.sweep import ConcurrencyRange, Measurement, ServedModel, SweepOptions, SweepResult
+
+    m = ServedModel("ov", "1", {"max_batch_size": 4, "dynamic_batching": {"preferred_batch_size": [4]},
+                                "instance_group": [{"count": 2, "kind": "KIND_CPU"}]})
+    assert m.instances == 2 and m.fill_concurrency() == 16 and m.fill_concurrency(cap=6) == 6
+    assert ServedModel("o", "1", {"max_batch_size": 16}).fill_concurrency() == 2  # no batcher: batch 1
+    res = SweepResult(Path("."), [m], SweepOptions(url="x", concurrency=ConcurrencyRange(1, 4, 1)))
+    assert res.planned() == 4
+    res.measurements[("ov", 1)] = [_point(c) for c in (1, 2, 3, 4, 16)]
+    assert res.planned() == 5 and res.points() == 5  # the fill level counts as planned once measured
+
+
+def _point(c):
+    import dataclasses
+
+    from dnx.perf.sweep import Measurement
+
+    required = {f.name: 0.0 for f in dataclasses.fields(Measurement) if f.default is dataclasses.MISSING}
+    return Measurement(**{**required, "concurrency": c})

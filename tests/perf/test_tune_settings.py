@@ -9,6 +9,8 @@ dynamic batcher forms batches, padded for OpenVINO) are checked against the untu
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 
 import numpy as np
@@ -67,7 +69,8 @@ def test_every_setting_loads_and_answers_like_the_untuned_model(triton_server_fa
     import tritonclient.grpc as grpcclient
 
     repo, models = tune_repository
-    server = triton_server_factory(repo, log_file=tmp_path_factory.mktemp("tunetriton") / "tritonserver.log")
+    log = tmp_path_factory.mktemp("tunetriton") / "tritonserver.log"
+    server = triton_server_factory(repo, log_file=log)
     client = grpcclient.InferenceServerClient(server.grpc_url)
     inputs = photo_array[:4]
     tried = []
@@ -99,6 +102,10 @@ def test_every_setting_loads_and_answers_like_the_untuned_model(triton_server_fa
     labels = " ".join(d for _, d in tried)
     for expected_setting in ("inst=2", "hint=THROUGHPUT", "mbs=8", "q=5000us", "inter=2", "pref=8"):
         assert expected_setting in labels, (expected_setting, json.dumps(tried))
+    # Two openvino instances (NUM_STREAMS 2) act as the C++ backend's one compiled model: each
+    # instance process compiled one stream with its half of the cores, not two streams each.
+    shares = re.findall(r"streams (\d+), threads (\d+), batch \w+, one of 2 instance processes", log.read_text())
+    assert shares and set(shares) == {("1", str(max(1, (os.cpu_count() or 1) // 2)))}, shares
 
 
 def _infer(client, model, batch):

@@ -97,3 +97,25 @@ def test_pad_batch_fills_zeros_up_to_the_fixed_batch():
     assert padded.shape == (4, 3) and padded.dtype == np.float32 and padded[1:].sum() == 0
     same = np.ones((4, 3))
     assert common.pad_batch({"x": same}, 4)["x"] is same
+
+
+def test_instances_share_one_models_streams_and_threads():
+    """N instance processes get the streams and threads the C++ backend's one compiled model has."""
+    props = {"NUM_STREAMS": "2", "PERFORMANCE_HINT": "LATENCY"}
+    assert common.openvino_process_share(props, 1, 2) == props  # one instance: unchanged
+    two = common.openvino_process_share(props, 2, 2)
+    assert two == {"NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": "1",
+                   "ENABLE_CPU_PINNING": False}
+    assert props == {"NUM_STREAMS": "2", "PERFORMANCE_HINT": "LATENCY"}  # the input is not modified
+    # Explicit threads are split too; never below one stream or one thread.
+    assert common.openvino_process_share({"INFERENCE_NUM_THREADS": "8", "NUM_STREAMS": "4"}, 2, 16) == {
+        "INFERENCE_NUM_THREADS": "4", "NUM_STREAMS": "2", "ENABLE_CPU_PINNING": False}
+    assert common.openvino_process_share({"NUM_STREAMS": "1"}, 3, 2)["NUM_STREAMS"] == "1"
+    assert common.openvino_process_share({"NUM_STREAMS": "AUTO"}, 3, 2) == {
+        "NUM_STREAMS": "AUTO", "INFERENCE_NUM_THREADS": "1", "ENABLE_CPU_PINNING": False}
+
+
+def test_instance_count_sums_the_groups():
+    assert common.instance_count({}) == 1
+    assert common.instance_count({"instance_group": [{"count": 2, "kind": "KIND_CPU"}]}) == 2
+    assert common.instance_count({"instance_group": [{"count": 2}, {"kind": "KIND_CPU"}]}) == 3

@@ -17,7 +17,10 @@ It follows the C++ backend (triton-inference-server/openvino_backend, ``src/open
 * with ``max_batch_size > 0`` the model's batch is fixed to ``max_batch_size``; smaller
   batches are padded with zeros when ``ENABLE_BATCH_PADDING`` is YES, else every request
   must carry exactly ``max_batch_size`` items (the README's rule);
-* one infer request per instance, ONE inference per batch the dynamic batcher forms.
+* one infer request per instance, ONE inference per batch the dynamic batcher forms; the
+  C++ backend compiles the model once for all instances, so N instances with ``NUM_STREAMS``
+  N overlap N inferences on one CPU's threads. Each instance is a process here, compiling its
+  own copy with its share of the streams and threads (``openvino_process_share``).
 
 Unlike the C++ backend, a request refused by that rule (or by OpenVINO) gets an error response
 of its own and the other requests of the batch are answered. This file runs inside Triton's Python
@@ -53,6 +56,9 @@ class TritonPythonModel:
         m.check_names({n for port in model.inputs for n in port.get_names()},
                       {n for port in model.outputs for n in port.get_names()}, what="model")
         self._reshape(model, common.is_yes(m.params, "RESHAPE_IO_LAYERS"))
+        # Each instance is a process here (one compiled model in the C++ backend): take its share.
+        instances = common.instance_count(m.config)
+        props = common.openvino_process_share(props, instances, os.cpu_count() or 1)
         if m.max_batch_size > 0:
             props["ALLOW_AUTO_BATCHING"] = "NO" if common.is_yes(m.params, "SKIP_OV_DYNAMIC_BATCHSIZE") else "YES"
         self.compiled = core.compile_model(model, "CPU", props)
@@ -61,7 +67,8 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(
             f"{m.name}: OpenVINO {ov.get_version()} on CPU, precision {precision}, "
             f"streams {self.compiled.get_property('NUM_STREAMS')}, "
-            f"threads {self.compiled.get_property('INFERENCE_NUM_THREADS')}, batch {m.max_batch_size or 'model'}"
+            f"threads {self.compiled.get_property('INFERENCE_NUM_THREADS')}, batch {m.max_batch_size or 'model'}, "
+            f"one of {instances} instance processes"
         )
 
     def _reshape(self, model, reshape_io_layers):
