@@ -84,7 +84,8 @@ def search_space(backend: str, cores: int | None = None, max_batch: int = 8, gpu
         return [
             Dimension("layout", layouts),
             Dimension("hint", ("LATENCY", "THROUGHPUT"), ordered=False),
-            Dimension("threads", threads, ordered=False, applies=lambda k: cores >= 2),
+            # With several instances each process already gets its share of the threads (backend_common).
+            Dimension("threads", threads, ordered=False, applies=lambda k: cores >= 2 and k["layout"][0] == 1),
             Dimension("max_batch", batches),
             Dimension("queue_us", (0, 1000, 5000), applies=batching),
         ]
