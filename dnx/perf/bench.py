@@ -97,17 +97,32 @@ def onnxruntime_runner(onnx_path: Path, batch_sizes=(1,), threads: int = 2, prec
 _OV_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 
 
+# Config parameters that choose an OpenVINO model's precision (kept by the in-process runners).
+PRECISION_KEYS = ("INFERENCE_PRECISION_HINT", "HINT_BF16")
+
+
+def sync_parameters(precision: str, parameters: dict[str, str] | None = None) -> dict[str, str]:
+    """Config parameters of the synchronous in-process OpenVINO runner: LATENCY, one stream.
+
+    Only the served precision choice is kept from ``parameters``: the served streams and hint
+    (e.g. THROUGHPUT x 2 after ``dnx tune``) would leave one synchronous request half the cores.
+    """
+    chosen = ({k: v for k, v in parameters.items() if k in PRECISION_KEYS} if parameters is not None
+              else {"INFERENCE_PRECISION_HINT": _OV_HINTS.get(precision, "f32")})
+    return {**chosen, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+
+
 def openvino_runner(model_path: Path, precision: str = "fp32", batch_sizes=(1, 8), threads: int | None = None,
                     parameters: dict[str, str] | None = None) -> InProcessRunner:
     """OpenVINO CPU on an ONNX or IR file, LATENCY hint, inference precision from ``precision``.
 
-    ``parameters`` (a served model's config parameters) replace the precision choice, so the
-    in-process run compiles exactly as the openvino backend does (int8 then runs its
-    unquantized layers at the CPU default, as served).
+    ``parameters`` (a served model's config parameters) give the precision choice
+    (:data:`PRECISION_KEYS`), so the in-process run computes in the precision the openvino
+    backend serves (int8 then runs its unquantized layers at the CPU default, as served); one
+    stream, LATENCY hint.
     """
     threads = threads or os.cpu_count()
-    params = {"PERFORMANCE_HINT": "LATENCY",
-              **(parameters if parameters is not None else {"INFERENCE_PRECISION_HINT": _OV_HINTS.get(precision, "f32")})}
+    params = sync_parameters(precision, parameters)
 
     def load(batch: int) -> Infer:
         from dnx.runtimes import openvino
@@ -120,7 +135,7 @@ def openvino_runner(model_path: Path, precision: str = "fp32", batch_sizes=(1, 8
 
     hint = compile_properties(params).get("INFERENCE_PRECISION_HINT", "CPU default")
     return InProcessRunner(f"openvino {precision}", "openvino", precision, tuple(batch_sizes), load, threads,
-                           f"LATENCY hint, {threads} threads, precision hint {hint}, "
+                           f"LATENCY hint, 1 stream, {threads} threads, precision hint {hint}, "
                            f"{Path(model_path).parent.parent.name}/{Path(model_path).name}")
 
 
@@ -230,6 +245,7 @@ class BenchOptions:
     warmup: int = 3
     min_iterations: int = 5
     concurrency: ConcurrencyRange = field(default_factory=lambda: ConcurrencyRange(1, 4, 1))
+    fill_cap: int = 16  # each model is also measured where its batches fill, up to this level
     measurement_interval_ms: int = 5000
     stability_percentage: float | None = None
     max_trials: int | None = 6  # perf_analyzer's 10 windows x retries is long on a noisy machine
@@ -389,9 +405,10 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
                 measurement_interval_ms=opts.measurement_interval_ms, stability_percentage=opts.stability_percentage,
                 max_trials=opts.max_trials, retries=opts.retries, input_data=str(input_dir), progress=opts.progress,
             )
-            swept = sweep_with_fill(models, sweep_opts, results)
+            swept = sweep_with_fill(models, sweep_opts, results, opts.fill_cap)
             step("served: models tuned by `dnx tune` again with their config.pbtxt.orig (untuned)")
-            untuned = bench_tuned.sweep_untuned(server.grpc_url, repo, models, sweep_opts, results, manifest)
+            untuned = bench_tuned.sweep_untuned(server.grpc_url, repo, models, sweep_opts, results, manifest,
+                                                  opts.fill_cap)
     except Interrupted as exc:  # the server is stopped by now; keep what was measured
         atomic_write_text(results / "bench-partial.json", json.dumps(
             {"incomplete": str(exc), "in_process": [asdict(t) for t in timings]}, indent=2) + "\n")

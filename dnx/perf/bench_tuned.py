@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dnx._lazy import lazy_import
-from dnx.perf.bench import InProcessRunner, Timing, _model_file, _ratio
+from dnx.perf.bench import PRECISION_KEYS, InProcessRunner, Timing, _model_file, _ratio
 
 ORIG_NAME = "config.pbtxt.orig"
 
@@ -48,6 +48,7 @@ def openvino_async_runner(model_path: Path, precision: str, parameters: dict[str
     """
     threads = threads or os.cpu_count()
     props = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(streams), "INFERENCE_NUM_THREADS": str(threads)}
+    parameters = {k: v for k, v in (parameters or {}).items() if k in PRECISION_KEYS}
 
     def load(batch: int):
         from dnx.runtimes import openvino
@@ -90,7 +91,8 @@ def untuned_configs(repository: Path, names: list[str]) -> dict[str, str]:
     return out
 
 
-def sweep_untuned(url: str, repository: Path, models: list, sweep_opts, results: Path, manifest: dict | None) -> list[dict]:
+def sweep_untuned(url: str, repository: Path, models: list, sweep_opts, results: Path, manifest: dict | None,
+                  fill_cap: int = 16) -> list[dict]:
     """Sweep each tuned model again with its ``config.pbtxt.orig`` loaded; the repository's config is
     reloaded afterwards. Rows are tidy rows (:func:`dnx.perf.report.tidy_rows`)."""
     from dnx.perf.report import tidy_rows
@@ -106,7 +108,7 @@ def sweep_untuned(url: str, repository: Path, models: list, sweep_opts, results:
         for name, cfg in configs.items():
             client.load_model(name, config=cfg)
         served = [ServedModel(m.name, m.version, json.loads(configs[m.name])) for m in models if m.name in configs]
-        swept = sweep_with_fill(served, sweep_opts, Path(results) / "untuned")
+        swept = sweep_with_fill(served, sweep_opts, Path(results) / "untuned", fill_cap)
     finally:
         from dnx.model_repository.config_edit import repository_config_json
 

@@ -57,6 +57,22 @@ def test_openvino_runners_per_precision(fp32_repository):
     assert t.family == "openvino" and t.throughput > 0
 
 
+def test_sync_openvino_baseline_ignores_tuned_streams(fp32_repository):
+    """A tuned config (THROUGHPUT, 2 streams) must not halve the synchronous in-process baseline."""
+    pytest.importorskip("openvino")
+    from dnx.perf.bench import _model_file, sync_parameters
+    from dnx.runtimes.openvino import compile_model
+
+    tuned = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2", "INFERENCE_PRECISION_HINT": "f32",
+             "ENABLE_BATCH_PADDING": "YES"}
+    params = sync_parameters("fp32", tuned)
+    assert params == {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+    compiled = compile_model(_model_file(fp32_repository, "densenet121_onnx"), params)
+    assert int(compiled.get_property("NUM_STREAMS")) == 1
+    assert str(compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
+    assert sync_parameters("bf16") == {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+
+
 @pytest.mark.server
 @pytest.mark.slow
 def test_quick_bench_writes_benchmarks_md_with_ratios(fp32_repository, onnx_fp32_path, tmp_path):
@@ -67,7 +83,7 @@ def test_quick_bench_writes_benchmarks_md_with_ratios(fp32_repository, onnx_fp32
         duration_s=0.2, warmup=1, min_iterations=2, concurrency=ConcurrencyRange(1, 2),
         measurement_interval_ms=1000, stability_percentage=100, max_trials=3, torch_batches=(1,),
         include_openvino=False, extra_runners=[extra], command="dnx bench --test", progress=False,
-        notes="Tried: nothing yet.",
+        notes="Tried: nothing yet.", fill_cap=3,
     )
     (tmp_path / "BENCHMARKS.md").write_text(f"# Benchmarks\nstale figures 12.3\n{KEEP_MARKER}\n# GPU run\nkept 456\n")
     res = run_bench(opts)
@@ -76,7 +92,8 @@ def test_quick_bench_writes_benchmarks_md_with_ratios(fp32_repository, onnx_fp32
     assert runners == [("onnxruntime fp32", 1), ("onnxruntime fp32", 8),
                        ("onnxruntime fp32 1-thread", 1), ("pytorch eager fp32", 1)]
     assert all(t.throughput > 0 for t in res.in_process)
-    assert [(r["model"], r["concurrency"]) for r in res.served] == [("densenet121_onnx", 1), ("densenet121_onnx", 2)]
+    # c1..c2, then where its batches fill (2 x 1 instance x max batch 8, capped at fill_cap 3).
+    assert [(r["model"], r["concurrency"]) for r in res.served] == [("densenet121_onnx", c) for c in (1, 2, 3)]
     assert len(res.ratios) == 9 and all(r["value"] > 0 for r in res.ratios)  # 7 + the 2 tuned-target ratios
 
     md = (tmp_path / "BENCHMARKS.md").read_text()

@@ -52,9 +52,10 @@ def test_bench_reports_untuned_and_tuned_side_by_side(fp32_repository, tmp_path)
         repository=repo, out_md=tmp_path / "BENCHMARKS.md", results_dir=tmp_path / "res", duration_s=0.2, warmup=1,
         min_iterations=2, concurrency=ConcurrencyRange(1, 2), measurement_interval_ms=1000, stability_percentage=100,
         max_trials=3, include_torch=False, include_openvino=False, served_models=[MODEL], progress=False,
+        fill_cap=3,
     )
     res = run_bench(opts)
-    assert [(r["model"], r["concurrency"]) for r in res.untuned] == [(MODEL, 1), (MODEL, 2)]
+    assert [(r["model"], r["concurrency"]) for r in res.untuned] == [(MODEL, 1), (MODEL, 2), (MODEL, 3)]  # + fill level
     assert all(r["throughput"] > 0 for r in res.untuned + res.served)
     assert res.served_configs[MODEL]["instance_group"][0]["count"] == 2  # swept tuned first
     md = (tmp_path / "BENCHMARKS.md").read_text()
