@@ -25,7 +25,7 @@ from dnx.commands import int_list
 @click.option("--top", type=click.IntRange(min=1), default=2, show_default=True,
               help="Without --models: how many of the best variants to search.")
 @click.option("--concurrency", default="1,2,4", show_default=True, help="Concurrency levels measured per candidate.")
-@click.option("--max-concurrency", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--max-concurrency", type=click.IntRange(min=1), default=32, show_default=True,
               help="Highest level added to fill a candidate's batches (2 x instances x batch).")
 @click.option("--measurement-interval", type=click.IntRange(min=200), default=1500, show_default=True,
               help="perf_analyzer window (ms) per level.")

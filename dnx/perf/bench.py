@@ -245,7 +245,7 @@ class BenchOptions:
     warmup: int = 3
     min_iterations: int = 5
     concurrency: ConcurrencyRange = field(default_factory=lambda: ConcurrencyRange(1, 4, 1))
-    fill_cap: int = 16  # each model is also measured where its batches fill, up to this level
+    fill_cap: int = 32  # each model is also measured where its batches fill, up to this level
     measurement_interval_ms: int = 5000
     stability_percentage: float | None = None
     max_trials: int | None = 6  # perf_analyzer's 10 windows x retries is long on a noisy machine

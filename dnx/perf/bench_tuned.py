@@ -92,7 +92,7 @@ def untuned_configs(repository: Path, names: list[str]) -> dict[str, str]:
 
 
 def sweep_untuned(url: str, repository: Path, models: list, sweep_opts, results: Path, manifest: dict | None,
-                  fill_cap: int = 16) -> list[dict]:
+                  fill_cap: int = 32) -> list[dict]:
     """Sweep each tuned model again with its ``config.pbtxt.orig`` loaded; the repository's config is
     reloaded afterwards. Rows are tidy rows (:func:`dnx.perf.report.tidy_rows`)."""
     from dnx.perf.report import tidy_rows

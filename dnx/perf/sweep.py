@@ -242,8 +242,9 @@ def shell_line(argv: list[str], env: dict | None = None) -> str:
 
 # ---------------------------------------------------------------- server queries
 
-# Highest concurrency dnx adds on its own to fill a model's batches (tune, bench).
-FILL_CAP = 16
+# Highest concurrency dnx adds on its own to fill a model's batches (tune, bench): 32 is what
+# bench's fastest in-process OpenVINO run keeps in flight (AsyncInferQueue(4) x batch 8).
+FILL_CAP = 32
 
 
 def fill_concurrency(instances: int, batch: int, cap: int = FILL_CAP) -> int:

@@ -55,7 +55,7 @@ class TuneOptions:
     dry_run: bool = False
     top: int = 2
     concurrency: tuple[int, ...] = (1, 2, 4)
-    max_concurrency: int = 16  # cap of the fill level added per candidate (space.levels_for)
+    max_concurrency: int = 32  # cap of the fill level added per candidate (space.levels_for)
     window_ms: int = 1500
     max_trials: int = 6
     stability_percentage: float = 15.0
@@ -75,7 +75,7 @@ class TuneOptions:
             raise InputError(f"--concurrency {list(self.concurrency)} must list levels >= 1, e.g. 1,2,4")
         if self.max_concurrency < max(self.concurrency):
             raise InputError(f"--max-concurrency {self.max_concurrency} is below --concurrency's highest level "
-                             f"{max(self.concurrency)}; raise it (default 16)")
+                             f"{max(self.concurrency)}; raise it (default 32)")
         if not Path(self.repository).is_dir():
             raise InputError(f"model repository {self.repository} does not exist; build it with `dnx export` or pass --repository")
         need = candidate_estimate_s(self)
