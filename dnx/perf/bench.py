@@ -101,13 +101,18 @@ _OV_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 PRECISION_KEYS = ("INFERENCE_PRECISION_HINT", "HINT_BF16")
 
 
+def precision_parameters(parameters: dict[str, str] | None) -> dict[str, str]:
+    """The precision choice (:data:`PRECISION_KEYS`) of a served config's ``parameters``, nothing else."""
+    return {k: v for k, v in (parameters or {}).items() if k in PRECISION_KEYS}
+
+
 def sync_parameters(precision: str, parameters: dict[str, str] | None = None) -> dict[str, str]:
     """Config parameters of the synchronous in-process OpenVINO runner: LATENCY, one stream.
 
     Only the served precision choice is kept from ``parameters``: the served streams and hint
     (e.g. THROUGHPUT x 2 after ``dnx tune``) would leave one synchronous request half the cores.
     """
-    chosen = ({k: v for k, v in parameters.items() if k in PRECISION_KEYS} if parameters is not None
+    chosen = (precision_parameters(parameters) if parameters is not None
               else {"INFERENCE_PRECISION_HINT": _OV_HINTS.get(precision, "f32")})
     return {**chosen, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
 

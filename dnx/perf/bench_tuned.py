@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dnx._lazy import lazy_import
-from dnx.perf.bench import PRECISION_KEYS, InProcessRunner, Timing, _model_file, _ratio
+from dnx.perf.bench import InProcessRunner, Timing, _model_file, _ratio, precision_parameters
 
 ORIG_NAME = "config.pbtxt.orig"
 
@@ -48,7 +48,7 @@ def openvino_async_runner(model_path: Path, precision: str, parameters: dict[str
     """
     threads = threads or os.cpu_count()
     props = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(streams), "INFERENCE_NUM_THREADS": str(threads)}
-    parameters = {k: v for k, v in (parameters or {}).items() if k in PRECISION_KEYS}
+    parameters = precision_parameters(parameters)
 
     def load(batch: int):
         from dnx.runtimes import openvino

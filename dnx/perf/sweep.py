@@ -256,9 +256,7 @@ def fill_concurrency(instances: int, batch: int, cap: int = FILL_CAP) -> int:
     return max(1, min(cap, 2 * max(1, instances) * max(1, batch)))
 
 
-
-
-# Saturation: this many levels in a row without beating the best before them by MIN_GAIN.
+# Saturation: this many levels in a row without beating the best before them by SATURATION_GAIN.
 FLAT_LEVELS = 3
 SATURATION_GAIN = 0.03
 
@@ -306,7 +304,9 @@ class ServedModel:
 
     @property
     def instances(self) -> int:
-        return max(1, sum(int(g.get("count", 1)) for g in self.config.get("instance_group", [])) or 1)
+        from dnx.runtimes.backend_common import instance_count
+
+        return instance_count(self.config)
 
     def fill_concurrency(self, cap: int = FILL_CAP) -> int:
         """:func:`fill_concurrency` for this config: its largest preferred batch, else max_batch_size."""
@@ -318,8 +318,9 @@ class ServedModel:
     def saturation_floor(self, cap: int = FILL_CAP) -> int:
         """Lowest level at which :func:`saturated` may stop a sweep: the fill level where batches are padded
         (a partly filled batch costs a full one there), else 2 x instances."""
-        params = {k: str(v.get("string_value", "")).lower() for k, v in (self.config.get("parameters") or {}).items()}
-        pads = params.get("enable_batch_padding") == "yes" and self.max_batch_size > 1
+        from dnx.runtimes.backend_common import config_parameters, is_yes
+
+        pads = is_yes(config_parameters(self.config), "ENABLE_BATCH_PADDING") and self.max_batch_size > 1
         return self.fill_concurrency(cap) if pads else fill_concurrency(self.instances, 1, cap)
 
     @property

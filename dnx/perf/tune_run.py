@@ -241,10 +241,9 @@ class _Measurer:
                 if budget is not None and p["p99_ms"] > budget:
                     break  # higher concurrency only adds latency
                 if p["throughput"] < 0.97 * best and c != fill:
-                    # Past saturation; only the fill level (full batches) may still win.
-                    if fill is None or fill in [q["concurrency"] for q in cand.points]:
-                        break
-                    cand.points.append(self.level(cfg.name, cand.index, fill))
+                    # Past saturation; only the fill level (the last one, full batches) may still win.
+                    if fill is not None:
+                        cand.points.append(self.level(cfg.name, cand.index, fill))
                     break
                 best = max(best, p["throughput"])
             cand.score = space.score(cand.points, self.opts.objective, self.opts.latency_budget_ms)
