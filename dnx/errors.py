@@ -31,3 +31,21 @@ class ServerError(DnxError):
 
 class PerfError(DnxError):
     """perf_analyzer could not run or its output could not be read."""
+
+
+class RepositoryBusyError(DnxError):
+    """Another dnx process holds the repository folder's lock."""
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of ``exc``'s message (its class name if it has none), cut to ``limit``."""
+    for line in str(exc).strip().splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return exc.__class__.__name__
+
+
+def tail(text: str, lines: int = 2, sep: str = " | ") -> str:
+    """The last ``lines`` non-empty lines of a process's output, joined on one line."""
+    kept = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return sep.join(kept[-lines:])
