@@ -1,0 +1,35 @@
+"""Named fault-injection points for the reliability tests (docs/RELIABILITY.md); inert unless asked.
+
+A test sets ``DNX_FAULT=<point>:<action>[,<point>:<action>...]`` in the environment of a real
+``dnx`` process; when that process reaches :func:`point` with a listed name it either raises an
+``OSError`` (``error``: a write that failed, as on a full disk) or sends itself a signal
+(``SIGTERM``, ``SIGINT``, ``SIGKILL``), exactly where the promise is at stake (say, between the
+first rewritten config and the manifest). Production runs never set the variable.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+ENV = "DNX_FAULT"
+
+
+def _actions() -> dict[str, str]:
+    out = {}
+    for item in os.environ.get(ENV, "").split(","):
+        name, _, action = item.strip().partition(":")
+        if name:
+            out[name] = action or "error"
+    return out
+
+
+def point(name: str) -> None:
+    """Fail here if ``DNX_FAULT`` names this point; otherwise do nothing."""
+    action = _actions().get(name)
+    if action is None:
+        return
+    if action == "error":
+        raise OSError(errno.ENOSPC, f"injected write failure at {name} ({ENV})")
+    os.kill(os.getpid(), getattr(signal, action.upper()))
