@@ -11,6 +11,7 @@ import click
 
 from dnx import __version__
 from dnx.errors import DnxError
+from dnx.signals import Interrupted, terminating
 
 # module name in dnx.commands -> attribute holding the click command
 COMMAND_MODULES = ("export", "serve", "infer", "validate", "perf", "bench", "tune", "publish", "deploy")
@@ -29,8 +30,6 @@ class _Group(click.Group):
     def invoke(self, ctx):
         # The one place user errors become "Error: ..." lines (also under CliRunner), and
         # SIGINT/SIGTERM become one "Error: interrupted by ..." line after cleanup ran.
-        from dnx.signals import Interrupted, terminating
-
         try:
             with terminating(restore=False):
                 return super().invoke(ctx)

@@ -15,7 +15,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from dnx.errors import RepositoryBusyError
 
@@ -66,9 +66,33 @@ def repository_lock(
                         "or pass --wait to queue behind it"
                     ) from None
                 time.sleep(poll_s)
-        if not shared:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command}).encode(), 0)
+        # Readers sign too (the latest one), so a writer kept out names a live holder, not the last writer.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command}).encode(), 0)
         yield path
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+@contextlib.contextmanager
+def holding(
+    repository: str | os.PathLike,
+    command: str,
+    *,
+    shared: bool = False,
+    wait: bool = False,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[Path]:
+    """:func:`repository_lock`, telling ``on_wait`` once (a line naming the holder) when ``wait`` has to queue."""
+    with contextlib.ExitStack() as stack:
+        try:
+            path = stack.enter_context(repository_lock(repository, command, shared=shared))
+        except RepositoryBusyError:
+            if not wait:
+                raise
+            who = holder(repository) or {}
+            if on_wait:
+                on_wait(f"waiting for pid {who.get('pid', '?')} ({who.get('command', 'dnx')}) "
+                        f"to finish with {Path(repository)}")
+            path = stack.enter_context(repository_lock(repository, command, shared=shared, wait=True))
+        yield path

@@ -22,6 +22,8 @@ import numpy as np
 
 from dnx._lazy import lazy_import
 from dnx.errors import ParityError
+from dnx.preprocess import probe_inputs
+from dnx.runtimes.callable import callable_runner
 from dnx.spec import DEFAULT_MODEL, Gate, ModelSpec
 
 DEFAULT_BATCH = 2  # >1 so every variant is also checked with a real batch dimension
@@ -253,8 +255,6 @@ def run_outputs(runner, inputs: np.ndarray, spec: ModelSpec = DEFAULT_MODEL, bat
     comparator = lazy_import("polygraphy.comparator")
     logger = lazy_import("polygraphy.logger").G_LOGGER
     if not hasattr(runner, "infer"):
-        from dnx.runtimes import callable_runner
-
         fn = runner
         runner = callable_runner(lambda: fn, getattr(fn, "__name__", "callable"), spec)
     loader = [{spec.input_name: np.ascontiguousarray(inputs[i : i + batch_size])} for i in range(0, len(inputs), batch_size)]
@@ -283,8 +283,6 @@ def check_parity(
     with the error as reason instead of aborting the others.
     """
     if inputs is None:
-        from dnx.preprocess import probe_inputs
-
         inputs, inputs_info = probe_inputs(spec)
     inputs_info = inputs_info or {"total": len(inputs)}
     if isinstance(reference, np.ndarray):

@@ -18,6 +18,10 @@ import zipfile
 from pathlib import Path
 
 from dnx.errors import InputError, WeightsError
+from dnx.exporter.calibration import NO_BUNDLED_IMAGES, bundled_photographs, bundled_warning
+from dnx.model_repository.layout import check_writable_parent
+from dnx.preprocess import IMAGE_SUFFIXES
+from dnx.spec import get_spec
 
 WEIGHTS_HOST = ("download.pytorch.org", 443)  # where torchvision downloads IMAGENET1K_V1 from
 NETWORK_TIMEOUT_S = 2.0
@@ -38,8 +42,6 @@ def preflight(options) -> list[str]:
 
     Raises :class:`InputError` (one line, with the fix) for the first problem found.
     """
-    from dnx.spec import get_spec
-
     options.check()
     spec = get_spec(options.model)
     _check_flags(options)
@@ -69,8 +71,6 @@ def _check_flags(o) -> None:
 
 
 def _check_out(out: Path) -> None:
-    from dnx.model_repository.layout import check_writable_parent
-
     check_writable_parent(out)
     _probe_write(out.resolve().parent, f"cannot write {out}", "--out")
 
@@ -165,8 +165,6 @@ def network_reachable(host: tuple[str, int] = WEIGHTS_HOST, timeout: float = NET
 
 
 def _check_calibration(o) -> list[str]:
-    from dnx.exporter.calibration import NO_BUNDLED_IMAGES, bundled_photographs, bundled_warning
-
     _writable_folder(Path(o.cache_dir), "--cache-dir")
     if o.calib_dir is not None:
         root = Path(o.calib_dir)
@@ -186,6 +184,4 @@ def _check_calibration(o) -> list[str]:
 
 
 def _has_image(root: Path) -> bool:
-    from dnx.preprocess import IMAGE_SUFFIXES
-
     return any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in root.rglob("*"))

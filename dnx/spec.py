@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dnx.errors import InputError
+
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 RUNTIMES = ("onnxruntime", "openvino", "tensorrt")
 
@@ -109,17 +111,19 @@ DEFAULT_MODEL = MODELS["densenet121"]
 
 def get_spec(name: str = "densenet121") -> ModelSpec:
     """Return the registered :class:`ModelSpec` called ``name``."""
-    from dnx.errors import InputError
-
     try:
         return MODELS[name]
     except KeyError:
         raise InputError(f"unknown model {name!r}; pass --model with one of: {', '.join(MODELS)}") from None
 
 
-def spec_from_manifest(manifest: dict) -> ModelSpec:
-    """The :class:`ModelSpec` of the model a repository's manifest says it holds."""
-    return get_spec(manifest.get("model") or DEFAULT_MODEL.name)
+def spec_from_manifest(manifest) -> ModelSpec:
+    """The :class:`ModelSpec` of the model a repository's manifest says it holds.
+
+    ``manifest``: a :class:`dnx.manifest.Manifest`, its JSON object, or None (DenseNet-121).
+    """
+    model = manifest.get("model") if isinstance(manifest, dict) else getattr(manifest, "model", None)
+    return get_spec(model or DEFAULT_MODEL.name)
 
 
 def spec_for_model(model_name: str) -> ModelSpec:

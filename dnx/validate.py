@@ -13,16 +13,26 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from dnx import parity
+from dnx.storage.remote import local_copy
 from dnx.errors import InputError
-from dnx.manifest import read_manifest
+from dnx.exporter.torch_export import load_torch_model, torch_forward
+from dnx.hashing import sha256_file
+from dnx.manifest import Manifest, ModelRecord, load_manifest
+from dnx.preprocess import load_image, probe_inputs, sample_photographs
+from dnx.runtimes import model_runner
+from dnx.serving.client import TritonClient, infer_encoded, infer_logits
+from dnx.spec import Gate, get_spec
 
 
 @dataclass
 class ValidationResult:
     """Local parity report, the served one (or None), and models skipped with their reason."""
 
-    local: object  # dnx.parity.ParityReport
-    served: object | None
+    local: parity.ParityReport
+    served: parity.ParityReport | None
     skipped: dict[str, str]
 
     @property
@@ -30,13 +40,9 @@ class ValidationResult:
         return self.local.passed and (self.served is None or self.served.passed)
 
 
-def _reference_model(manifest: dict, repo: Path):
-    from dnx.exporter.torch_export import load_torch_model
-    from dnx.hashing import sha256_file
-    from dnx.spec import get_spec
-
-    spec = get_spec(manifest.get("model", "densenet121"))
-    w = manifest["weights"]
+def _reference_model(manifest: Manifest, repo: Path):
+    spec = get_spec(manifest.model or "densenet121")
+    w = manifest.weights
     if w.get("random"):
         return load_torch_model(spec, "random", w.get("seed") or 0)[0], spec, False
     if w["source"].startswith("imagenet:"):
@@ -50,21 +56,14 @@ def _reference_model(manifest: dict, repo: Path):
 ENSEMBLE_MAX_ABS = 1e-4
 
 
-def ensemble_row(repo: Path, ensemble: dict, entries: dict, spec, trained: bool, *, url: str | None, protocol: str):
+def ensemble_row(repo: Path, ensemble: dict, entries: dict[str, ModelRecord], spec, trained: bool, *,
+                 url: str | None, protocol: str):
     """The ensemble on the server (photographs sent as file bytes) against softmax of its variant run locally.
 
     The local side reads the same files through :func:`dnx.preprocess.load_image` and the
     variant's own runtime; the served side decodes them with the same code on the server.
     Gate: max abs difference of the probabilities <= 1e-4.
     """
-    import numpy as np
-
-    from dnx import parity
-    from dnx.preprocess import load_image, sample_photographs
-    from dnx.runtimes import model_runner
-    from dnx.serving.client import infer_encoded
-    from dnx.spec import Gate
-
     photos = sample_photographs()
     if not photos:
         raise InputError("no sample photographs found; install scikit-image (pip install scikit-image)")
@@ -73,7 +72,7 @@ def ensemble_row(repo: Path, ensemble: dict, entries: dict, spec, trained: bool,
     name = f"{ensemble['name']} (ensemble, bytes in)"
     gate = Gate(max_abs=ENSEMBLE_MAX_ABS)
     if runner is None:
-        return parity.ParityRow(name, entries[variant]["precision"], f"triton-{protocol}", None, gate, trained, False,
+        return parity.ParityRow(name, entries[variant].precision, f"triton-{protocol}", None, gate, trained, False,
                                 f"cannot run its variant {variant} here: {why}")
     logits = parity.run_outputs(runner, np.stack([load_image(p, spec) for p in photos]), spec).astype(np.float64)
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -82,7 +81,7 @@ def ensemble_row(repo: Path, ensemble: dict, entries: dict, spec, trained: bool,
     metrics = parity.output_metrics(expected, got)
     failures = parity.gate_failures(metrics, gate, trained=False)
     reason = "; ".join(failures) if failures else f"probabilities within max_abs<={ENSEMBLE_MAX_ABS:g} of softmax({variant} local)"
-    return parity.ParityRow(name, entries[variant]["precision"], f"triton-{protocol}", metrics, gate, trained,
+    return parity.ParityRow(name, entries[variant].precision, f"triton-{protocol}", metrics, gate, trained,
                             not failures, reason, notes=f"{len(photos)} photographs as file bytes")
 
 
@@ -98,21 +97,14 @@ def validate(
     endpoint_url: str | None = None,
 ) -> ValidationResult:
     """Gate every model of ``repository`` against PyTorch; with ``served`` also through the server at ``url``."""
-    from dnx import parity
-    from dnx.exporter.torch_export import torch_forward
-    from dnx.preprocess import probe_inputs
-    from dnx.runtimes import model_runner
-
     if str(repository).startswith("s3://"):  # parity needs the model files: a verified local copy
-        from dnx.deploy.remote import local_copy
-
         repository = local_copy(str(repository), endpoint_url=endpoint_url)
     repo = Path(repository)
     if not repo.is_dir():
         raise InputError(f"{repo}: no such repository; build one with `dnx export` or pass --repository")
-    manifest = read_manifest(repo)
-    entries = manifest.get("models", {})
-    ensemble = manifest.get("ensemble") or {}
+    manifest = load_manifest(repo)
+    entries = manifest.models
+    ensemble = manifest.ensemble or {}
     names = models or list(entries)
     check_ensemble = served and bool(ensemble) and (models is None or ensemble["name"] in models)
     names = [n for n in names if n != ensemble.get("name")]
@@ -122,8 +114,6 @@ def validate(
         raise InputError(f"{unknown[0]!r} is not in {repo} (models: {', '.join(known)}); check --models")
 
     if served:  # fail fast, before the minutes of local work, when the server is not there
-        from dnx.serving.client import TritonClient
-
         for name in names + ([ensemble["name"]] if check_ensemble else []):
             with TritonClient(url, name, protocol):
                 pass
@@ -137,17 +127,15 @@ def validate(
         if runner is None:
             skipped[name] = why
             continue
-        variants.append(parity.Variant(name, entries[name]["precision"], runner, entries[name]["runtime"]))
+        variants.append(parity.Variant(name, entries[name].precision, runner, entries[name].runtime))
     local = parity.check_parity(reference, variants, inputs=inputs, inputs_info=info, spec=spec, trained=trained)
 
     served_report = None
     if served:
-        from dnx.serving.client import infer_logits
-
         rows = []
         local_out = {v.name: parity.run_outputs(v.runner, inputs, spec) for v in variants}
         for name in names:
-            precision = entries[name]["precision"]
+            precision = entries[name].precision
             out = infer_logits(inputs, url=url, model=name, protocol=protocol)
             rows.append(parity.compare_arrays(f"{name} (served)", precision, reference, out, runtime=f"triton-{protocol}",
                                               spec=spec, trained=trained))

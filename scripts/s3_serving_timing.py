@@ -25,7 +25,7 @@ from tests.deploy.conftest import moto_server  # noqa: E402
 
 def main(repo: Path, runs: int) -> None:
     from dnx.deploy.publish import publish
-    from dnx.deploy.remote import local_copy
+    from dnx.storage.remote import local_copy
     from dnx.serving.server import TritonServer
 
     work = Path(tempfile.mkdtemp(prefix="dnx-s3-timing-"))

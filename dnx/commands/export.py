@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from dnx.commands import int_list
+from dnx.errors import DnxError
 from dnx.spec import PRECISIONS
 
 
@@ -58,8 +59,9 @@ def _int_list(ctx, param, value):
 @click.option("--version-compatible", is_flag=True, help="TensorRT engines loadable by later minor TensorRT versions.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=Path(".dnx-cache"), show_default=True,
               help="Calibration and timing caches.")
+@click.option("--wait", is_flag=True, help="Wait for another dnx writing this --out instead of failing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def command(quiet, **kwargs):
+def command(quiet, wait, **kwargs):
     """Export a torchvision classifier to ONNX, build variants, gate parity, write a Triton repository.
 
     \b
@@ -79,17 +81,16 @@ def command(quiet, **kwargs):
     options = ExportOptions(**{k: v for k, v in kwargs.items() if v is not None}, progress=not quiet)
     options.precisions = tuple(kwargs["precisions"])
     options.runtimes = tuple(kwargs["runtimes"])
-    result = export(options, on_stage=_print_stage, on_warning=lambda w: click.echo(f"Warning: {w}", err=True))
+    result = export(options, on_stage=_print_stage, on_warning=lambda w: click.echo(f"Warning: {w}", err=True),
+                    wait=wait, on_wait=lambda line: click.echo(line, err=True))
     if not result.committed:
         failed = [s for s in result.stages if s.status.value == "FAILED"]
         reason = failed[0].reason if failed else "no stage completed"
-        from dnx.errors import DnxError
-
         raise DnxError(f"export failed, {options.out} left unchanged: {reason}"
-                       + ("; pass --keep-failing to write failing variants anyway" if failed and failed[0].name == "parity" else ""))
-    click.echo(f"Wrote {result.repository} ({len(result.manifest.get('models', {}))} models; "
-               f"weights: {result.manifest['weights']['source']})")
-    ens = result.manifest.get("ensemble")
+                       + ("; pass --keep-failing to write failing variants anyway" if result.failed_gate else ""))
+    click.echo(f"Wrote {result.repository} ({len(result.manifest.models)} models; "
+               f"weights: {result.manifest.weights['source']})")
+    ens = result.manifest.ensemble
     if ens:
         click.echo(f"Ensemble {ens['name']}: image bytes -> {ens['preprocess']} -> {ens['variant']} -> "
                    f"{ens['softmax']} -> probabilities ({ens['why']})")

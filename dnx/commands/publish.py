@@ -38,7 +38,7 @@ def command(destination, repository, endpoint_url, dry_run, as_json, quiet):
     from dnx.deploy.publish import publish
 
     result = publish(repository, destination, endpoint_url=endpoint_url, dry_run=dry_run,
-                     progress=not (quiet or as_json))
+                     progress=not (quiet or as_json), on_wait=lambda line: click.echo(line, err=True))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -16,12 +16,19 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dnx import __version__
-from dnx.deploy.s3 import is_s3_uri, parse_s3_uri, resolve_endpoint, triton_uri
 from dnx.errors import DnxError, InputError, MissingDependencyError
+from dnx.manifest import load_manifest
+from dnx.model_repository.layout import atomic_write_text
+from dnx.serving import docker as docker_mode
+from dnx.serving.servable import TENSORRT, choose_models
+from dnx.storage.remote import open_remote
+from dnx.storage.s3 import is_s3_uri, parse_s3_uri, resolve_endpoint, triton_uri
 
 TEMPLATES = Path(__file__).parent / "templates"
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -222,11 +229,6 @@ def plan_deployment(
     view_dir: str | Path,
 ) -> DeploySpec:
     """Resolve the published version of ``uri`` and decide models, image and names for ``target``."""
-    from dnx.deploy.remote import open_remote
-    from dnx.manifest import read_manifest
-    from dnx.serving import docker as docker_mode
-    from dnx.serving.server import TENSORRT, choose_models
-
     if not is_s3_uri(uri):
         raise InputError(f"--repository {uri!r} must be s3://BUCKET/PREFIX; publish the folder first with `dnx publish`")
     parse_s3_uri(uri)
@@ -237,7 +239,7 @@ def plan_deployment(
         detail = "; ".join(f"{c.name}: {c.reason}" for c in choices) or "no model folders"
         raise InputError(f"nothing in {remote.uri} can be served on the {target} target ({detail}); "
                          "choose another --target or export for it")
-    manifest = read_manifest(remote.view, required=False) or {}
+    manifest = load_manifest(remote.view, required=False)
     plans = [c.name for c in choices if c.load and c.backend in TENSORRT]
     tag = docker_mode.select_image_tag(manifest, plans)
     # Python-backend models (the ensemble's preprocessing) need Pillow, which the NGC image lacks.
@@ -251,7 +253,8 @@ def plan_deployment(
     skipped.update({f"{m} (KServe)": "needs Pillow, not in KServe's Triton runtime image; the plain manifests serve it"
                     for m in sorted(bytes_path)})
     cluster_endpoint = resolve_endpoint(cluster_endpoint_url) if cluster_endpoint_url else remote.endpoint_url
-    default_name = re.sub(r"[^a-z0-9-]+", "-", str(manifest.get("model") or "densenet121").lower()).strip("-")
+    model = (manifest.model if manifest is not None else None) or "densenet121"
+    default_name = re.sub(r"[^a-z0-9-]+", "-", model.lower()).strip("-")
     return DeploySpec(
         name=name or default_name or "dnx-model", storage_uri=remote.uri,
         triton_repository=triton_uri(remote.published.version_location, cluster_endpoint),
@@ -266,11 +269,6 @@ def plan_deployment(
 def deploy_kubernetes(uri: str, out: str | Path = "deploy", *, validate: bool = True, kube_version: str = KUBE_VERSION,
                       **options) -> DeployResult:
     """Plan (see :func:`plan_deployment`), render, validate, then write every file atomically under ``out``."""
-    import shutil
-    import tempfile
-
-    from dnx.model_repository.layout import atomic_write_text
-
     view = Path(tempfile.mkdtemp(prefix="dnx-deploy-"))
     try:
         spec = plan_deployment(uri, view_dir=view, **options)

@@ -35,17 +35,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from tqdm import tqdm
+
 from dnx import __version__
-from dnx.deploy.s3 import S3Location, StorageError, check_bucket, client, parse_s3_uri, s3_errors
+from dnx._lazy import lazy_import
 from dnx.errors import InputError
 from dnx.hashing import sha256_bytes, sha256_file
+from dnx.locks import holding
+from dnx.manifest import load_manifest
 from dnx.model_repository.layout import MANIFEST_NAME
+from dnx.storage.published import (INDEX_NAME, POINTER_NAME, VERSIONS_DIR, PublishedRepository, download,
+                                   read_json_object, remote_sha256, resolve)
+from dnx.storage.s3 import S3Location, StorageError, check_bucket, client, parse_s3_uri, s3_errors
 
 log = logging.getLogger(__name__)
 
-POINTER_NAME = "dnx-current.json"
-INDEX_NAME = "dnx-publish.json"
-VERSIONS_DIR = "versions"
 MAX_SINGLE_PUT = 5 * 1024**3  # S3's limit for one PUT; larger files would need multipart checksums
 FORMAT = 1
 
@@ -139,12 +143,10 @@ def scan_repository(repository: str | Path) -> list[LocalFile]:
 
 def check_manifest(repository: str | Path, files: list[LocalFile]) -> None:
     """Raise :class:`InputError` unless every model file listed in ``dnx-manifest.json`` is present with its sha256."""
-    from dnx.manifest import read_manifest
-
-    manifest = read_manifest(Path(repository))
+    manifest = load_manifest(Path(repository))
     have = {f.path: f.sha256 for f in files}
-    for model, entry in (manifest.get("models") or {}).items():
-        for rel, digest in (entry.get("files") or {}).items():
+    for model, record in manifest.models.items():
+        for rel, digest in record.files.items():
             path = f"{model}/{rel}"
             if path not in have:
                 raise InputError(f"{path} is listed in {MANIFEST_NAME} but missing from {repository}; re-export with `dnx export`")
@@ -174,41 +176,8 @@ def _upload_order(files: list[LocalFile]) -> list[LocalFile]:
 
 
 # --------------------------------------------------------------------------- remote side
-
-
-def _hex(b64: str | None) -> str | None:
-    if not b64 or "-" in b64:  # a multipart ("composite") checksum is not the file's sha256
-        return None
-    return base64.b64decode(b64).hex()
-
-
-def remote_sha256(s3, bucket: str, key: str) -> str | None:
-    """The object's SHA-256 as S3 reports it (None when the object does not exist or has none)."""
-    from botocore.exceptions import ClientError
-
-    try:
-        head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
-    return _hex(head.get("ChecksumSHA256")) or (head.get("Metadata") or {}).get("sha256")
-
-
-def read_json_object(s3, bucket: str, key: str) -> dict | None:
-    """A small JSON object, or None when it does not exist."""
-    from botocore.exceptions import ClientError
-
-    try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise StorageError(f"s3://{bucket}/{key} is not JSON; it was not written by `dnx publish` (re-publish)") from None
+# The readers (resolve, download, the pointer and index names) live in dnx.storage.published;
+# they are imported above and stay importable from here.
 
 
 def _put_json(s3, bucket: str, key: str, doc: dict) -> None:
@@ -247,17 +216,32 @@ def publish(
     dry_run: bool = False,
     progress: bool = True,
     on_object: Callable[[PlannedObject], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> PublishResult:
     """Publish ``repository`` to ``uri`` (``s3://BUCKET/PREFIX``); see the module docstring for the layout.
 
     ``dry_run`` plans without writing. ``on_object`` is called after each object is in place
     and verified. Raises :class:`InputError` for a local repository that does not match its
     manifest and :class:`StorageError` (one line) for S3 failures.
-    """
-    from boto3.s3.transfer import TransferConfig
 
+    The folder's lock (:mod:`dnx.locks`) is held shared from the scan to the last upload, so an
+    export or tune never swaps the folder under it; while one writes, this waits for it
+    (``on_wait`` is told once, naming the writer).
+    """
     location = parse_s3_uri(uri)
     repo = Path(repository)
+    if not repo.is_dir():  # before the lock, which would create the folders above it
+        raise InputError(f"model repository {repo} does not exist; build it with `dnx export` or pass --repository")
+    with holding(repo, LOCK_COMMAND, shared=True, wait=True, on_wait=on_wait):
+        return _publish(repo, location, endpoint_url=endpoint_url, dry_run=dry_run, progress=progress,
+                        on_object=on_object)
+
+
+LOCK_COMMAND = "dnx publish"
+
+
+def _publish(repo: Path, location: S3Location, *, endpoint_url, dry_run, progress, on_object) -> PublishResult:
+    TransferConfig = lazy_import("boto3.s3.transfer").TransferConfig  # noqa: N806 - boto3's class
     files = scan_repository(repo)
     check_manifest(repo, files)
     big = [f.path for f in files if f.size >= MAX_SINGLE_PUT]
@@ -321,77 +305,5 @@ def _verify(s3, bucket: str, key: str, obj: PlannedObject) -> None:
 
 
 def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="upload",
                 disable=not enabled or total == 0, leave=False)
-
-
-# --------------------------------------------------------------------------- readers
-
-
-@dataclass
-class PublishedRepository:
-    """A published version as readers see it: where it is and its file list."""
-
-    location: S3Location  # the publish location (holding the pointer)
-    version: str
-    files: dict[str, dict] = field(default_factory=dict)  # path -> {"sha256", "size"}
-
-    @property
-    def version_location(self) -> S3Location:
-        return self.location.child(VERSIONS_DIR, self.version)
-
-
-def resolve(uri: str, *, endpoint_url: str | None = None, s3=None) -> PublishedRepository:
-    """Follow ``uri``'s pointer to its current complete version.
-
-    ``uri`` is a publish location (``s3://BUCKET/PREFIX``, with ``dnx-current.json``) or one
-    version (``s3://BUCKET/PREFIX/versions/<id>``, with ``dnx-publish.json``).
-    """
-    location = parse_s3_uri(uri)
-    s3 = s3 or client(endpoint_url)
-    check_bucket(s3, location, endpoint_url)
-    with s3_errors(location, endpoint_url):
-        pointer = read_json_object(s3, location.bucket, location.key(POINTER_NAME))
-        if pointer is not None:
-            root, version = location, pointer["version"]
-        else:
-            parts = location.prefix.rsplit("/", 2)
-            if len(parts) < 2 or parts[-2] != VERSIONS_DIR:
-                raise StorageError(f"{location} holds no {POINTER_NAME}; publish a repository there first with `dnx publish`")
-            root = S3Location(location.bucket, "/".join(parts[:-2]))
-            version = parts[-1]
-        index = read_json_object(s3, location.bucket, root.child(VERSIONS_DIR, version).key(INDEX_NAME))
-    if index is None:
-        raise StorageError(f"{root.child(VERSIONS_DIR, version)} is not a complete publication (no {INDEX_NAME}); re-run `dnx publish`")
-    return PublishedRepository(root, version, dict(index.get("files") or {}))
-
-
-def download(published: PublishedRepository, dest: str | Path, *, endpoint_url: str | None = None,
-             model_files: bool = True, s3=None) -> Path:
-    """Copy a published version into ``dest`` and check every file's sha256 against the index.
-
-    With ``model_files=False`` only configs, labels and the manifest are fetched and model files
-    are left as empty placeholders: enough to decide which models a server can load.
-    """
-    from dnx.model_repository.layout import atomic_write_bytes
-
-    dest = Path(dest)
-    s3 = s3 or client(endpoint_url)
-    loc = published.version_location
-    with s3_errors(loc, endpoint_url):
-        for path, meta in published.files.items():
-            target = dest / path
-            parts = path.split("/")
-            if not model_files and len(parts) > 2 and parts[1].isdigit():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.touch()
-                continue
-            if target.is_file() and target.stat().st_size == meta["size"] and sha256_file(target) == meta["sha256"]:
-                continue
-            data = s3.get_object(Bucket=loc.bucket, Key=loc.key(path))["Body"].read()
-            if sha256_bytes(data) != meta["sha256"]:
-                raise StorageError(f"{loc}/{path} does not match its published sha256; re-run `dnx publish`")
-            atomic_write_bytes(target, data)
-    return dest

@@ -12,10 +12,7 @@ tested without TensorRT; :class:`EngineFromOnnx` only wires them into the Tensor
 
 from __future__ import annotations
 
-import importlib
 import os
-import shutil
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +21,9 @@ from dnx._lazy import lazy_import
 from dnx.errors import DnxError, InputError, MissingDependencyError
 from dnx.hashing import sha256_bytes, sha256_file
 from dnx.model_repository.layout import atomic_write_bytes
+from dnx.runtimes import tensorrt as trt_runtime
+from dnx.runtimes.tensorrt import gpu_info, parse_nvidia_smi  # noqa: F401 - this module's names before they moved
+from dnx.runtimes.tensorrt import available as tensorrt_available
 from dnx.spec import DEFAULT_MODEL, ModelSpec
 
 DEFAULT_TIMING_CACHE = Path(".dnx-cache") / "tensorrt" / "timing.cache"
@@ -92,50 +92,6 @@ def hardware_compatibility_level(settings: EngineSettings) -> str | None:
     return "AMPERE_PLUS" if settings.hardware_compatible else None
 
 
-def parse_nvidia_smi(text: str) -> dict | None:
-    """First GPU from ``nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader``."""
-    for line in text.strip().splitlines():
-        name, _, cc = line.rpartition(",")
-        if name.strip() and cc.strip():
-            return {"name": name.strip(), "compute_capability": cc.strip(), "source": "nvidia-smi"}
-    return None
-
-
-def gpu_info() -> dict | None:
-    """Name and compute capability of GPU 0 (via torch.cuda when present, else nvidia-smi), or None."""
-    try:
-        torch = importlib.import_module("torch")
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(0)
-            return {"name": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}", "source": "torch.cuda"}
-    except Exception:  # noqa: BLE001 - a broken torch install just means "ask nvidia-smi"
-        pass
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return parse_nvidia_smi(out)
-
-
-def tensorrt_available() -> tuple[bool, str]:
-    """``(True, description)`` when TensorRT imports and a GPU is visible, else ``(False, reason)``."""
-    try:
-        trt = importlib.import_module("tensorrt")
-        version = trt.__version__
-    except Exception as exc:  # noqa: BLE001 - the stub wheels fail in assorted ways
-        return False, f"TensorRT is not importable ({exc.__class__.__name__}: {exc}); build engines in nvcr.io/nvidia/tensorrt:<YY.MM>-py3 (make engines)"
-    gpu = gpu_info()
-    if gpu is None:
-        return False, f"TensorRT {version} is installed but no NVIDIA GPU is visible (torch.cuda and nvidia-smi found none)"
-    return True, f"TensorRT {version} on {gpu['name']} (compute capability {gpu['compute_capability']})"
-
-
 def _members(enum) -> set[str]:
     return set(getattr(enum, "__members__", {})) or {n for n in dir(enum) if n.isupper()}
 
@@ -163,7 +119,7 @@ class EngineFromOnnx:
 
     def build(self) -> tuple[bytes, dict]:
         """Build the engine; return ``(plan, metadata)``."""
-        ok, reason = tensorrt_available()
+        ok, reason = trt_runtime.available()
         if not ok:
             raise MissingDependencyError(reason)
         trt = lazy_import("tensorrt")
@@ -208,7 +164,7 @@ class EngineFromOnnx:
             raise DnxError(f"TensorRT failed to build {self.src} (see its log above); try a larger workspace or a lower max batch size")
         plan = bytes(plan)
         cache_info.update(self._save_timing_cache(config))
-        gpu = gpu_info() or {}
+        gpu = trt_runtime.gpu_info() or {}
         return plan, {
             "precision": self.precision,
             "tensorrt_version": trt.__version__,

@@ -42,6 +42,7 @@ from pathlib import Path
 from dnx._lazy import lazy_import
 from dnx.errors import DnxError, InputError
 from dnx.hashing import sha256_file
+from dnx.runtimes.openvino import cpu_capabilities, cpu_supports_bf16
 from dnx.spec import DEFAULT_MODEL, ModelSpec
 
 IR_FILES = ("model.xml", "model.bin")
@@ -73,8 +74,6 @@ def unsupported_reason(precision: str) -> str | None:
     """Why ``precision`` cannot be an OpenVINO variant on this machine, or None when it can."""
     if precision not in OPENVINO_PRECISIONS:
         return f"OpenVINO variants exist for {', '.join(OPENVINO_PRECISIONS)}, not {precision}"
-    from dnx.runtimes.openvino import cpu_supports_bf16
-
     if precision == "bf16" and not cpu_supports_bf16():
         return "this CPU has no native bfloat16 (OpenVINO OPTIMIZATION_CAPABILITIES lacks BF16)"
     return None
@@ -183,8 +182,6 @@ def openvino_variant(
         raise InputError(f"cannot build the OpenVINO {precision} variant: {reason}; drop --precision {precision}")
     serving = serving_defaults(precision, **overrides)
     files = IrFromOnnx(onnx_path)(out_dir)
-    from dnx.runtimes.openvino import cpu_capabilities
-
     ov = lazy_import("openvino")
     info = {"openvino": ov.get_version(), "source_onnx_sha256": sha256_file(Path(onnx_path)),
             "cpu_capabilities": cpu_capabilities()}

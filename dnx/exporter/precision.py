@@ -41,6 +41,7 @@ from dnx.exporter.calibration import (
     sha256_file,
 )
 from dnx.model_repository.layout import atomic_write_bytes
+from dnx.preprocess import probe_inputs
 from dnx.spec import DEFAULT_MODEL, ModelSpec
 
 FP16_MAX = 65504.0
@@ -75,8 +76,6 @@ def _unoptimized_session(model, threads: int = 2):
 
 def default_probe(spec: ModelSpec = DEFAULT_MODEL, photos: int = 4, random: int = 2, seed: int = 0) -> dict:
     """Probe feed for range measurement: :func:`dnx.preprocess.probe_inputs` keyed by the input name."""
-    from dnx.preprocess import probe_inputs
-
     return {spec.input_name: probe_inputs(spec, random=random, seed=seed, photo_limit=photos)[0]}
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from dnx._lazy import lazy_import
 from dnx.errors import WeightsError
 from dnx.hashing import sha256_file
+from dnx.model_repository.layout import atomic_write_bytes
+from dnx.runtimes.torch import forward_fn
 from dnx.spec import DEFAULT_MODEL, ModelSpec
 
 # Old torchvision DenseNet checkpoints name layers 'norm.1', 'conv.2', ...
@@ -138,8 +140,6 @@ class OnnxFromTorch:
     def __call__(self, path: str | os.PathLike) -> int:
         torch = lazy_import("torch")
         onnx = lazy_import("onnx")
-        from dnx.model_repository.layout import atomic_write_bytes
-
         # An example batch of 2 keeps the batch dimension from being specialised to 1.
         example = torch.randn(2, *self.spec.input_shape)
         buf = io.BytesIO()
@@ -167,8 +167,6 @@ class OnnxFromTorch:
 def torch_forward(model, batch, chunk: int = 8):
     """Run ``model`` on a float32 NCHW numpy batch in chunks of ``chunk``; returns numpy logits."""
     import numpy as np
-
-    from dnx.runtimes.torch import forward_fn
 
     run = forward_fn(model)
     return np.concatenate([run(batch[i : i + chunk]) for i in range(0, len(batch), chunk)])

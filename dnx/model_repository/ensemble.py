@@ -19,8 +19,15 @@ import shutil
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dnx.errors import DnxError, InputError
+from dnx.hashing import sha256_file
+from dnx.model_repository.layout import LABELS_NAME, atomic_write_text, model_dir
+from dnx.model_repository.render import TritonConfig, parse_config, render_config
+
+if TYPE_CHECKING:  # dnx.manifest imports this package; the records are only read here
+    from dnx.manifest import Manifest, ModelRecord
 
 PREPROCESS_SOURCE = Path(__file__).parent / "python" / "preprocess_model.py"
 PREPROCESS_LIBRARY = Path(__file__).resolve().parent.parent / "preprocess.py"
@@ -56,8 +63,6 @@ def _template(name: str):
 
 
 def _render(template: str, cfg: EnsembleConfig) -> str:
-    from dnx.model_repository.render import parse_config
-
     if cfg.max_batch_size < 1:
         raise DnxError(f"{cfg.name}: max_batch_size must be >= 1 (dnx bug)")
     text = _template(template).render(c=cfg).strip() + "\n"
@@ -108,10 +113,11 @@ def softmax_onnx(path: Path, spec, opset: int = 17) -> None:
     onnx.save(model, str(path))
 
 
-def choose_variant(models: dict, requested: str | None, measured: dict | None = None) -> tuple[str, str]:
+def choose_variant(models: dict[str, ModelRecord], requested: str | None,
+                   measured: dict | None = None) -> tuple[str, str]:
     """The variant the ensemble serves and why: ``(name, reason)``.
 
-    ``models`` maps written model names to their manifest entries. ``requested`` (``--serve-variant``)
+    ``models`` maps written model names to their manifest records. ``requested`` (``--serve-variant``)
     wins; else the fastest variant in ``measured`` (name -> infer/s, as ``dnx tune``/``make bench``
     record it in the manifest) that was written; else the most accurate variant that passed its
     gate: fp32 before bf16/fp16 before int8, ONNX Runtime first.
@@ -126,17 +132,17 @@ def choose_variant(models: dict, requested: str | None, measured: dict | None = 
         return best, f"fastest measured ({fast[best]:.1f} infer/s)"
     order = {"fp32": 0, "bf16": 1, "fp16": 1, "int8": 2}
     runtimes = {"onnxruntime": 0, "openvino": 1, "tensorrt": 2}
-    passed = {n: e for n, e in models.items() if (e.get("parity") or {}).get("passed", True)}
+    passed = {n: r for n, r in models.items() if r.passed}
     if not passed:
         raise InputError("no variant passed its parity gate; the ensemble needs one (fix the gate failures or pass --serve-variant)")
-    best = min(passed, key=lambda n: (order.get(passed[n].get("precision"), 9), runtimes.get(passed[n].get("runtime"), 9)))
+    best = min(passed, key=lambda n: (order.get(passed[n].precision, 9), runtimes.get(passed[n].runtime, 9)))
     return best, "most accurate variant that passed its gate"
 
 
-def measured_throughput(manifest: dict | None) -> dict[str, float]:
+def measured_throughput(manifest: Manifest | None) -> dict[str, float]:
     """Best measured infer/s per model from a previous manifest (``dnx tune`` / ``make bench`` records)."""
     out: dict[str, float] = {}
-    for name, entry in ((manifest or {}).get("models") or {}).items():
+    for name, entry in (manifest.models if manifest is not None else {}).items():
         for key in ("tune", "tuning", "bench", "perf"):
             rec = entry.get(key)
             value = rec.get("throughput") if isinstance(rec, dict) else None
@@ -151,10 +157,6 @@ def write_bytes_path(repo: Path, spec, variant: str, variant_max_batch: int, lab
 
     Returns the manifest record (names, variant, file hashes).
     """
-    from dnx.hashing import sha256_file
-    from dnx.model_repository.layout import LABELS_NAME, atomic_write_text, model_dir
-    from dnx.model_repository.render import TritonConfig, render_config
-
     files: dict[str, str] = {}
     pre = model_dir(repo, spec.preprocess_name)
     pre.mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,13 @@ than by the server.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
-from dnx.errors import DnxError
+from dnx.errors import DnxError, InputError
 
 
 @dataclass
@@ -54,7 +57,8 @@ class TritonConfig:
 
 
 @lru_cache(maxsize=1)
-def _template():
+def config_template():
+    """The Jinja2 template every model's ``config.pbtxt`` is rendered from (loaded once)."""
     import jinja2
 
     env = jinja2.Environment(
@@ -76,6 +80,30 @@ def parse_config(text: str):
         text_format.Parse(text, msg)
     except text_format.ParseError as exc:
         raise DnxError(f"rendered config.pbtxt does not parse as Triton ModelConfig: {exc} (dnx bug)") from exc
+    return msg
+
+
+def parse_config_file(path: str | os.PathLike):
+    """Parse a ``config.pbtxt`` on disk, a file the user may have edited: what does not parse is theirs to fix.
+
+    Raises :class:`InputError` ``"<path>:<line>: <protobuf message>; fix the file or re-export"``.
+    """
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot be read as text ({exc}); fix the file or re-export") from None
+    msg = model_config_pb2.ModelConfig()
+    try:
+        text_format.Parse(text, msg)
+    except text_format.ParseError as exc:
+        line = exc.GetLine() if hasattr(exc, "GetLine") else None
+        where = f"{path}:{line}" if line else str(path)
+        detail = re.sub(r"^\d+:\d+ : ", "", str(exc).strip()).rstrip(".")
+        raise InputError(f"{where}: {detail}; fix the file or re-export") from None
     return msg
 
 
@@ -120,7 +148,7 @@ def expected_config(cfg: TritonConfig):
 def render_config(cfg: TritonConfig) -> str:
     """Render ``cfg`` to protobuf text and verify it parses into exactly :func:`expected_config`."""
     cfg.check()
-    text = _template().render(c=cfg).strip() + "\n"
+    text = config_template().render(c=cfg).strip() + "\n"
     msg = parse_config(text)
     expected = expected_config(cfg)
     if msg != expected:

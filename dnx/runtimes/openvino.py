@@ -12,7 +12,9 @@ import os
 import numpy as np
 
 from dnx._lazy import lazy_import
+from dnx.errors import InputError
 from dnx.runtimes.backend_common import openvino_properties, pad_batch
+from dnx.runtimes.callable import callable_runner
 from dnx.spec import DEFAULT_MODEL, ModelSpec
 
 
@@ -32,8 +34,6 @@ def compile_properties(parameters: dict[str, str]) -> dict[str, str]:
 
     Raises :class:`~dnx.errors.InputError` for a value the backend would refuse.
     """
-    from dnx.errors import InputError
-
     try:
         return openvino_properties({k: str(v).strip() for k, v in parameters.items()})
     except ValueError as exc:
@@ -89,6 +89,4 @@ class OpenVinoModel:
 def runner(path: str | os.PathLike, name: str, parameters: dict[str, str], max_batch_size: int,
            spec: ModelSpec = DEFAULT_MODEL):
     """Polygraphy runner of :class:`OpenVinoModel` (compiled on activation)."""
-    from dnx.runtimes import callable_runner
-
     return callable_runner(lambda: OpenVinoModel(path, parameters, max_batch_size), name, spec)

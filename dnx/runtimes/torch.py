@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dnx._lazy import lazy_import
+from dnx.runtimes.callable import callable_runner
 from dnx.spec import DEFAULT_MODEL, ModelSpec
 
 
@@ -22,6 +23,4 @@ def forward_fn(module):
 
 def runner(module, name: str = "pytorch-fp32", spec: ModelSpec = DEFAULT_MODEL):
     """Polygraphy runner of a PyTorch module (see :func:`forward_fn`)."""
-    from dnx.runtimes import callable_runner
-
     return callable_runner(lambda: forward_fn(module), name, spec)

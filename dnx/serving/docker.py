@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 from dnx.errors import ServerError
+from dnx.manifest import Manifest
 from dnx.model_repository.layout import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
@@ -65,16 +66,17 @@ def _recorded_tag(trt: dict) -> str | None:
     return tag if len(tag) == 5 and tag[2] == "." and tag.replace(".", "").isdigit() else None
 
 
-def select_image_tag(manifest: dict, plan_models: list[str]) -> str:
+def select_image_tag(manifest: Manifest | None, plan_models: list[str]) -> str:
     """Pick the tritonserver tag for a repository whose TensorRT plans are ``plan_models``.
 
-    Per plan the manifest's ``models[<name>]["tensorrt"]`` gives the build image (same NGC month
+    Per plan the manifest's ``tensorrt`` record of the model gives the build image (same NGC month
     serves it best) or at least the TensorRT ``version``; every plan must agree. With no plans
     the default tag is used.
     """
     tags: dict[str, list[str]] = {}
     for name in plan_models:
-        trt = ((manifest.get("models") or {}).get(name) or {}).get("tensorrt") or {}
+        record = manifest.models.get(name) if manifest is not None else None
+        trt = (record.get("tensorrt") if record is not None else None) or {}
         version = trt.get("version")
         tag = _recorded_tag(trt) or (tag_for_tensorrt(version) if version else None)
         if tag is None:

@@ -39,92 +39,19 @@ from pathlib import Path
 from typing import Callable
 
 from dnx.errors import DnxError, InputError, MissingDependencyError, ServerError
+from dnx.manifest import load_manifest
 from dnx.serving import docker as docker_mode
+from dnx.serving.servable import BACKENDS_SOURCE, TENSORRT, ModelChoice, choose_models
+from dnx.signals import hurry, terminating
+from dnx.storage.remote import check_reachable_from_container, open_remote
+from dnx.workdirs import make_dir
 
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "local", "docker")
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000, "metrics": 8002}
-BACKENDS_SOURCE = Path(__file__).parent / "backends"
 # Option mapping and request batching shared with dnx's in-process runners, copied beside each model.py.
 BACKEND_COMMON = Path(__file__).parent.parent / "runtimes" / "backend_common.py"
-TENSORRT = ("tensorrt_plan", "tensorrt")
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """One model folder of the repository and whether this server loads it."""
-
-    name: str
-    backend: str  # backend or platform as written in config.pbtxt
-    load: bool
-    reason: str = ""  # why it is skipped
-
-
-# --------------------------------------------------------------------------- repository
-
-
-def local_backends() -> list[str]:
-    """Names of the Python-based backends dnx ships (``backends/<name>/model.py``)."""
-    return sorted(p.parent.name for p in BACKENDS_SOURCE.glob("*/model.py"))
-
-
-def _has_version(model_dir: Path) -> bool:
-    return any(p.is_dir() and p.name.isdigit() and any(p.iterdir()) for p in model_dir.iterdir())
-
-
-def choose_models(repository: str | Path, *, mode: str, gpu: bool) -> list[ModelChoice]:
-    """Decide, for each model folder of ``repository``, whether ``mode`` can serve it here."""
-    from dnx.model_repository.render import parse_config
-
-    repo = Path(repository)
-    choices = []
-    steps: dict[str, list[str]] = {}
-    for folder in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        cfg_path = folder / "config.pbtxt"
-        if not cfg_path.is_file():
-            choices.append(ModelChoice(folder.name, "?", False, "no config.pbtxt"))
-            continue
-        try:
-            cfg = parse_config(cfg_path.read_text(encoding="utf-8"))
-        except (DnxError, UnicodeDecodeError) as exc:
-            choices.append(ModelChoice(folder.name, "?", False, f"config.pbtxt does not parse ({exc})"))
-            continue
-        name = folder.name  # Triton names a model after its folder
-        kind = cfg.backend or cfg.platform
-        backend = {"onnxruntime_onnx": "onnxruntime"}.get(kind, kind)
-        gpu_only = any(g.kind == g.KIND_GPU for g in cfg.instance_group)
-        reason = ""
-        if not _has_version(folder):
-            reason = "no version folder with a model file (e.g. 1/model.onnx); re-export it"
-        elif backend in TENSORRT and not gpu:
-            reason = "TensorRT plan needs an NVIDIA GPU and the NGC tritonserver image (dnx serve --mode docker on a GPU machine)"
-        elif gpu_only and not gpu:
-            reason = "instance_group asks for KIND_GPU but no GPU is visible"
-        elif mode == "local" and backend in TENSORRT:
-            reason = "local mode has no TensorRT backend; use --mode docker"
-        elif mode == "local" and backend not in local_backends() + ["python", "ensemble"]:
-            reason = f"local mode has no {backend!r} backend (it serves {', '.join(local_backends())}); use --mode docker"
-        choices.append(ModelChoice(name, backend or "?", not reason, reason))
-        if backend == "ensemble":
-            steps[name] = [st.model_name for st in cfg.ensemble_scheduling.step]
-    return _skip_broken_ensembles(choices, steps)
-
-
-def _skip_broken_ensembles(choices: list[ModelChoice], steps: dict[str, list[str]]) -> list[ModelChoice]:
-    """An ensemble is served only when every model of its steps is (e.g. not over a skipped plan)."""
-    loads = {c.name: c for c in choices}
-    out = []
-    for c in choices:
-        missing = [m for m in steps.get(c.name, []) if not (m in loads and loads[m].load)]
-        if c.load and missing:
-            why = loads[missing[0]].reason if missing[0] in loads else "not in the repository"
-            c = ModelChoice(c.name, c.backend, False, f"its step {missing[0]} is not served ({why}); "
-                            "re-export with --serve-variant naming a variant this server can load")
-        out.append(c)
-    return out
-
-
 # --------------------------------------------------------------------------- local binary
 
 
@@ -286,11 +213,11 @@ class TritonServer:
     ):
         if mode not in MODES:
             raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        # An s3:// repository stays a string (Path would fold "//"); see dnx.deploy.remote.
+        # An s3:// repository stays a string (Path would fold "//"); see dnx.storage.remote.
         self.repository = str(repository) if str(repository).startswith("s3://") else Path(repository)
         self.endpoint_url = endpoint_url
         self.s3_sync = s3_sync  # copy an s3:// repository into a local cache first instead of Triton reading it
-        self.remote = None  # dnx.deploy.remote.RemoteRepository once an s3:// repository is resolved
+        self.remote = None  # dnx.storage.remote.RemoteRepository once an s3:// repository is resolved
         self.mode = mode
         self.host = host
         ports = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
@@ -359,8 +286,6 @@ class TritonServer:
         """Launch the server and block until it and every loaded model are ready."""
         if self.running:
             return self
-        from dnx.workdirs import make_dir
-
         # Private (0700): generated backends, the view of an s3:// repository and, by default, the log.
         self._workdir = make_dir("dnx-triton")
         self._keep_log = False
@@ -374,8 +299,6 @@ class TritonServer:
     def _local_view(self) -> Path:
         """The folder to choose models from: the repository, or the configs of an s3:// one."""
         if isinstance(self.repository, str):
-            from dnx.deploy.remote import open_remote
-
             self.remote = open_remote(self.repository, self._workdir / "view", endpoint_url=self.endpoint_url,
                                       sync=self.s3_sync)
             log.info("serving %s (version %s) from S3", self.remote.uri, self.remote.published.version)
@@ -417,8 +340,6 @@ class TritonServer:
             self.log_file = self._workdir / "tritonserver.log"
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
-        from dnx.manifest import read_manifest
-
         repository = self.remote.triton_uri if self.remote else self.repository
         if self.remote:
             env.update(self.remote.env)
@@ -434,12 +355,10 @@ class TritonServer:
             env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         else:
             tag = self.image_tag or docker_mode.select_image_tag(
-                read_manifest(view, required=False) or {},
+                load_manifest(view, required=False),
                 [c.name for c in choices if c.load and c.backend in TENSORRT],
             )
             if self.remote:
-                from dnx.deploy.remote import check_reachable_from_container
-
                 check_reachable_from_container(self.remote)
             self._container = f"dnx-tritonserver-{os.getpid()}-{self.grpc_port}"
             self.argv = docker_mode.docker_run_argv(
@@ -499,8 +418,6 @@ class TritonServer:
         left behind within ``timeout`` + a moment (the 15 s promised in docs/RELIABILITY.md).
         The private work folder goes too, unless the server failed and its log is in there.
         """
-        from dnx.signals import hurry
-
         proc, self._proc = self._proc, None
         try:
             if proc is not None and proc.poll() is None:
@@ -547,8 +464,6 @@ def serve(server: TritonServer, on_ready: Callable[[TritonServer], None] | None 
     The server is always stopped on the way out, a second signal only makes that faster
     (:mod:`dnx.signals`). Signals are handled only when called from the main thread.
     """
-    from dnx.signals import terminating
-
     try:
         with terminating():
             try:

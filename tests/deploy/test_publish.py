@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from dnx.cli import cli
 from dnx.deploy.publish import INDEX_NAME, POINTER_NAME, download, publish, resolve, scan_repository
-from dnx.deploy.s3 import StorageError
+from dnx.storage.s3 import StorageError
 from dnx.serving.server import free_port
 
 from .conftest import TcpProxy
@@ -170,7 +170,7 @@ def test_storage_failures_are_one_line_errors(case, fp32_repository, s3_env, mon
 
 
 def test_local_copy_is_verified_and_reused(fp32_repository, s3_env, tmp_path):
-    from dnx.deploy.remote import local_copy
+    from dnx.storage.remote import local_copy
 
     uri = f"s3://{s3_env.bucket}/{_prefix()}"
     v = publish(fp32_repository, uri, endpoint_url=s3_env.url, progress=False)

@@ -4,7 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from dnx.cli import cli
-from dnx.deploy.s3 import S3Location, parse_s3_uri, resolve_endpoint, triton_uri
+from dnx.storage.s3 import S3Location, parse_s3_uri, resolve_endpoint, triton_uri
 from dnx.errors import InputError
 
 

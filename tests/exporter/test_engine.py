@@ -218,7 +218,7 @@ def _fake_tensorrt(calls: list, version: str = "10.13.3"):
 def test_engine_wiring_with_a_fake_tensorrt(tmp_path, monkeypatch):
     calls: list = []
     monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(calls))
-    monkeypatch.setattr(eng, "gpu_info", lambda: {"name": "NVIDIA H100", "compute_capability": "9.0", "source": "test"})
+    monkeypatch.setattr(eng.trt_runtime, "gpu_info", lambda: {"name": "NVIDIA H100", "compute_capability": "9.0", "source": "test"})
     src = tmp_path / "model.onnx"
     src.write_bytes(b"onnx bytes")
     cache = tmp_path / "trt" / "timing.cache"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -69,22 +70,23 @@ def test_export_corrupt_weights(tmp_path):
 def test_failed_run_leaves_previous_repository_intact(fp32_repository, tmp_path, monkeypatch):
     import shutil
 
-    from dnx import pipeline
+    from dnx.errors import DnxError
+    from dnx.pipeline import Stage, stages
 
     repo = tmp_path / "model_repository"
     shutil.copytree(fp32_repository, repo)
     before = _tree(repo)
 
     def boom(ctx):
-        raise pipeline.DnxError("injected failure in the middle of the pipeline")
+        raise DnxError("injected failure in the middle of the pipeline")
 
     # Fault injection: a stage that fails after the export stage has written into staging.
-    monkeypatch.setattr(pipeline, "STAGES", pipeline.STAGES[:1] + [pipeline.Stage("boom", boom)])
+    monkeypatch.setattr(stages, "STAGES", stages.STAGES[:1] + [Stage("boom", boom)])
     r = CliRunner().invoke(cli, ["export", "--weights", "random", "--target", "cpu", "--runtime", "onnxruntime",
                                  "--out", str(repo), "-q"])
     assert r.exit_code == 1 and "left unchanged" in r.output and "injected failure" in r.output
     assert _tree(repo) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_repository"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model_repository.dnx-lock", "model_repository"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
@@ -106,7 +108,7 @@ def test_killed_run_leaves_previous_repository_intact(fp32_repository, tmp_path,
     assert proc.returncode != 0
     assert _tree(repo) == before
     if sig == signal.SIGTERM:  # clean unwind removes the staging folder
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["model_repository"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".model_repository.dnx-lock", "model_repository"]
     else:  # the next run sweeps the dead run's staging folder away
         from dnx.model_repository.layout import StagedRepository
 
@@ -194,3 +196,79 @@ def test_variant_failing_its_gate_is_not_written(tmp_path, monkeypatch):
     assert (out / "densenet121_onnx_fp16" / "1" / "model.onnx").is_file()
     # The ensemble serves a variant that passed, not the written-anyway failing one.
     assert manifest["ensemble"]["variant"] == "densenet121_onnx"
+
+
+# ---------------------------------------------------------------- one writer per --out (dnx.locks)
+
+FAST = ["--weights", "random", "--precision", "fp32", "--target", "cpu", "--runtime", "onnxruntime",
+        "--max-batch", "4", "-q"]
+
+
+def _dnx_export(out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dnx", "export", *FAST, "--out", str(out), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(condition, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting: {what}"
+        time.sleep(0.05)
+
+
+def _locked(out: Path) -> bool:
+    from dnx.errors import RepositoryBusyError
+    from dnx.locks import repository_lock
+
+    try:
+        with repository_lock(out, "test probe"):
+            return False
+    except RepositoryBusyError:
+        return True
+
+
+@pytest.mark.slow
+def test_two_exports_to_one_out_one_writes_the_other_fails_at_once_naming_it(tmp_path):
+    out = tmp_path / "model_repository"
+    procs = [_dnx_export(out), _dnx_export(out)]
+    _wait_for(lambda: any(p.poll() is not None for p in procs), "either export to end")
+    loser = next(p for p in procs if p.poll() is not None)
+    winner = next(p for p in procs if p is not loser)
+    assert winner.poll() is None, "the second export waited for the first instead of failing at once"
+    _, err = loser.communicate()
+    assert loser.returncode == 1
+    assert err.strip().splitlines() == [
+        f"Error: {out} is in use by pid {winner.pid} (dnx export); wait for it to finish, or pass --wait to queue behind it"]
+    stdout, err = winner.communicate(timeout=900)
+    assert winner.returncode == 0, err
+    assert stdout.startswith(f"Wrote {out} (1 models;")
+    assert parse_config((out / "densenet121_onnx" / "config.pbtxt").read_text()).max_batch_size == 4
+
+
+@pytest.mark.slow
+def test_a_lock_left_by_a_killed_export_is_taken_over(tmp_path):
+    out = tmp_path / "model_repository"
+    holder = _dnx_export(out)
+    _wait_for(lambda: _locked(out) or holder.poll() is not None, "the export to take the lock")
+    assert holder.poll() is None, holder.communicate()
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=60)
+    assert (tmp_path / ".model_repository.dnx-lock").is_file()  # the file stays; the kernel dropped the flock
+    r = CliRunner().invoke(cli, ["export", *FAST, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / "densenet121_onnx" / "config.pbtxt").is_file()
+
+
+@pytest.mark.slow
+def test_export_wait_queues_behind_the_holder(tmp_path):
+    from dnx.locks import repository_lock
+
+    out = tmp_path / "model_repository"
+    with repository_lock(out, "dnx tune"):
+        proc = _dnx_export(out, "--wait")
+        line = proc.stderr.readline().strip()
+        assert line == f"waiting for pid {os.getpid()} (dnx tune) to finish with {out}"
+        assert proc.poll() is None and not out.exists()
+    stdout, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err
+    assert stdout.startswith(f"Wrote {out} ")

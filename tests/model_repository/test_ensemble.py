@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dnx.errors import InputError
+from dnx.manifest import Manifest, ModelRecord
 from dnx.model_repository.ensemble import (
     PREPROCESS_LIBRARY, choose_variant, measured_throughput, render_ensemble, render_preprocess,
 )
@@ -71,18 +72,18 @@ def test_copied_preprocessing_runs_without_dnx(fp32_repository, photos):
     out.unlink()
 
 
-def _entry(runtime, precision, passed=True):
-    return {"runtime": runtime, "precision": precision, "parity": {"passed": passed}}
+def _entry(name, runtime, precision, passed=True):
+    return ModelRecord(name, runtime=runtime, precision=precision, parity={"passed": passed})
 
 
 def test_choose_variant():
-    models = {"m_onnx": _entry("onnxruntime", "fp32"), "m_openvino_int8": _entry("openvino", "int8"),
-              "m_openvino_bf16": _entry("openvino", "bf16"), "m_openvino": _entry("openvino", "fp32")}
+    models = {n: _entry(n, r, p) for n, r, p in [("m_onnx", "onnxruntime", "fp32"), ("m_openvino_int8", "openvino", "int8"),
+                                                ("m_openvino_bf16", "openvino", "bf16"), ("m_openvino", "openvino", "fp32")]}
     assert choose_variant(models, None) == ("m_onnx", "most accurate variant that passed its gate")
     assert choose_variant(models, "m_openvino_int8")[0] == "m_openvino_int8"
     name, why = choose_variant(models, None, {"m_openvino_int8": 180.0, "m_onnx": 66.0, "gone": 999.0})
     assert name == "m_openvino_int8" and "180.0 infer/s" in why
-    models["m_onnx"]["parity"]["passed"] = False
+    models["m_onnx"].parity["passed"] = False
     assert choose_variant(models, None)[0] == "m_openvino"
     with pytest.raises(InputError, match="--serve-variant 'nope' was not built; choose one of: m_onnx"):
         choose_variant(models, "nope")
@@ -90,7 +91,7 @@ def test_choose_variant():
 
 def test_measured_throughput_reads_tune_and_bench_records():
     manifest = {"models": {"a": {"tune": {"throughput": 120.5}}, "b": {"bench": {"throughput": 80}}, "c": {}}}
-    assert measured_throughput(manifest) == {"a": 120.5, "b": 80.0}
+    assert measured_throughput(Manifest.from_dict(manifest)) == {"a": 120.5, "b": 80.0}
     assert measured_throughput(None) == {}
 
 

@@ -113,11 +113,12 @@ def test_a_template_that_drops_a_field_is_caught(monkeypatch):
 
     from dnx.model_repository import render
 
-    source = render._template().environment.loader.get_source(render._template().environment, "config.pbtxt.j2")[0]
+    env = render.config_template().environment
+    source = env.loader.get_source(env, "config.pbtxt.j2")[0]
     broken = source.replace("max_queue_delay_microseconds: {{ c.max_queue_delay_us }}", "")
     assert broken != source
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    monkeypatch.setattr(render, "_template", lambda: env.from_string(broken))
+    monkeypatch.setattr(render, "config_template", lambda: env.from_string(broken))
     with pytest.raises(DnxError, match="does not say what the config means"):
         render_config(_base(max_queue_delay_us=500))
     render_config(_base(max_queue_delay_us=0))  # 0 is the field's default: nothing is lost

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dnx.errors import ServerError
+from dnx.manifest import Manifest
 from dnx.serving import docker as d
 from dnx.serving.server import TritonServer
 
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _manifest(**trt_by_model):
-    return {"models": {name: {"tensorrt": trt} for name, trt in trt_by_model.items()}}
+    return Manifest.from_dict({"models": {name: {"tensorrt": trt} for name, trt in trt_by_model.items()}})
 
 
 def test_tag_follows_recorded_tensorrt_version():
@@ -34,8 +35,8 @@ def test_tag_prefers_the_recorded_build_image():
 
 
 def test_default_tag_without_plans_or_versions():
-    assert d.select_image_tag({}, []) == d.DEFAULT_TAG
-    assert d.select_image_tag({"models": {}}, ["p"]) == d.DEFAULT_TAG  # warned, not fatal
+    assert d.select_image_tag(None, []) == d.DEFAULT_TAG
+    assert d.select_image_tag(Manifest(), ["p"]) == d.DEFAULT_TAG  # warned, not fatal
 
 
 def test_conflicting_or_unknown_tensorrt_versions():

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from dnx.deploy.publish import PublishedRepository, download, resolve
-from dnx.deploy.s3 import client, resolve_endpoint, triton_env, triton_uri
 from dnx.errors import InputError
+from dnx.storage.published import PublishedRepository, download, resolve
+from dnx.storage.s3 import client, resolve_endpoint, triton_env, triton_uri
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 
