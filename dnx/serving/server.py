@@ -42,7 +42,7 @@ from dnx.errors import DnxError, InputError, MissingDependencyError, ServerError
 from dnx.manifest import load_manifest
 from dnx.serving import docker as docker_mode
 from dnx.serving.servable import BACKENDS_SOURCE, TENSORRT, ModelChoice, choose_models
-from dnx.signals import hurry, terminating
+from dnx.signals import Interrupted, hurry, terminating
 from dnx.storage.remote import check_reachable_from_container, open_remote
 from dnx.workdirs import make_dir
 
@@ -462,7 +462,9 @@ def serve(server: TritonServer, on_ready: Callable[[TritonServer], None] | None 
     """Start ``server``, call ``on_ready``, and block until Ctrl-C / SIGTERM (or the server dies).
 
     The server is always stopped on the way out, a second signal only makes that faster
-    (:mod:`dnx.signals`). Signals are handled only when called from the main thread.
+    (:mod:`dnx.signals`). A signal then propagates as :class:`~dnx.signals.Interrupted` saying
+    the server was stopped, so the command ends with 128 + signal like every other. Signals are
+    handled only when called from the main thread.
     """
     try:
         with terminating():
@@ -473,5 +475,5 @@ def serve(server: TritonServer, on_ready: Callable[[TritonServer], None] | None 
                 server.wait()
             finally:
                 server.stop()
-    except KeyboardInterrupt:
-        pass  # the way a served repository is meant to be stopped
+    except Interrupted as exc:
+        raise exc.with_detail("tritonserver stopped") from None

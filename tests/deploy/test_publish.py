@@ -186,3 +186,27 @@ def test_local_copy_is_verified_and_reused(fp32_repository, s3_env, tmp_path):
     s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"tampered\n")
     with pytest.raises(StorageError, match="labels.txt does not match its published sha256"):
         local_copy(uri, endpoint_url=s3_env.url, cache_dir=tmp_path / "other")
+
+
+def test_publish_waits_while_an_export_holds_the_repository(repo_copy, s3_env):
+    """The folder's lock (dnx.locks), held here as `dnx export` holds it: publish never reads a half swap."""
+    import os
+    import subprocess
+    import sys
+
+    from dnx.locks import repository_lock
+
+    prefix = _prefix()
+    uri = f"s3://{s3_env.bucket}/{prefix}"
+    with repository_lock(repo_copy, "dnx export"):
+        proc = subprocess.Popen([sys.executable, "-m", "dnx", "publish", "--repository", str(repo_copy), uri,
+                                 "--endpoint-url", s3_env.url, "--json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+        line = proc.stderr.readline().strip()
+        assert line == f"waiting for pid {os.getpid()} (dnx export) to finish with {repo_copy}"
+        assert proc.poll() is None and _objects(s3_env, prefix) == {}  # nothing read, nothing uploaded
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    data = json.loads(out)
+    assert data["pointer_switched"] and data["verified"] == len(scan_repository(repo_copy))
+    assert POINTER_NAME in _objects(s3_env, prefix)

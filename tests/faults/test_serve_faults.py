@@ -28,8 +28,9 @@ def test_serve_stops_its_server_on_signals(dnx, serving_repository, sig, times):
     code, out, err = finish(proc, timeout=60)
     took = assert_group_gone(server, t0)
     print(f"{signal.Signals(sig).name} x{times}: tritonserver group gone {took:.1f}s after the signal")
-    assert code == 0, err  # stopping `dnx serve` with Ctrl-C / SIGTERM is its normal end
-    assert "tritonserver stopped" in out and "Traceback" not in err
+    assert code == 128 + sig, err  # like every command (docs/RELIABILITY.md), after the server is stopped
+    assert one_error_line(err) == f"Error: interrupted by {signal.Signals(sig).name}; tritonserver stopped"
+    assert "Traceback" not in err
 
 
 def test_busy_port_is_one_line_and_leaves_nothing(dnx, serving_repository):
