@@ -44,8 +44,7 @@ from dnx.hashing import sha256_bytes, sha256_file
 from dnx.locks import holding
 from dnx.manifest import load_manifest
 from dnx.model_repository.layout import MANIFEST_NAME
-from dnx.storage.published import (INDEX_NAME, POINTER_NAME, VERSIONS_DIR, PublishedRepository, download,
-                                   read_json_object, remote_sha256, resolve)
+from dnx.storage.published import INDEX_NAME, POINTER_NAME, VERSIONS_DIR, read_json_object, remote_sha256
 from dnx.storage.s3 import S3Location, StorageError, check_bucket, client, parse_s3_uri, s3_errors
 
 log = logging.getLogger(__name__)
@@ -176,8 +175,7 @@ def _upload_order(files: list[LocalFile]) -> list[LocalFile]:
 
 
 # --------------------------------------------------------------------------- remote side
-# The readers (resolve, download, the pointer and index names) live in dnx.storage.published;
-# they are imported above and stay importable from here.
+# Readers (resolve, download: dnx serve / validate / deploy) are dnx.storage.published.
 
 
 def _put_json(s3, bucket: str, key: str, doc: dict) -> None:

@@ -11,9 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from dnx.cli import cli
-from dnx.deploy.publish import INDEX_NAME, POINTER_NAME, download, publish, resolve, scan_repository
-from dnx.storage.s3 import StorageError
+from dnx.deploy.publish import publish, scan_repository
 from dnx.serving.server import free_port
+from dnx.storage.published import INDEX_NAME, POINTER_NAME, download, resolve
+from dnx.storage.s3 import StorageError
 
 from .conftest import TcpProxy
 

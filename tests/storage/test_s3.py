@@ -4,8 +4,8 @@ import pytest
 from click.testing import CliRunner
 
 from dnx.cli import cli
-from dnx.storage.s3 import S3Location, parse_s3_uri, resolve_endpoint, triton_uri
 from dnx.errors import InputError
+from dnx.storage.s3 import S3Location, parse_s3_uri, resolve_endpoint, triton_uri
 
 
 def test_parse_and_format():
