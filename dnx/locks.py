@@ -42,11 +42,13 @@ def repository_lock(
     shared: bool = False,
     wait: bool = False,
     poll_s: float = 0.2,
+    on_wait: Callable[[str], None] | None = None,
 ) -> Iterator[Path]:
     """Hold the repository folder's lock (exclusive, or ``shared`` for readers) for the block.
 
     Without ``wait`` a lock held by another live process raises :class:`RepositoryBusyError` at
-    once, naming the holder; with ``wait`` it blocks until the holder is done.
+    once, naming the holder; with ``wait`` it blocks until the holder is done, telling
+    ``on_wait`` once (a line naming the holder) that it has to.
     """
     path = lock_path(repository)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,13 +60,16 @@ def repository_lock(
                 fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                who = holder(repository) or {}
+                named = f"pid {who.get('pid', '?')} ({who.get('command', 'dnx')})" if who else "another dnx process"
                 if not wait:
-                    who = holder(repository) or {}
-                    named = f"pid {who.get('pid', '?')} ({who.get('command', 'dnx')})" if who else "another dnx process"
                     raise RepositoryBusyError(
                         f"{Path(repository)} is in use by {named}; wait for it to finish, "
                         "or pass --wait to queue behind it"
                     ) from None
+                if on_wait:
+                    on_wait(f"waiting for {named} to finish with {Path(repository)}")
+                    on_wait = None
                 time.sleep(poll_s)
         # Readers sign too (the latest one), so a writer kept out names a live holder, not the last writer.
         os.ftruncate(fd, 0)
@@ -72,27 +77,3 @@ def repository_lock(
         yield path
     finally:
         os.close(fd)  # closing the descriptor releases the flock
-
-
-@contextlib.contextmanager
-def holding(
-    repository: str | os.PathLike,
-    command: str,
-    *,
-    shared: bool = False,
-    wait: bool = False,
-    on_wait: Callable[[str], None] | None = None,
-) -> Iterator[Path]:
-    """:func:`repository_lock`, telling ``on_wait`` once (a line naming the holder) when ``wait`` has to queue."""
-    with contextlib.ExitStack() as stack:
-        try:
-            path = stack.enter_context(repository_lock(repository, command, shared=shared))
-        except RepositoryBusyError:
-            if not wait:
-                raise
-            who = holder(repository) or {}
-            if on_wait:
-                on_wait(f"waiting for pid {who.get('pid', '?')} ({who.get('command', 'dnx')}) "
-                        f"to finish with {Path(repository)}")
-            path = stack.enter_context(repository_lock(repository, command, shared=shared, wait=True))
-        yield path

@@ -88,10 +88,12 @@ class ModelRecord:
 
     @property
     def max_batch_size(self) -> int:
+        """The config's ``max_batch_size`` (1 when not recorded)."""
         return int(self.config.get("max_batch_size") or 1)
 
     @property
     def parameters(self) -> dict[str, str]:
+        """The config's ``parameters`` (runtime options), a copy."""
         return dict(self.config.get("parameters") or {})
 
     def get(self, key: str, default=None):
@@ -131,14 +133,6 @@ class Manifest:
             if values[key] is None and key not in self.order:
                 del values[key]
         return _to_dict(self, _ORDER, values)
-
-    @property
-    def ensemble_name(self) -> str | None:
-        return (self.ensemble or {}).get("name")
-
-    def calibration_summary(self) -> str:
-        """See :func:`calibration_summary`."""
-        return calibration_summary(self)
 
 
 _ORDER = ("dnx_version", "built_at", "model", "weights", "preprocessing", "options", "host", "versions", "models",

@@ -41,7 +41,7 @@ from dnx import __version__
 from dnx._lazy import lazy_import
 from dnx.errors import InputError
 from dnx.hashing import sha256_bytes, sha256_file
-from dnx.locks import holding
+from dnx.locks import repository_lock
 from dnx.manifest import load_manifest
 from dnx.model_repository.layout import MANIFEST_NAME
 from dnx.storage.published import INDEX_NAME, POINTER_NAME, VERSIONS_DIR, read_json_object, remote_sha256
@@ -230,7 +230,7 @@ def publish(
     repo = Path(repository)
     if not repo.is_dir():  # before the lock, which would create the folders above it
         raise InputError(f"model repository {repo} does not exist; build it with `dnx export` or pass --repository")
-    with holding(repo, LOCK_COMMAND, shared=True, wait=True, on_wait=on_wait):
+    with repository_lock(repo, LOCK_COMMAND, shared=True, wait=True, on_wait=on_wait):
         return _publish(repo, location, endpoint_url=endpoint_url, dry_run=dry_run, progress=progress,
                         on_object=on_object)
 

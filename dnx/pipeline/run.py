@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from dnx.errors import InputError
-from dnx.locks import holding
+from dnx.locks import repository_lock
 from dnx.manifest import Manifest, write_manifest
 from dnx.model_repository.layout import StagedRepository, remove_orphans, tree_bytes
 from dnx.parity import ParityReport
@@ -63,7 +63,7 @@ def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | Non
             on_warning(warning)
     spec = get_spec(options.model)
     target, target_reason = resolve_target(options.target)
-    with holding(options.out, LOCK_COMMAND, wait=wait, on_wait=on_wait):
+    with repository_lock(options.out, LOCK_COMMAND, wait=wait, on_wait=on_wait):
         # Under the lock: a staging folder beside --out is a dead run's, never a live one's.
         remove_orphans(Path(options.out))
         try:
