@@ -26,12 +26,11 @@ Every object's SHA-256 as S3 reports it is checked against ``dnx-manifest.json``
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 

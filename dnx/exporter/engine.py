@@ -23,7 +23,7 @@ from dnx.hashing import sha256_bytes, sha256_file
 from dnx.model_repository.layout import atomic_write_bytes
 from dnx.runtimes import tensorrt as trt_runtime
 from dnx.runtimes.tensorrt import gpu_info, parse_nvidia_smi  # noqa: F401 - this module's names before they moved
-from dnx.runtimes.tensorrt import available as tensorrt_available
+from dnx.runtimes.tensorrt import available as tensorrt_available  # noqa: F401 - as above
 from dnx.spec import DEFAULT_MODEL, ModelSpec
 
 DEFAULT_TIMING_CACHE = Path(".dnx-cache") / "tensorrt" / "timing.cache"

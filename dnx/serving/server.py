@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from dnx.errors import DnxError, InputError, MissingDependencyError, ServerError
+from dnx.errors import InputError, MissingDependencyError, ServerError
 from dnx.manifest import load_manifest
 from dnx.serving import docker as docker_mode
-from dnx.serving.servable import BACKENDS_SOURCE, TENSORRT, ModelChoice, choose_models
+from dnx.serving.servable import BACKENDS_SOURCE, TENSORRT, ModelChoice, choose_models, local_backends
 from dnx.signals import Interrupted, hurry, terminating
 from dnx.storage.remote import check_reachable_from_container, open_remote
 from dnx.workdirs import make_dir

@@ -8,8 +8,8 @@ import pytest
 
 from dnx.errors import InputError
 from dnx.exporter.engine import tensorrt_available
-from dnx.pipeline import (STAGES, Context, ExportOptions, ModelEntry, Stage, StageResult, Status, disk_full_reason, resolve_target,
-                          run_stage)
+from dnx.pipeline import (STAGES, Context, ExportOptions, ModelEntry, Stage, StageResult, Status, disk_full_reason,
+                          resolve_target, run_stage)
 from dnx.pipeline.write import WRITE
 from dnx.spec import get_spec
 
