@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-RUNTIMES = ("onnxruntime", "openvino", "tensorrt")
 
 # Short runtime names used in model names: <model>_<runtime>[_<precision>].
 RUNTIME_TAGS = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "trt"}
