@@ -32,13 +32,12 @@ RELAXED_STABILITY = 1000.0
 SWEEP_STEM = "{model}_b{batch}_c{level}_w{window}"
 
 
-@dataclass(frozen=True)
+@dataclass
 class LevelSettings:
     """How perf_analyzer measures each level (the flags every level of a run shares)."""
 
-    url: str
+    url: str = "127.0.0.1:8001"
     protocol: str = "grpc"
-    batch_size: int = 1
     measurement_interval_ms: int = 5000
     measurement_mode: str = "time_windows"
     measurement_request_count: int = 50
@@ -149,10 +148,11 @@ class Analyzer:
                 timer.cancel()
         return rc, "".join(lines), bool(fired)
 
-    def measure_level(self, model: str, level: int, s: LevelSettings, runs: list[Run] | None = None,
+    def measure_level(self, model: str, level: int, s: LevelSettings, batch: int = 1, runs: list[Run] | None = None,
                       stem: str = SWEEP_STEM, on_run: Callable[[], None] | None = None,
                       on_progress: Callable[[int, bool], None] | None = None) -> Measurement:
-        """Measure ``model`` at concurrency ``level``: retried with doubled windows, then once relaxed.
+        """Measure ``model`` at concurrency ``level`` with requests of ``batch``: retried with doubled windows,
+        then once relaxed.
 
         Every perf_analyzer run is appended to ``runs`` (and ``on_run`` called) as it ends, so a
         caller keeps the record when this raises :class:`PerfError` (no row after the retries,
@@ -164,12 +164,12 @@ class Analyzer:
         pending = [Segment((level,), s.measurement_interval_ms)]
         while pending:
             seg = pending.pop(0)
-            name = stem.format(model=model, batch=s.batch_size, level=level, window=seg.window_ms)
+            name = stem.format(model=model, batch=batch, level=level, window=seg.window_ms)
             name += "_relaxed" if seg.relaxed else ""
             csv_path, log_path = self.raw / f"{name}.csv", self.raw / f"{name}.log"
             rng = ConcurrencyRange(level, level, 1)
             argv = build_argv(
-                self.binary, model, url=s.url, protocol=s.protocol, batch_size=s.batch_size, concurrency=rng,
+                self.binary, model, url=s.url, protocol=s.protocol, batch_size=batch, concurrency=rng,
                 measurement_interval_ms=seg.window_ms, csv_path=csv_path, percentile=s.percentile,
                 stability_percentage=RELAXED_STABILITY if seg.relaxed else s.stability_percentage,
                 max_trials=s.max_trials, collect_metrics=s.collect_metrics, metrics_url=s.metrics_url,
@@ -188,7 +188,7 @@ class Analyzer:
                 retryable = True
             wrote = retryable and csv_path.is_file()
             got = {m.concurrency: m for m in parse_csv(csv_path)} if wrote else {}
-            runs.append(Run(model, s.batch_size, str(rng), seg.window_ms, shell_line(argv, self.env),
+            runs.append(Run(model, batch, str(rng), seg.window_ms, shell_line(argv, self.env),
                             str(csv_path.relative_to(self.out_dir)) if wrote else None,
                             str(log_path.relative_to(self.out_dir)), rc, min(unstable) if unstable else None))
             if on_run:
@@ -202,7 +202,7 @@ class Analyzer:
                                 f"{level}; see {log_path}")
             if not retryable or level not in unstable or seg.relaxed:
                 raise PerfError(
-                    f"perf_analyzer measured no result for {model} batch {s.batch_size} concurrency [{level}] "
+                    f"perf_analyzer measured no result for {model} batch {batch} concurrency [{level}] "
                     f"(exit {rc}): {tail(text, 3)}; see {log_path}"
                 )
             pending[:0] = plan_retries(seg, set(got), unstable, 1, s.retries)

@@ -40,6 +40,19 @@ class Ratio:
                 "detail": self.detail}
 
 
+def _fastest(in_process: list[Timing], family: str | None = None, precision: str | None = None,
+             max_batch: int | None = None) -> Timing | None:
+    """The highest-throughput in-process timing (of ``family`` and ``precision``, up to ``max_batch``)."""
+    mine = [t for t in in_process if (family is None or t.family == family)
+            and (precision is None or t.precision == precision) and (max_batch is None or t.batch <= max_batch)]
+    return max(mine, key=lambda t: t.throughput, default=None)
+
+
+def _served(row: dict) -> str:
+    """A served row as the ratios quote it: ``model c2 12.3 infer/s``."""
+    return f"{row['model']} c{row['concurrency']} {row['throughput']:.1f} infer/s"
+
+
 def compute_ratios(in_process: list[Timing], served: list[dict], ort_model: str) -> list[Ratio]:
     """The issue's targets: served vs in-process ONNX Runtime and PyTorch eager."""
     ort = [t for t in in_process if t.family == "onnxruntime" and t.precision == "fp32"]
@@ -47,7 +60,7 @@ def compute_ratios(in_process: list[Timing], served: list[dict], ort_model: str)
     mine = [r for r in served if r["model"] == ort_model and r["batch"] == 1]
     best = best_row(mine)
     c1 = next((r for r in mine if r["concurrency"] == 1), None)
-    ort_best = max(ort, key=lambda t: t.throughput, default=None)
+    ort_best = _fastest(in_process, "onnxruntime", "fp32")
     ort1 = next((t for t in ort if t.batch == 1), None)
     out = []
     if best and ort_best:
@@ -64,8 +77,8 @@ def compute_ratios(in_process: list[Timing], served: list[dict], ort_model: str)
     # The CPU-variants view (OpenVINO issue): the best served variant of any runtime.
     if served and in_process:
         sb = best_row(served)
-        ib = max(in_process, key=lambda t: t.throughput)
-        served_fig = f"{sb['model']} c{sb['concurrency']} {sb['throughput']:.1f} infer/s"
+        ib = _fastest(in_process)
+        served_fig = _served(sb)
         out.append(Ratio.of("best served variant / fastest in-process runner", sb["throughput"] / ib.throughput, 0.85, True,
                             f"{served_fig} vs {ib.runner} batch {ib.batch} {ib.throughput:.1f} img/s"))
         if ort_best:
@@ -93,19 +106,14 @@ def tuned_ratios(in_process: list[Timing], served: list[dict], ort_model: str, m
     if served:
         sb = best_row(served)
         precision, runtime = variant_of(sb["model"], manifest)
-        same = [t for t in in_process if t.family == runtime and t.precision == precision and t.batch <= 8]
-        ib = max(same, key=lambda t: t.throughput, default=None)
+        ib = _fastest(in_process, runtime, precision, max_batch=8)
         if ib:
             out.append(Ratio.of("best served variant / fastest in-process run of its runtime and precision (batch 1..8)",
                                 sb["throughput"] / ib.throughput, 0.9, True,
-                                f"{sb['model']} c{sb['concurrency']} {sb['throughput']:.1f} infer/s vs {ib.runner} "
-                                f"batch {ib.batch} {ib.throughput:.1f} img/s"))
-    ort = max((t for t in in_process if t.family == "onnxruntime" and t.precision == "fp32"), key=lambda t: t.throughput,
-              default=None)
-    so = best_row(served, ort_model, batch=1)
+                                f"{_served(sb)} vs {ib.runner} batch {ib.batch} {ib.throughput:.1f} img/s"))
+    ort, so = _fastest(in_process, "onnxruntime", "fp32"), best_row(served, ort_model, batch=1)
     if ort and so:
+        detail = f"{_served(so)} vs batch {ort.batch} {ort.throughput:.1f} img/s"
         out.append(Ratio.of("served ONNX Runtime fp32 / in-process ONNX Runtime fp32 best (tuned)",
-                            so["throughput"] / ort.throughput, 0.95, True,
-                            f"{ort_model} c{so['concurrency']} {so['throughput']:.1f} infer/s vs batch {ort.batch} "
-                            f"{ort.throughput:.1f} img/s"))
+                            so["throughput"] / ort.throughput, 0.95, True, detail))
     return out

@@ -92,13 +92,13 @@ def _measure_batch(analyzer: Analyzer, model: ServedModel, batch: int, opts: Swe
     if model.string_inputs and not str(input_data or "").endswith(".json"):
         # Random bytes are not images (every request would fail): send real JPEGs.
         input_data = str(write_image_input_data(analyzer.out_dir / "input-data-images.json", model.string_inputs[0]))
-    settings = opts.level_settings(batch, input_data)
+    settings = dataclasses.replace(opts, input_data=input_data)
     todo = [c for c in opts.concurrency.levels() if c not in collected]
     for i, c in enumerate(todo):
         if opts.skip_saturated and saturated({k: m.throughput for k, m in collected.items()}, floor):
             skipped[:] = todo[i:]
             return
-        meas = analyzer.measure_level(model.name, c, settings, runs, on_run=on_level,
+        meas = analyzer.measure_level(model.name, c, settings, batch, runs, on_run=on_level,
                                       on_progress=progress.watcher(model.name, batch))
         collected[c] = meas
         progress.level_done(model.name, batch, c)

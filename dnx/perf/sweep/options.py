@@ -20,25 +20,12 @@ ASSUMED_THROUGHPUT = 30.0
 
 
 @dataclass
-class SweepOptions:
-    """What to measure and how; mirrors the ``dnx perf`` flags."""
+class SweepOptions(LevelSettings):
+    """What to measure and how; mirrors the ``dnx perf`` flags (the per-level ones are :class:`LevelSettings`')."""
 
-    url: str = "127.0.0.1:8001"
-    protocol: str = "grpc"
     concurrency: ConcurrencyRange = field(default_factory=lambda: ConcurrencyRange(1, 16, 1))
     batch_sizes: tuple[int, ...] = (1,)
-    measurement_interval_ms: int = 5000
-    percentile: int | None = None
-    stability_percentage: float | None = None
-    max_trials: int | None = None
-    retries: int = 1  # longer windows (x2 each) for a level that is unstable
-    collect_metrics: bool = False
-    metrics_url: str | None = None
-    verbose_csv: bool = False
-    input_data: str | None = None
     progress: bool = True
-    measurement_mode: str = "time_windows"  # or count_windows (windows of measurement_request_count requests)
-    measurement_request_count: int = 50
     skip_saturated: bool = False  # stop raising concurrency once throughput is flat (see levels.saturated())
 
     def check(self) -> None:
@@ -57,16 +44,6 @@ class SweepOptions:
             raise InputError(f"--measurement-request-count {self.measurement_request_count} is too small; use 10 or more")
         if self.stability_percentage is not None and self.stability_percentage <= 0:
             raise InputError(f"--stability-percentage {self.stability_percentage} must be > 0, e.g. 10")
-
-    def level_settings(self, batch: int, input_data: str | None) -> LevelSettings:
-        """The perf_analyzer settings of each level at request batch size ``batch``."""
-        return LevelSettings(
-            url=self.url, protocol=self.protocol, batch_size=batch, measurement_interval_ms=self.measurement_interval_ms,
-            measurement_mode=self.measurement_mode, measurement_request_count=self.measurement_request_count,
-            percentile=self.percentile, stability_percentage=self.stability_percentage, max_trials=self.max_trials,
-            retries=self.retries, collect_metrics=self.collect_metrics, metrics_url=self.metrics_url,
-            verbose_csv=self.verbose_csv, input_data=input_data,
-        )
 
 
 @dataclass
