@@ -120,6 +120,7 @@ def decide(candidates: list[Candidate], objective: str, latency_budget_ms: float
         write = bool(tuned and not best.baseline and g is not None and g >= MIN_GAIN)
         reason = ("not searched (only the --top best variants are tuned)" if not tuned else
                   "the previous config is best" if best.baseline else
+                  "the previous config could not be measured, so no gain is known" if g is None else
                   f"gain {g:+.1%} is below the {MIN_GAIN:.0%} noise margin" if not write else "")
         winner = best if write else (base or best)
         winner.winner = True

@@ -271,3 +271,14 @@ def _best(history):
     """The highest-scoring evaluated candidate (the earliest one on ties), or None if all failed."""
     ok = [(k, s) for k, s in history if s is not None]
     return max(ok, key=lambda ks: ks[1]) if ok else None
+
+
+def test_a_failed_previous_config_is_kept_with_a_reason():
+    from dnx.perf.tune.decision import Candidate, decide
+
+    pts = [{"concurrency": 1, "throughput": 40.0, "p50_ms": 10.0, "p99_ms": 12.0, "stable": True}]
+    cands = [Candidate("m", 0, {"a": 1}, "a=1", status="failed", error="perf_analyzer failed", baseline=True),
+             Candidate("m", 1, {"a": 2}, "a=2", points=pts, score=40.0)]
+    d = decide(cands, "throughput", None)["m"]
+    assert not d.write and d.gain is None and "could not be measured" in d.reason
+    assert d.best_found == "a=2" and d.previous_figure == "-" and cands[0].winner
