@@ -118,8 +118,8 @@ def _run(opts: TuneOptions, repo: Path, t_start: float) -> TuneResult:
         with terminating():  # a signal deferred during the write-back arrives once it is complete
             try:
                 write_back(result, bases, repo)
-            except Interrupted as exc:
-                stopped = exc.with_detail(f"the tuned configs were written to {repo} in full first")
+            except Interrupted as exc:  # the repository is written in full: nothing to add
+                stopped = exc
         written = [n for n, d in result.decisions.items() if d.written]
         if opts.url is not None and written:  # the running server picks up the new configs now
             with contextlib.suppress(Exception), ModelControl(opts.url) as control:

@@ -104,8 +104,8 @@ def write_back(result: TuneResult, bases: dict[str, TritonConfig], repo: Path) -
             _restore(repo, previous)
             for d in result.decisions.values():
                 d.written = None
-            raise DnxError(f"writing the tuned configs into {repo} failed ({one_line(exc)}); every config was put "
-                           "back, the repository is as before; free space or fix permissions and rerun `dnx tune`") \
+            raise DnxError(f"writing the tuned configs failed ({one_line(exc)}); {repo} is unchanged (every config was put "
+                           "back); free space or fix permissions and rerun `dnx tune`") \
                 from None
         except BaseException:
             _restore(repo, previous)

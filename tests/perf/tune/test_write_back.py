@@ -28,7 +28,7 @@ def test_a_failed_write_puts_every_config_back(repo_copy, tmp_path, monkeypatch,
     before = _digest(repo_copy)
     res, bases = _result(repo_copy, tmp_path)
     monkeypatch.setenv("DNX_FAULT", f"{point}:error")
-    with pytest.raises(DnxError, match="every config was put back, the repository is as before"):
+    with pytest.raises(DnxError, match="is unchanged .every config was put back."):
         write_back(res, bases, repo_copy)
     assert _digest(repo_copy) == before  # configs, no stray config.pbtxt.orig, the manifest
     assert not (repo_copy / MODEL / "config.pbtxt.orig").exists()
