@@ -4,7 +4,8 @@ What is guaranteed (docs/RELIABILITY.md):
 
 * The manifest is read and every winner rendered before any file changes, so a corrupt
   manifest or a config the template cannot express stops the run with the repository as it was.
-* SIGINT/SIGTERM are deferred while files change (they take effect once the write-back is done).
+* SIGINT/SIGTERM are held while files change: the write-back finishes, then the signal ends the
+  run (128 + signal) with every config and the manifest written.
 * A failed write (full disk, permissions; ``DNX_FAULT=tune-write-back:...:error``) restores every
   config already rewritten to its previous bytes and removes the ``config.pbtxt.orig`` files this
   run created; the manifest, written atomically last, is then still the previous one. The
@@ -19,6 +20,7 @@ import contextlib
 import datetime as _dt
 import json
 import signal
+import threading
 from pathlib import Path
 
 from dnx import faults
@@ -31,15 +33,30 @@ from dnx.perf.tune import space
 from dnx.perf.tune.decision import decide
 from dnx.perf.tune.options import TuneResult
 
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
+
 
 @contextlib.contextmanager
 def signals_deferred():
-    """Block SIGINT/SIGTERM while the repository is written, so it is never half-written."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    """Hold SIGINT/SIGTERM while the repository is written, so it is never half-written.
+
+    The signals are recorded by a handler and raised again once the block is done (a signal mask
+    would not do: a process-directed signal goes to any thread that does not block it, the
+    gRPC client's for one, and Python then runs its handler in the main thread at once).
+    Outside the main thread Python cannot install handlers; the block then runs unguarded.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in _DEFERRED}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held:
+            signal.raise_signal(held[0])  # now the previous handler acts on it
 
 
 def _manifest(result: TuneResult, manifest: dict, written: dict[str, TritonConfig]) -> dict:

@@ -41,3 +41,19 @@ def test_without_a_fault_the_same_write_back_changes_config_and_manifest_togethe
     assert read_config(repo_copy / MODEL).instance_count == 2
     tuning = json.loads((repo_copy / "dnx-manifest.json").read_text())["tuning"]
     assert tuning["models"][MODEL]["written"] == str(repo_copy / MODEL / "config.pbtxt") == res.decisions[MODEL].written
+
+
+@pytest.mark.parametrize("point", ["tune-write-back:after-first-config", "tune-write-back:before-manifest"])
+def test_a_signal_inside_the_write_back_waits_until_it_is_done(repo_copy, tmp_path, monkeypatch, point):
+    import signal
+
+    from dnx.signals import Interrupted, terminating
+
+    res, bases = _result(repo_copy, tmp_path)
+    monkeypatch.setenv("DNX_FAULT", f"{point}:SIGTERM")
+    with pytest.raises(Interrupted) as exc, terminating():
+        write_back(res, bases, repo_copy)
+    assert exc.value.signum == signal.SIGTERM
+    assert read_config(repo_copy / MODEL).instance_count == 2  # written in full, then the signal acted
+    tuning = json.loads((repo_copy / "dnx-manifest.json").read_text())["tuning"]
+    assert tuning["models"][MODEL]["written"] == str(repo_copy / MODEL / "config.pbtxt")
