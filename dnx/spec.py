@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from dnx.errors import InputError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-RUNTIMES = ("onnxruntime", "openvino", "tensorrt")
 
 # Short runtime names used in model names: <model>_<runtime>[_<precision>].
 RUNTIME_TAGS = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "trt"}

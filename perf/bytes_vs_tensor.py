@@ -90,7 +90,9 @@ def main() -> None:
     from dnx.model_repository.layout import atomic_write_text
     from dnx.perf.bench import write_input_dir
     from dnx.perf.images import benchmark_jpegs
-    from dnx.perf.sweep import ConcurrencyRange, SweepOptions, inspect_server, sweep
+    from dnx.perf.levels import ConcurrencyRange
+    from dnx.perf.served import inspect_server
+    from dnx.perf.sweep import SweepOptions, sweep
     from dnx.preprocess import load_image, sample_photographs
     from dnx.serving.server import TritonServer
     from dnx.spec import spec_from_manifest

@@ -8,28 +8,29 @@ from pathlib import Path
 
 import click
 
+from dnx.commands.options import (
+    concurrency_option, models_option, quiet_option, repository_option, retries_option, window_options,
+)
+
 
 @click.command("bench")
-@click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True,
-              help="Model repository to serve and to take the in-process models from.")
+@repository_option("Model repository to serve and to take the in-process models from.")
 @click.option("--out-md", type=click.Path(path_type=Path), default=Path("perf/BENCHMARKS.md"), show_default=True,
               help="Markdown summary to write.")
 @click.option("--results", type=click.Path(path_type=Path), help="Raw results folder. Default: perf/results/bench-<timestamp>/.")
 @click.option("--duration", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds per in-process (runtime, batch) point.")
-@click.option("--concurrency", default="1:4", show_default=True, help="Served sweep, perf_analyzer start:end[:step].")
-@click.option("--measurement-interval", type=int, default=5000, show_default=True, help="perf_analyzer window (ms).")
-@click.option("--stability-percentage", type=float, help="perf_analyzer stability threshold (default 10).")
-@click.option("--max-trials", type=click.IntRange(min=3), default=6, show_default=True,
-              help="perf_analyzer windows per level before it counts as unstable.")
-@click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Retries of an unstable level with a doubled window.")
-@click.option("--models", help="Comma list of served models to sweep. Default: every model the local server loads.")
+@concurrency_option("1:4", "Served sweep, perf_analyzer start:end[:step].")
+@window_options(interval_default=5000, interval_help="perf_analyzer window (ms).",
+                stability_help="perf_analyzer stability threshold (default 10).",
+                max_trials_help="perf_analyzer windows per level before it counts as unstable.")
+@retries_option("Retries of an unstable level with a doubled window.")
+@models_option("Comma list of served models to sweep. Default: every model the local server loads.")
 @click.option("--no-torch", is_flag=True, help="Skip the PyTorch eager baseline.")
 @click.option("--notes", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Markdown file appended to BENCHMARKS.md as 'Notes' (e.g. what was tuned).")
 @click.option("--quick", is_flag=True, help="Short run for CI: 1.5 s points, concurrency 1:2, 1 s windows, PyTorch batch 1.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@quiet_option("No progress output.")
 def command(repository, out_md, results, duration, concurrency, measurement_interval, stability_percentage,
             max_trials, retries, models, no_torch, notes, quick, quiet):
     """Measure the served repository against PyTorch eager, ONNX Runtime and OpenVINO in-process.
@@ -40,7 +41,8 @@ def command(repository, out_md, results, duration, concurrency, measurement_inte
       dnx bench --quick --out-md /tmp/BENCH.md    # a short smoke run
     """
     from dnx.perf.bench import BenchOptions, run_bench
-    from dnx.perf.sweep import ConcurrencyRange
+    from dnx.perf.levels import ConcurrencyRange
+    from dnx.perf.results import best_per_model
 
     opts = BenchOptions(
         repository=repository, out_md=out_md, results_dir=results, duration_s=duration,
@@ -57,21 +59,14 @@ def command(repository, out_md, results, duration, concurrency, measurement_inte
     res = run_bench(opts, on_step=None if quiet else lambda msg: click.echo(f"bench: {msg}", err=True))
     for t in res.in_process:
         click.echo(f"{t.runner:28s} batch {t.batch:2d}  {t.throughput:7.1f} img/s  p50 {t.p50_ms:7.1f} ms  p99 {t.p99_ms:7.1f} ms")
-    best = {}
-    for r in res.served:
-        if r["throughput"] > best.get(r["model"], {}).get("throughput", -1):
-            best[r["model"]] = r
+    best = best_per_model(res.served)
     for name, r in best.items():
         click.echo(f"{'served ' + name:28s} c{r['concurrency']:<2d}       {r['throughput']:7.1f} infer/s p99 {r['p99_ms']:7.1f} ms")
-    untuned = {}
-    for r in res.untuned:  # models `dnx tune` rewrote, measured with their config.pbtxt.orig
-        if r["throughput"] > untuned.get(r["model"], {}).get("throughput", -1):
-            untuned[r["model"]] = r
+    untuned = best_per_model(res.untuned)  # models `dnx tune` rewrote, measured with their config.pbtxt.orig
     for name, r in untuned.items():
         tuned = f"  (tuned: {best[name]['throughput']:.1f})" if name in best else ""
         click.echo(f"{'untuned ' + name:28s} c{r['concurrency']:<2d}       {r['throughput']:7.1f} infer/s "
                    f"p99 {r['p99_ms']:7.1f} ms{tuned}")
     for r in res.ratios:
-        verdict = "n/a" if r["pass"] is None else ("pass" if r["pass"] else "FAIL")
-        click.echo(f"{r['name']}: {r['value']:.2f}x (target {r['target']}) {verdict}")
+        click.echo(f"{r.name}: {r.value:.2f}x (target {r.target}) {r.verdict}")
     click.echo(f"Wrote {res.out_md} (details in {res.results_dir})")

@@ -7,11 +7,15 @@ from pathlib import Path
 import click
 
 from dnx.commands import int_list
+from dnx.commands.options import (
+    concurrency_option, latency_budget_option, models_option, quiet_option, repository_option, retries_option,
+    window_options,
+)
 
 
 @click.command("perf")
-@click.option("--models", help="Comma list of models. Default: every READY model on the server.")
-@click.option("--concurrency", default="1:16", show_default=True, help="perf_analyzer range start:end[:step].")
+@models_option("Comma list of models. Default: every READY model on the server.")
+@concurrency_option("1:16", "perf_analyzer range start:end[:step].")
 @click.option("--batch-size", default="1", show_default=True, help="Comma list of request batch sizes, e.g. 1,4.")
 @click.option("--url", default="127.0.0.1:8001", show_default=True, help="Server address (gRPC port for grpc).")
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
@@ -21,29 +25,27 @@ from dnx.commands import int_list
               "model's speed); time_windows: windows of --measurement-interval ms.")
 @click.option("--measurement-request-count", type=click.IntRange(min=10), default=50, show_default=True,
               help="Requests per window in count_windows mode; doubled for a retry of an unstable level.")
-@click.option("--measurement-interval", type=int, default=5000, show_default=True,
-              help="perf_analyzer window (ms) in time_windows mode; doubled for a retry of an unstable level.")
-@click.option("--percentile", type=int, help="Stabilize on this latency percentile instead of the average.")
-@click.option("--stability-percentage", type=float, help="Allowed variation between windows (perf_analyzer: 10).")
-@click.option("--max-trials", type=int, help="Windows per level before it counts as unstable (perf_analyzer: 10).")
+@window_options(interval_default=5000, percentile=True,
+                interval_help="perf_analyzer window (ms) in time_windows mode; doubled for a retry of an unstable level.",
+                stability_help="Allowed variation between windows (perf_analyzer: 10).",
+                max_trials_type=int, max_trials_default=None,
+                max_trials_help="Windows per level before it counts as unstable (perf_analyzer: 10).")
 @click.option("--skip-saturated/--all-levels", default=True, show_default=True,
               help="Stop raising a model's concurrency once 3 levels in a row gained < 3 % over the best before them "
                    "(never below the level that fills its padded batches); --all-levels measures every level.")
-@click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Retries of an unstable level with a longer window before it is reported unstable.")
-@click.option("--latency-budget-ms", type=float, help="Report the best throughput with p99 within this budget.")
+@retries_option("Retries of an unstable level with a longer window before it is reported unstable.")
+@latency_budget_option("Report the best throughput with p99 within this budget.")
 @click.option("--collect-metrics/--no-collect-metrics", default=None,
               help="perf_analyzer --collect-metrics --verbose-csv. Default: on when a model runs on a GPU.")
 @click.option("--metrics-url", help="Server metrics endpoint. Default: <host of --url>:8002/metrics.")
 @click.option("--launch", is_flag=True, help="Start a local server on --repository for the run, stop it after.")
-@click.option("--repository", type=click.Path(path_type=str), default="model_repository", show_default=True,
-              help="Model repository, a folder or s3://BUCKET/PREFIX (served with --launch; its "
-                   "dnx-manifest.json names precision/runtime).")
+@repository_option("Model repository, a folder or s3://BUCKET/PREFIX (served with --launch; its "
+                   "dnx-manifest.json names precision/runtime).", path_type=str, default="model_repository")
 @click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", show_envvar=True,
               help="S3-compatible endpoint for an s3:// --repository. Default: AWS S3.")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
               help="Continue the interrupted sweep in this results folder (its options; --url may point elsewhere).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@quiet_option()
 @click.pass_context
 def command(ctx, models, concurrency, batch_size, url, protocol, out, measurement_mode, measurement_request_count,
             measurement_interval, percentile,
@@ -62,8 +64,8 @@ def command(ctx, models, concurrency, batch_size, url, protocol, out, measuremen
     Each level is on disk as soon as it is measured: when the server dies or the run is
     interrupted, the report is written, marked incomplete, and --resume continues it.
     """
-    from dnx.perf import PerfOptions, resume_options, run_perf
-    from dnx.perf.sweep import ConcurrencyRange, SweepOptions
+    from dnx.perf.levels import ConcurrencyRange
+    from dnx.perf.sweep import PerfOptions, SweepOptions, resume_options, run_perf
 
     if resume is not None:
         given = ctx.get_parameter_source("url") is click.core.ParameterSource.COMMANDLINE

@@ -7,16 +7,17 @@ from pathlib import Path
 import click
 
 from dnx.commands import int_list
+from dnx.commands.options import (
+    concurrency_option, latency_budget_option, models_option, quiet_option, repository_option, window_options,
+)
 
 
 @click.command("tune")
-@click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True,
-              help="Model repository to tune (its config.pbtxt files are rewritten unless --dry-run).")
-@click.option("--models", multiple=True, help="Model to tune (repeat). Default: measure every served model, "
-              "tune the --top best.")
+@repository_option("Model repository to tune (its config.pbtxt files are rewritten unless --dry-run).")
+@models_option("Model to tune (repeat). Default: measure every served model, tune the --top best.", multiple=True)
 @click.option("--objective", type=click.Choice(["throughput", "latency"]), default="throughput", show_default=True,
               help="throughput: best infer/s (within --latency-budget-ms); latency: lowest p99 at concurrency 1.")
-@click.option("--latency-budget-ms", type=float, help="Only configs whose p99 stays within this budget count.")
+@latency_budget_option("Only configs whose p99 stays within this budget count.")
 @click.option("--budget-minutes", type=float, default=14.0, show_default=True,
               help="Time for the whole run; the search stops when the next candidate would not fit.")
 @click.option("--url", help="A running server (gRPC host:port, --model-control-mode explicit). Default: launch one.")
@@ -24,19 +25,19 @@ from dnx.commands import int_list
 @click.option("--dry-run", is_flag=True, help="Measure and report only; the repository is not changed.")
 @click.option("--top", type=click.IntRange(min=1), default=2, show_default=True,
               help="Without --models: how many of the best variants to search.")
-@click.option("--concurrency", default="1,2,4", show_default=True, help="Concurrency levels measured per candidate.")
+@concurrency_option("1,2,4", "Concurrency levels measured per candidate.")
 @click.option("--max-concurrency", type=click.IntRange(min=1), default=32, show_default=True,
               help="Highest level added to fill a candidate's batches (2 x instances x batch).")
-@click.option("--measurement-interval", type=click.IntRange(min=200), default=1500, show_default=True,
-              help="perf_analyzer window (ms) per level.")
-@click.option("--stability-percentage", type=float, default=15.0, show_default=True,
-              help="perf_analyzer stability threshold between windows.")
-@click.option("--max-trials", type=click.IntRange(min=3), default=6, show_default=True,
-              help="perf_analyzer windows per level before it counts as unstable (then measured relaxed, flagged).")
+@window_options(interval_default=1500, interval_type=click.IntRange(min=200),
+                interval_help="perf_analyzer window (ms) per level.",
+                stability_default=15.0, stability_help="perf_analyzer stability threshold between windows.",
+                max_trials_help="perf_analyzer windows per level before it counts as unstable (then measured relaxed, "
+                                "flagged).")
 @click.option("--out", type=click.Path(path_type=Path), help="Report folder. Default: perf/results/<timestamp>-tune/.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--wait", is_flag=True, help="Wait for another dnx writing this repository instead of failing.")
+@quiet_option()
 def command(repository, models, objective, latency_budget_ms, budget_minutes, url, launch, dry_run, top,
-            concurrency, max_concurrency, measurement_interval, stability_percentage, max_trials, out, quiet):
+            concurrency, max_concurrency, measurement_interval, stability_percentage, max_trials, out, wait, quiet):
     """Search each model's served settings with perf_analyzer and write the fastest into config.pbtxt.
 
     Candidates (instances, threads, streams, hints, batch sizes, queue delay) are loaded into the
@@ -50,7 +51,8 @@ def command(repository, models, objective, latency_budget_ms, budget_minutes, ur
       dnx tune --url 127.0.0.1:8001 --latency-budget-ms 50
     """
     from dnx.errors import InputError
-    from dnx.perf.tune_run import TuneOptions, run_tune
+    from dnx.perf.tune.options import TuneOptions
+    from dnx.perf.tune.run import run_tune
 
     if url and launch:
         raise InputError("--url and --launch exclude each other; pass one (default: --launch)")
@@ -61,15 +63,15 @@ def command(repository, models, objective, latency_budget_ms, budget_minutes, ur
         budget_minutes=budget_minutes, url=url, dry_run=dry_run, top=top,
         concurrency=int_list(concurrency, "--concurrency"), max_concurrency=max_concurrency,
         window_ms=measurement_interval, stability_percentage=stability_percentage, max_trials=max_trials,
-        out=out, progress=not quiet,
+        out=out, progress=not quiet, wait=wait,
     )
     res = run_tune(opts)
     for name, d in res.decisions.items():
-        if d.get("written"):
-            gain = f"{d['gain']:+.1%}" if d.get("gain") is not None else ""
-            click.echo(f"{name:28s} {d['best_found']}: {d['best_found_figure']} (was {d['previous_figure']}, {gain}); "
+        if d.written:
+            gain = f"{d.gain:+.1%}" if d.gain is not None else ""
+            click.echo(f"{name:28s} {d.best_found}: {d.best_found_figure} (was {d.previous_figure}, {gain}); "
                        "wrote config.pbtxt")
         else:
-            click.echo(f"{name:28s} kept: {d.get('previous_figure', '-')}" + (f" ({d['reason']})" if d.get("reason") else
-                       f"; best found {d.get('best_found')}: {d.get('best_found_figure')}"))
+            click.echo(f"{name:28s} kept: {d.previous_figure or '-'}" + (f" ({d.reason})" if d.reason else
+                       f"; best found {d.best_found}: {d.best_found_figure}"))
     click.echo(f"Report: {res.paths['md']}")

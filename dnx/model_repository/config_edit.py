@@ -17,6 +17,7 @@ from dnx.model_repository.layout import atomic_write_text
 from dnx.model_repository.render import TritonConfig, parse_config, render_config
 
 ORIG_SUFFIX = ".orig"
+ORIG_NAME = "config.pbtxt" + ORIG_SUFFIX  # the untuned config, kept by the first write_config
 
 
 def config_from_text(text: str, where: str = "config.pbtxt") -> TritonConfig:
@@ -86,12 +87,18 @@ def repository_config_json(model_dir: str | os.PathLike) -> str:
     return load_model_json((Path(model_dir) / "config.pbtxt").read_text(encoding="utf-8"))
 
 
+def previous_config_json(model_dir: str | os.PathLike) -> str | None:
+    """The untuned ``config.pbtxt.orig`` of a model ``dnx tune`` rewrote, as load_model JSON; None if untuned."""
+    orig = Path(model_dir) / ORIG_NAME
+    return load_model_json(orig.read_text(encoding="utf-8")) if orig.is_file() else None
+
+
 def write_config(model_dir: str | os.PathLike, cfg: TritonConfig) -> Path:
     """Render ``cfg`` into ``<model_dir>/config.pbtxt`` atomically, keeping the first previous one as
     ``config.pbtxt.orig`` (never overwritten, so it stays the untuned config)."""
     path = Path(model_dir) / "config.pbtxt"
     text = render_config(cfg)
-    orig = path.with_name(path.name + ORIG_SUFFIX)
+    orig = path.with_name(ORIG_NAME)
     if path.is_file() and not orig.exists():
         tmp = orig.with_name(f".{orig.name}.tmp")
         shutil.copy2(path, tmp)

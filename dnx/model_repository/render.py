@@ -40,6 +40,36 @@ class TritonConfig:
     cuda_graphs: bool = False
     trt_accelerator: str | None = None  # None | "fp32" | "fp16"
 
+    @classmethod
+    def from_served(cls, config: dict) -> "TritonConfig":
+        """The config a server reports (``get_model_config`` as JSON, gRPC or HTTP) as a :class:`TritonConfig`.
+
+        Lenient on purpose: an ensemble or a model with several inputs still reads (first input and
+        output, the instance groups summed), so instances, batching and fill level are derived from
+        one type whatever the source. gRPC's JSON omits zero defaults that HTTP's includes.
+        """
+        first = lambda key: (config.get(key) or [{}])[0]  # noqa: E731
+        groups = config.get("instance_group") or [{}]
+        dyn = config.get("dynamic_batching")
+        params = {k: (v or {}).get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
+        return cls(
+            name=config.get("name", ""), max_batch_size=int(config.get("max_batch_size", 0)),
+            input_name=first("input").get("name", ""), output_name=first("output").get("name", ""),
+            input_dims=tuple(int(d) for d in first("input").get("dims", [])),
+            output_dims=tuple(int(d) for d in first("output").get("dims", [])),
+            backend=config.get("backend") or None, platform=config.get("platform") or None,
+            default_model_filename=config.get("default_model_filename") or None,
+            label_filename=first("output").get("label_filename") or None,
+            instance_count=max(1, sum(int(g.get("count", 1)) for g in groups)),
+            instance_kind=groups[0].get("kind") or "KIND_CPU",
+            dynamic_batching=dyn is not None,
+            preferred_batch_sizes=[int(b) for b in (dyn or {}).get("preferred_batch_size", [])],
+            max_queue_delay_us=int((dyn or {}).get("max_queue_delay_microseconds", 0)),
+            parameters=params,
+            warmup_batch_sizes=[int(w.get("batch_size", 0)) for w in config.get("model_warmup") or []],
+            cuda_graphs=bool(((config.get("optimization") or {}).get("cuda") or {}).get("graphs")),
+        )
+
     def check(self) -> None:
         """Raise :class:`DnxError` for a config Triton would reject."""
         if self.max_batch_size < 1:

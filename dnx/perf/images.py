@@ -12,6 +12,10 @@ import json
 import struct
 from pathlib import Path
 
+from dnx.errors import InputError
+from dnx.model_repository.layout import atomic_write_text
+from dnx.preprocess import sample_photographs
+
 # (photograph, re-encode as JPEG q90?) chosen so the files average ~95 KB.
 BENCH_PHOTOS = (("rocket.jpg", False), ("astronaut.png", True), ("coffee.png", True),
                 ("motorcycle_left.png", True), ("motorcycle_right.png", True), ("ihc.png", True))
@@ -20,9 +24,6 @@ BENCH_PHOTOS = (("rocket.jpg", False), ("astronaut.png", True), ("coffee.png", T
 def benchmark_jpegs() -> list[tuple[str, bytes]]:
     """``[(name, JPEG bytes)]`` of the benchmark photographs."""
     from PIL import Image
-
-    from dnx.errors import InputError
-    from dnx.preprocess import sample_photographs
 
     found = {p.name: p for p in sample_photographs()}
     out = []
@@ -43,8 +44,6 @@ def benchmark_jpegs() -> list[tuple[str, bytes]]:
 
 def write_image_input_data(path: Path, input_name: str, jpegs: list[tuple[str, bytes]] | None = None) -> Path:
     """perf_analyzer ``--input-data`` JSON: one entry per JPEG (base64), cycled through by the requests."""
-    from dnx.model_repository.layout import atomic_write_text
-
     jpegs = jpegs if jpegs is not None else benchmark_jpegs()
     # perf_analyzer decodes "b64" into the raw BYTES tensor, i.e. Triton's serialization:
     # each element is a 4-byte little-endian length followed by its bytes.

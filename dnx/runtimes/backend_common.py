@@ -12,8 +12,6 @@ import os
 
 import numpy as np
 
-BACKEND_MODULE_NAME = "dnx_backend_common"  # the name model.py imports this file under
-
 OPENVINO_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # The onnxruntime C++ backend's graph levels: -1 basic, 1 basic + extended, 2 none, unset all.
 ORT_GRAPH_LEVELS = {-1: "ORT_ENABLE_BASIC", 1: "ORT_ENABLE_EXTENDED", 2: "ORT_DISABLE_ALL"}

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from dnx.model_repository.config_edit import config_json, read_config
-from dnx.perf import tune as t
+from dnx.perf.tune import space as t
 from tests.fixtures_server import _link_tree, concurrent_infer
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -48,19 +48,19 @@ def tune_repository(fp32_repository, onnx_fp32_path, tmp_path_factory):
 
 def _settings(cfg):
     start = t.knobs_of(cfg)
-    seen = {t._key(start)}
+    seen = {_key(start)}
     for dim in t.space_for(cfg, max_concurrency=4):
         for value in dim.values:
             knobs = {**start, dim.name: value}
-            if dim.applies(knobs) and t._key(knobs) not in seen:
-                seen.add(t._key(knobs))
+            if dim.applies(knobs) and _key(knobs) not in seen:
+                seen.add(_key(knobs))
                 yield knobs
     # The queue delay only applies once batches form: try it on top of the largest batch too.
     big = {**start, "preferred": min(8, cfg.max_batch_size)} if "preferred" in start else {**start, "max_batch": 8}
     for q in (1000, 5000):
         knobs = {**big, "queue_us": q}
-        if t._key(knobs) not in seen:
-            seen.add(t._key(knobs))
+        if _key(knobs) not in seen:
+            seen.add(_key(knobs))
             yield knobs
 
 
@@ -114,3 +114,7 @@ def _infer(client, model, batch):
     inp = grpcclient.InferInput("input", list(batch.shape), "FP32")
     inp.set_data_from_numpy(np.ascontiguousarray(batch))
     return client.infer(model, [inp]).as_numpy("logits")
+
+
+def _key(knobs: dict) -> tuple:
+    return tuple(sorted(knobs.items()))

@@ -9,14 +9,11 @@ import io
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dnx._lazy import lazy_import
 from dnx.model_repository.layout import atomic_write_bytes, atomic_write_text
-from dnx.perf import tune as space
-
-if TYPE_CHECKING:
-    from dnx.perf.tune_run import TuneResult
+from dnx.perf.tune.decision import MIN_GAIN
+from dnx.perf.tune.options import TuneResult
 
 CSV_COLUMNS = ("model", "candidate", "label", "status", "baseline", "winner", "score", "throughput", "p99_ms",
                "at_concurrency", "c1_throughput", "c1_p99_ms", "load_s", "seconds", "error", "knobs", "points")
@@ -91,18 +88,19 @@ def write_tune_report(result: TuneResult) -> dict[str, Path]:
         f"- repository `{o.repository}`, server `{result.url}`, objective **{o.objective}**{budget}, "
         f"budget {o.budget_minutes:g} min, concurrency {', '.join(map(str, o.levels))}, perf_analyzer windows "
         f"{o.window_ms} ms (stability {o.stability_percentage:g} %, up to {o.max_trials} windows)",
-        f"- machine: {m.get('cpu')}, {m.get('cores')} cores, load average at start "
-        f"{', '.join(map(str, m.get('load_average', [])))}",
-        f"- a winner is written only when it beats the previous config by {space.MIN_GAIN:.0%}.", "",
+        f"- machine: {m.get('cpu')}, {m.get('cores')} cores"
+        + (f" ({', '.join(m['isa'])})" if m.get("isa") else "")
+        + f", load average at start {', '.join(map(str, m.get('load_average', [])))}",
+        f"- a winner is written only when it beats the previous config by {MIN_GAIN:.0%}.", "",
         "## Winners", "",
         "| model | previous config | previous | winner | winner figure | gain | written |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, d in result.decisions.items():
-        g = "-" if d.get("gain") is None else f"{d['gain']:+.1%}"
-        lines.append(f"| `{name}` | {d.get('previous') or '-'} | {d.get('previous_figure', '-')} | "
-                     f"{d.get('best_found') or '-'} | {d.get('best_found_figure', '-')} | {g} | "
-                     f"{'yes' if d.get('written') else 'no' + (': ' + d['reason'] if d.get('reason') else '')} |")
+        g = "-" if d.gain is None else f"{d.gain:+.1%}"
+        lines.append(f"| `{name}` | {d.previous or '-'} | {d.previous_figure or '-'} | "
+                     f"{d.best_found or '-'} | {d.best_found_figure or '-'} | {g} | "
+                     f"{'yes' if d.written else 'no' + (': ' + d.reason if d.reason else '')} |")
     if "plot" in paths:
         lines += ["", "![throughput vs p99 per candidate](tune.png)"]
     lines += ["", "## Candidates", "",
@@ -117,6 +115,7 @@ def write_tune_report(result: TuneResult) -> dict[str, Path]:
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     doc = {"options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(o).items()},
            "url": result.url, "machine": result.machine, "versions": result.versions,
-           "interrupted": result.interrupted, "decisions": result.decisions, "candidates": rows}
+           "interrupted": result.interrupted, "decisions": {n: asdict(d) for n, d in result.decisions.items()},
+           "candidates": rows}
     atomic_write_text(out / "report.json", json.dumps(doc, indent=2, default=str) + "\n")
     return paths

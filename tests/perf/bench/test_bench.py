@@ -12,7 +12,7 @@ from dnx.cli import cli
 from dnx.perf.bench import (
     KEEP_MARKER, BenchOptions, Timing, compute_ratios, openvino_runners, onnxruntime_runner, run_bench, time_runner,
 )
-from dnx.perf.sweep import ConcurrencyRange
+from dnx.perf.levels import ConcurrencyRange
 
 
 def timing(family, batch, thr, p99, precision="fp32"):
@@ -24,18 +24,18 @@ def test_ratios_against_the_targets():
                   timing("onnxruntime", 8, 49.0, 170.0)]
     served = [{"model": "densenet121_onnx", "batch": 1, "concurrency": 1, "throughput": 60.0, "p99_ms": 20.0},
               {"model": "densenet121_onnx", "batch": 1, "concurrency": 2, "throughput": 50.0, "p99_ms": 45.0}]
-    r = {x["name"]: x for x in compute_ratios(in_process, served, "densenet121_onnx")}
+    r = {x.name: x for x in compute_ratios(in_process, served, "densenet121_onnx")}
     ort = r["served best throughput / in-process ONNX Runtime best"]
-    assert ort["value"] == pytest.approx(60 / 67) and ort["pass"] and ort["target"] == ">= 0.8x"
+    assert ort.value == pytest.approx(60 / 67) and ort.passed and ort.target == ">= 0.8x"
     torch = r["served best throughput / PyTorch eager batch 1"]
-    assert torch["value"] == pytest.approx(60 / 14) and torch["pass"]
+    assert torch.value == pytest.approx(60 / 14) and torch.passed
     p99 = r["served p99 at concurrency 1 / in-process ONNX Runtime batch-1 p99"]
-    assert p99["value"] == pytest.approx(20 / 16) and p99["pass"] and p99["target"] == "<= 1.5x"
-    assert r["best served variant / fastest in-process runner"]["value"] == pytest.approx(60 / 67)
-    assert r["best served variant / in-process ONNX Runtime fp32 best"]["pass"] is False  # 0.9x < 1.6x
+    assert p99.value == pytest.approx(20 / 16) and p99.passed and p99.target == "<= 1.5x"
+    assert r["best served variant / fastest in-process runner"].value == pytest.approx(60 / 67)
+    assert r["best served variant / in-process ONNX Runtime fp32 best"].passed is False  # 0.9x < 1.6x
     served[0]["p99_ms"] = 30.0
-    r = {x["name"]: x for x in compute_ratios(in_process, served, "densenet121_onnx")}
-    assert r["served p99 at concurrency 1 / in-process ONNX Runtime batch-1 p99"]["pass"] is False
+    r = {x.name: x for x in compute_ratios(in_process, served, "densenet121_onnx")}
+    assert r["served p99 at concurrency 1 / in-process ONNX Runtime batch-1 p99"].passed is False
 
 
 def test_in_process_runners_time_real_runtimes(onnx_fp32_path, photos):
@@ -48,7 +48,6 @@ def test_in_process_runners_time_real_runtimes(onnx_fp32_path, photos):
 
 
 def test_openvino_runners_per_precision(fp32_repository):
-    pytest.importorskip("openvino")
     from dnx.preprocess import photo_batch
 
     runners = openvino_runners(fp32_repository, None)
@@ -59,15 +58,15 @@ def test_openvino_runners_per_precision(fp32_repository):
 
 def test_sync_openvino_baseline_ignores_tuned_streams(fp32_repository):
     """A tuned config (THROUGHPUT, 2 streams) must not halve the synchronous in-process baseline."""
-    pytest.importorskip("openvino")
-    from dnx.perf.bench import _model_file, sync_parameters
+    from dnx.perf.bench import sync_parameters
+    from dnx.perf.served import model_file
     from dnx.runtimes.openvino import compile_model
 
     tuned = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2", "INFERENCE_PRECISION_HINT": "f32",
              "ENABLE_BATCH_PADDING": "YES"}
     params = sync_parameters("fp32", tuned)
     assert params == {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
-    compiled = compile_model(_model_file(fp32_repository, "densenet121_onnx"), params)
+    compiled = compile_model(model_file(fp32_repository, "densenet121_onnx"), params)
     assert int(compiled.get_property("NUM_STREAMS")) == 1
     assert str(compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
     assert sync_parameters("bf16") == {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
@@ -94,7 +93,7 @@ def test_quick_bench_writes_benchmarks_md_with_ratios(fp32_repository, onnx_fp32
     assert all(t.throughput > 0 for t in res.in_process)
     # c1..c2, then where its batches fill (2 x 1 instance x max batch 8, capped at fill_cap 3).
     assert [(r["model"], r["concurrency"]) for r in res.served] == [("densenet121_onnx", c) for c in (1, 2, 3)]
-    assert len(res.ratios) == 9 and all(r["value"] > 0 for r in res.ratios)  # 7 + the 2 tuned-target ratios
+    assert len(res.ratios) == 9 and all(r.value > 0 for r in res.ratios)  # 7 + the 2 tuned-target ratios
 
     md = (tmp_path / "BENCHMARKS.md").read_text()
     # The bench's own part is rewritten; other runs' sections below the marker are kept, once.

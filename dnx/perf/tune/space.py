@@ -1,7 +1,7 @@
-"""``dnx tune``'s search: per-backend search spaces, a pruned coordinate search, the objective.
+"""``dnx tune``'s search space: per-backend dimensions, knobs <-> configs, a pruned coordinate search.
 
-Pure and small on purpose (unit-tested without a server); :mod:`dnx.perf.tune_run` measures
-candidates on a real tritonserver and writes the winner back.
+Pure and small on purpose (unit-tested without a server); :mod:`dnx.perf.tune.measure` measures
+candidates on a real tritonserver, :mod:`dnx.perf.tune.decision` scores them.
 
 A candidate is a dict of *knobs* (``instances``, ``max_batch``, ``queue_us``, backend
 parameters...). :func:`apply_knobs` turns knobs into a :class:`TritonConfig` rendered by the
@@ -20,11 +20,9 @@ from typing import Callable
 
 from dnx.errors import InputError
 from dnx.model_repository.render import TritonConfig
+from dnx.perf.served import backend_kind
 
-OBJECTIVES = ("throughput", "latency")
 BACKENDS = ("onnxruntime", "openvino", "tensorrt_plan")
-# A winner must beat the previous config by this much to be written (measurement noise).
-MIN_GAIN = 0.03
 
 
 @dataclass(frozen=True)
@@ -43,8 +41,7 @@ class Dimension:
 
 def backend_of(cfg: TritonConfig) -> str:
     """``onnxruntime`` | ``openvino`` | ``tensorrt_plan`` (InputError for anything else)."""
-    kind = cfg.backend or cfg.platform or ""
-    kind = {"onnxruntime_onnx": "onnxruntime", "tensorrt": "tensorrt_plan"}.get(kind, kind)
+    kind = backend_kind(cfg)
     if kind not in BACKENDS:
         raise InputError(f"{cfg.name}: dnx tune knows the {', '.join(BACKENDS)} backends, not {kind!r}; drop it from --models")
     return kind
@@ -111,28 +108,6 @@ def space_for(cfg: TritonConfig, cores: int | None = None, max_concurrency: int 
     backend = backend_of(cfg)
     dims = search_space(backend, cores, min(8, max(1, cfg.max_batch_size)) if backend == "onnxruntime" else 8)
     return [d for d in dims if max_concurrency > 1 or d.name not in _BATCHING]
-
-
-def fill_level(cfg: TritonConfig, cap: int) -> int:
-    """The concurrency that fills ``cfg``'s batches (:func:`dnx.perf.sweep.fill_concurrency`)."""
-    from dnx.perf.sweep import fill_concurrency
-
-    batch = max(cfg.preferred_batch_sizes, default=cfg.max_batch_size) if cfg.dynamic_batching else 1
-    return fill_concurrency(cfg.instance_count, batch, cap)
-
-
-def levels_for(cfg: TritonConfig, levels: tuple[int, ...], cap: int) -> tuple[tuple[int, ...], int | None]:
-    """``(levels, fill)``: the levels to measure ``cfg`` at, and the fill level added beyond them (or None).
-
-    Batches only form, and padded batches only pay off, once enough requests are in flight;
-    a candidate with larger batches or more instances is measured where it can fill them too.
-    """
-    fill = fill_level(cfg, cap)
-    if len(levels) == 1 and levels[0] == 1:  # the latency objective measures concurrency 1 only
-        return levels, None
-    if fill > max(levels):
-        return tuple(levels) + (fill,), fill
-    return tuple(levels), None
 
 
 def knobs_of(cfg: TritonConfig) -> dict:
@@ -213,24 +188,6 @@ def describe(knobs: dict) -> str:
     return " ".join(parts)
 
 
-# ------------------------------------------------------------------ objective
-
-
-def score(points: list[dict], objective: str, latency_budget_ms: float | None = None) -> float | None:
-    """Higher is better. ``points``: dicts with ``concurrency``, ``throughput``, ``p99_ms``.
-
-    throughput: the best throughput whose p99 is within ``latency_budget_ms`` (None when no
-    level fits); latency: minus the p99 at concurrency 1 (None when c1 was not measured).
-    """
-    if objective == "latency":
-        c1 = [p for p in points if p["concurrency"] == 1]
-        return -min(p["p99_ms"] for p in c1) if c1 else None
-    if objective != "throughput":
-        raise InputError(f"--objective {objective!r} is unknown; choose {' or '.join(OBJECTIVES)}")
-    fits = [p for p in points if latency_budget_ms is None or p["p99_ms"] <= latency_budget_ms]
-    return max(p["throughput"] for p in fits) if fits else None
-
-
 # ------------------------------------------------------------------ search
 
 
@@ -242,10 +199,15 @@ def _key(knobs: dict) -> tuple:
     return tuple(sorted(knobs.items()))
 
 
-def coordinate_search(dims: list[Dimension], start: dict, evaluate: Callable[[dict], float | None]) -> list[tuple[dict, float | None]]:
+_UNKNOWN = object()
+
+
+def coordinate_search(dims: list[Dimension], start: dict, evaluate: Callable[[dict], float | None],
+                      start_score=_UNKNOWN) -> list[tuple[dict, float | None]]:
     """Search ``dims`` from ``start``; ``evaluate(knobs)`` returns a score (higher better) or None (failed).
 
-    Returns every evaluated candidate with its score, in order (``start`` first). Stops early
+    ``start_score``: the start's score when it was measured already (it is not evaluated again).
+    Returns every candidate with its score, in order (``start`` first); each is evaluated once. Stops early
     when ``evaluate`` raises :class:`BudgetExhausted`. Pruning along ordered dimensions: values
     are tried away from the current one and the walk stops at the first value that scores below
     the previous one (or fails); the downward walk is skipped when the upward one improved.
@@ -259,6 +221,10 @@ def coordinate_search(dims: list[Dimension], start: dict, evaluate: Callable[[di
             done[k] = evaluate(knobs)
             history.append((dict(knobs), done[k]))
         return done[k]
+
+    if start_score is not _UNKNOWN:
+        done[_key(start)] = start_score
+        history.append((dict(start), start_score))
 
     try:
         best, best_score = dict(start), ev(start)
@@ -289,18 +255,3 @@ def coordinate_search(dims: list[Dimension], start: dict, evaluate: Callable[[di
     except BudgetExhausted:
         pass
     return history
-
-
-def best_of(history: list[tuple[dict, float | None]]) -> tuple[dict, float] | None:
-    """The highest-scoring evaluated candidate (the earliest one on ties), or None if all failed."""
-    ok = [(k, s) for k, s in history if s is not None]
-    return max(ok, key=lambda ks: ks[1]) if ok else None
-
-
-def gain(new: float | None, old: float | None, objective: str) -> float | None:
-    """Relative improvement of ``new`` over ``old`` (0.1 = 10 % more throughput / 10 % lower p99)."""
-    if new is None or old is None or old == 0:
-        return None
-    if objective == "latency":  # scores are -p99
-        return (-old) / (-new) - 1.0
-    return new / old - 1.0

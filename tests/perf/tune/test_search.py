@@ -9,9 +9,11 @@ import pytest
 from dnx.errors import InputError
 from dnx.model_repository.config_edit import ORIG_SUFFIX, config_from_text, config_json, read_config, write_config
 from dnx.model_repository.render import TritonConfig, parse_config, render_config
-from dnx.perf import tune as t
+from dnx.perf.levels import fill_level, levels_for
+from dnx.perf.tune import space as t
+from dnx.perf.tune.decision import gain, score
 
-GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden"
+GOLDEN = Path(__file__).parents[2] / "fixtures" / "golden"
 
 
 def _cfg(**kw) -> TritonConfig:
@@ -141,12 +143,12 @@ def test_throughput_objective_respects_the_latency_budget():
     pts = [{"concurrency": 1, "throughput": 50.0, "p99_ms": 20.0},
            {"concurrency": 2, "throughput": 80.0, "p99_ms": 40.0},
            {"concurrency": 4, "throughput": 90.0, "p99_ms": 90.0}]
-    assert t.score(pts, "throughput") == 90.0
-    assert t.score(pts, "throughput", latency_budget_ms=50) == 80.0
-    assert t.score(pts, "throughput", latency_budget_ms=10) is None
-    assert t.score(pts, "latency") == -20.0
-    assert t.gain(-15.0, -20.0, "latency") == pytest.approx(20 / 15 - 1)
-    assert t.gain(99.0, 90.0, "throughput") == pytest.approx(0.1)
+    assert score(pts, "throughput") == 90.0
+    assert score(pts, "throughput", latency_budget_ms=50) == 80.0
+    assert score(pts, "throughput", latency_budget_ms=10) is None
+    assert score(pts, "latency") == -20.0
+    assert gain(-15.0, -20.0, "latency") == pytest.approx(20 / 15 - 1)
+    assert gain(99.0, 90.0, "throughput") == pytest.approx(0.1)
 
 
 # ------------------------------------------------------------------ search and pruning
@@ -170,7 +172,7 @@ def test_search_stops_raising_once_the_objective_drops():
     assert all(k["inst"] != 4 for k in seen)
     assert [k["mbs"] for k in seen if k["mbs"] != 1] == [2]  # mbs 2 dropped: 4 and 8 pruned
     assert not any(k["queue"] for k in seen)  # queue only applies with batching, which lost
-    best, s = t.best_of(history)
+    best, s = _best(history)
     assert best == {"inst": 2, "hint": "B", "mbs": 1, "queue": 0} and s == 13.0
     assert len({tuple(sorted(k.items())) for k in seen}) == len(seen)  # nothing measured twice
 
@@ -189,6 +191,17 @@ def test_search_walks_down_only_when_going_up_did_not_help():
     assert seen == [2, 4, 8]  # going up helped: never walks down to 1
 
 
+def test_a_start_measured_already_is_not_measured_again():
+    seen = []
+
+    def ev(k):
+        seen.append(k["mbs"])
+        return {1: 5.0, 2: 6.0, 4: 9.0, 8: 7.0}[k["mbs"]]
+
+    history = t.coordinate_search([t.Dimension("mbs", (1, 2, 4, 8))], {"mbs": 4}, ev, start_score=9.0)
+    assert seen == [8, 2] and history[0] == ({"mbs": 4}, 9.0)
+
+
 def test_failed_candidates_are_kept_and_the_search_goes_on():
     def ev(k):
         return None if k["inst"] == 2 else 10.0 + (k["hint"] == "B")
@@ -196,7 +209,7 @@ def test_failed_candidates_are_kept_and_the_search_goes_on():
     history = t.coordinate_search(_space()[:2], {"inst": 1, "hint": "A"}, ev)
     assert ({"inst": 2, "hint": "A"}, None) in history
     assert all(k["inst"] != 3 for k, _ in history)  # a failure ends that walk
-    assert t.best_of(history) == ({"inst": 1, "hint": "B"}, 11.0)
+    assert _best(history) == ({"inst": 1, "hint": "B"}, 11.0)
 
 
 def test_budget_exhaustion_ends_the_search_with_what_was_measured():
@@ -209,7 +222,7 @@ def test_budget_exhaustion_ends_the_search_with_what_was_measured():
         return float(k["inst"])
 
     history = t.coordinate_search(_space(), {"inst": 1, "hint": "A", "mbs": 1, "queue": 0}, ev)
-    assert len(history) == 3 and t.best_of(history)[1] == 3.0
+    assert len(history) == 3 and _best(history)[1] == 3.0
 
 
 # ------------------------------------------------------------------ where a candidate is measured
@@ -218,25 +231,27 @@ def test_budget_exhaustion_ends_the_search_with_what_was_measured():
 def test_candidates_are_measured_where_their_batches_fill():
     levels = (1, 2, 4)
     # One instance, batch 1: c1..c4 already keep it busy.
-    assert t.levels_for(_ov(), levels, 16) == ((1, 2, 4), None)
+    assert levels_for(_ov(), levels, 16) == ((1, 2, 4), None)
     # Two padded instances of batch 4: 2 x 2 x 4 = 16 requests in flight fill them.
     big = t.apply_knobs(_ov(), {"layout": (2, 2), "hint": "LATENCY", "threads": 0, "max_batch": 4, "queue_us": 0})
-    assert t.levels_for(big, levels, 16) == ((1, 2, 4, 16), 16)
-    assert t.levels_for(big, levels, 8) == ((1, 2, 4, 8), 8)  # --max-concurrency caps it
-    assert t.levels_for(big, (1,), 16) == ((1,), None)  # the latency objective: c1 only
+    assert levels_for(big, levels, 16) == ((1, 2, 4, 16), 16)
+    assert levels_for(big, levels, 8) == ((1, 2, 4, 8), 8)  # --max-concurrency caps it
+    assert levels_for(big, (1,), 16) == ((1,), None)  # the latency objective: c1 only
     # ONNX Runtime: its preferred batch, not the exported max_batch_size, is what fills.
     ort = t.apply_knobs(_cfg(), {"layout": (1, 2), "inter": 1, "preferred": 2, "queue_us": 0})
-    assert t.fill_level(ort, 16) == 4 and t.levels_for(ort, levels, 16) == ((1, 2, 4), None)
-    assert t.fill_level(_cfg(dynamic_batching=False), 16) == 2
+    assert fill_level(ort, 16) == 4 and levels_for(ort, levels, 16) == ((1, 2, 4), None)
+    assert fill_level(_cfg(dynamic_batching=False), 16) == 2
 
 
 def test_served_models_fill_level_reads_the_servers_config():
-    from dnx.perf.sweep import ConcurrencyRange, Measurement, ServedModel, SweepOptions, SweepResult
+    from dnx.perf.levels import ConcurrencyRange
+    from dnx.perf.served import ServedModel
+    from dnx.perf.sweep import SweepOptions, SweepResult
 
     m = ServedModel("ov", "1", {"max_batch_size": 4, "dynamic_batching": {"preferred_batch_size": [4]},
                                 "instance_group": [{"count": 2, "kind": "KIND_CPU"}]})
-    assert m.instances == 2 and m.fill_concurrency() == 16 and m.fill_concurrency(cap=6) == 6
-    assert ServedModel("o", "1", {"max_batch_size": 16}).fill_concurrency() == 2  # no batcher: batch 1
+    assert m.instances == 2 and fill_level(m.triton) == 16 and fill_level(m.triton, cap=6) == 6
+    assert fill_level(ServedModel("o", "1", {"max_batch_size": 16}).triton) == 2  # no batcher: batch 1
     res = SweepResult(Path("."), [m], SweepOptions(url="x", concurrency=ConcurrencyRange(1, 4, 1)))
     assert res.planned() == 4
     res.measurements[("ov", 1)] = [_point(c) for c in (1, 2, 3, 4, 16)]
@@ -246,7 +261,24 @@ def test_served_models_fill_level_reads_the_servers_config():
 def _point(c):
     import dataclasses
 
-    from dnx.perf.sweep import Measurement
+    from dnx.perf.analyzer import Measurement
 
     required = {f.name: 0.0 for f in dataclasses.fields(Measurement) if f.default is dataclasses.MISSING}
     return Measurement(**{**required, "concurrency": c})
+
+
+def _best(history):
+    """The highest-scoring evaluated candidate (the earliest one on ties), or None if all failed."""
+    ok = [(k, s) for k, s in history if s is not None]
+    return max(ok, key=lambda ks: ks[1]) if ok else None
+
+
+def test_a_failed_previous_config_is_kept_with_a_reason():
+    from dnx.perf.tune.decision import Candidate, decide
+
+    pts = [{"concurrency": 1, "throughput": 40.0, "p50_ms": 10.0, "p99_ms": 12.0, "stable": True}]
+    cands = [Candidate("m", 0, {"a": 1}, "a=1", status="failed", error="perf_analyzer failed", baseline=True),
+             Candidate("m", 1, {"a": 2}, "a=2", points=pts, score=40.0)]
+    d = decide(cands, "throughput", None)["m"]
+    assert not d.write and d.gain is None and "could not be measured" in d.reason
+    assert d.best_found == "a=2" and d.previous_figure == "-" and cands[0].winner

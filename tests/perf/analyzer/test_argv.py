@@ -8,11 +8,10 @@ import subprocess
 import pytest
 
 from dnx.errors import InputError
-from dnx.perf.report import compare, variant_of
-from dnx.perf.sweep import (
-    ConcurrencyRange, SweepOptions, build_argv, cudart_lib_dir, default_metrics_url, find_perf_analyzer,
-    perf_analyzer_env, shell_line,
-)
+from dnx.perf.analyzer import build_argv, cudart_lib_dir, find_perf_analyzer, perf_analyzer_env, shell_line
+from dnx.perf.levels import ConcurrencyRange
+from dnx.perf.served import default_metrics_url, variant_of
+from dnx.perf.sweep import SweepOptions, compare
 
 
 def test_build_argv_minimal_and_full():
@@ -96,7 +95,7 @@ def test_compare_best_and_within_budget():
 
 
 def test_served_model_summary_normalises_grpc_and_http_json():
-    from dnx.perf.sweep import ServedModel
+    from dnx.perf.served import ServedModel
 
     grpc = {"max_batch_size": 8, "backend": "onnxruntime", "dynamic_batching": {"preferred_batch_size": [4]},
             "instance_group": [{"count": 2, "kind": "KIND_GPU"}], "input": [{"name": "input", "dims": ["3", "224", "224"]}],

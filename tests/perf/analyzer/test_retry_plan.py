@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dnx.perf.sweep import _UNSTABLE_RE, Segment, parse_csv, plan_retries
+from dnx.perf.analyzer import Segment, parse_csv, plan_retries, unstable_levels
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "perf"
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "perf"
 # perf_analyzer 2.50's own message for the run that wrote grpc_b2_c1-2_level2_unstable.csv (exit code 0).
 MESSAGE = ("Request concurrency: 2\nFailed to obtain stable measurement within 3 measurement windows for "
            "concurrency 2. Please try to increase the --measurement-interval.\n")
@@ -14,7 +14,7 @@ MESSAGE = ("Request concurrency: 2\nFailed to obtain stable measurement within 3
 
 def test_a_later_unstable_level_is_left_out_of_the_csv_and_retried_alone_with_a_longer_window():
     measured = {m.concurrency for m in parse_csv(FIXTURES / "grpc_b2_c1-2_level2_unstable.csv")}
-    unstable = {int(x) for x in _UNSTABLE_RE.findall(MESSAGE)}
+    unstable = unstable_levels(MESSAGE)
     assert measured == {1} and unstable == {2}
     assert plan_retries(Segment((1, 2), 1000), measured, unstable, step=1, retries=2) == [Segment((2,), 2000, 1)]
 

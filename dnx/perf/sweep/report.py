@@ -1,4 +1,4 @@
-"""Turn a :class:`~dnx.perf.sweep.SweepResult` into a tidy CSV, ``report.md``, ``report.json`` and plots."""
+"""Turn a :class:`~dnx.perf.sweep.loop.SweepResult` into a tidy CSV, ``report.md``, ``report.json`` and plots."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 
 from dnx._lazy import lazy_import
 from dnx.model_repository.layout import atomic_write_bytes, atomic_write_text
-from dnx.perf.sweep import SweepResult
-from dnx.spec import PRECISIONS, RUNTIME_TAGS
+from dnx.perf.results import best_row
+from dnx.perf.served import variant_of
+from dnx.perf.sweep.loop import SweepResult
 
 TIDY_NAME = "results.csv"
 TIDY_COLUMNS = (
@@ -21,28 +22,6 @@ TIDY_COLUMNS = (
     "server_queue_ms", "server_compute_input_ms", "server_compute_infer_ms", "server_compute_output_ms",
     "client_send_ms", "network_ms", "client_recv_ms", "gpu_utilization", "stable", "window_ms",
 )
-_TAG_RUNTIMES = {tag: rt for rt, tag in RUNTIME_TAGS.items()}
-
-
-def variant_of(model: str, manifest: dict | None = None) -> tuple[str, str]:
-    """``(precision, runtime)`` of a served model: from the manifest, else from its name.
-
-    Names follow ``<model>_<onnx|openvino|trt>[_<precision>]``; unknown parts give ``"?"``.
-    """
-    entry = ((manifest or {}).get("models") or {}).get(model) or {}
-    if entry.get("precision") and entry.get("runtime"):
-        return str(entry["precision"]), str(entry["runtime"])
-    ensemble = (manifest or {}).get("ensemble") or {}
-    if ensemble.get("name") == model and ensemble.get("variant"):  # bytes in: its variant's precision
-        precision, runtime = variant_of(ensemble["variant"], manifest)
-        return precision, f"ensemble({runtime})"
-    parts = model.split("_")
-    for i, tag in enumerate(parts):
-        if tag in _TAG_RUNTIMES:
-            rest = parts[i + 1:]
-            precision = rest[0] if rest and rest[0] in PRECISIONS else ("fp32" if not rest else "?")
-            return precision, _TAG_RUNTIMES[tag]
-    return "?", "?"
 
 
 def tidy_rows(result: SweepResult, manifest: dict | None = None) -> list[dict]:
@@ -62,14 +41,14 @@ def compare(rows: list[dict], latency_budget_ms: float | None = None) -> list[di
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
-        best = max(mine, key=lambda r: r["throughput"])
+        best = best_row(mine)
         entry = {
             "model": model, "precision": best["precision"], "runtime": best["runtime"],
             "best": _point(best), "within_budget": None,
         }
         if latency_budget_ms is not None:
             fits = [r for r in mine if r["p99_ms"] <= latency_budget_ms]
-            entry["within_budget"] = _point(max(fits, key=lambda r: r["throughput"])) if fits else None
+            entry["within_budget"] = _point(best_row(fits)) if fits else None
         out.append(entry)
     return sorted(out, key=lambda e: -e["best"]["throughput"])
 

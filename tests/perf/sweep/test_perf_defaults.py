@@ -7,8 +7,9 @@ from click.testing import CliRunner
 
 from dnx.cli import cli
 from dnx.errors import InputError
-from dnx.perf import estimate_sweep_seconds
-from dnx.perf.sweep import ConcurrencyRange, SweepOptions, build_argv
+from dnx.perf.analyzer import build_argv
+from dnx.perf.levels import ConcurrencyRange
+from dnx.perf.sweep import SweepOptions, estimate_sweep_seconds
 from dnx.serving.server import free_port
 
 
@@ -42,8 +43,18 @@ def test_estimate_follows_the_window_and_the_points():
     assert estimate_sweep_seconds(80, counted, throughput=15) > estimate_sweep_seconds(80, counted)
 
 
-def test_perf_prints_the_estimate_before_it_starts():
-    # The server is down, so the sweep fails after the plan; with --launch on a missing repository
-    # it fails before. Either way the estimate needs models: check the down-server path prints no plan.
+@pytest.mark.server
+def test_perf_prints_the_estimate_before_it_starts(triton_server):
+    # The plan needs the served models, so it comes once the server answered and before any level is
+    # measured: a batch size the model cannot take stops the sweep before its first perf_analyzer run.
+    r = CliRunner().invoke(cli, ["perf", "--url", triton_server.grpc_url, "--models", "densenet121_onnx",
+                                 "--concurrency", "1:3", "--batch-size", "512", "-q"])
+    assert r.exit_code == 1, r.output
+    assert "perf: up to 3 points, estimated up to" in r.output and "count windows of 50 requests" in r.output
+    assert r.output.index("estimated") < r.output.index("Error: --batch-size [512] exceeds")
+
+
+def test_perf_prints_no_estimate_without_a_server():
+    # The server is down: the plan needs its models, so the run fails before any estimate.
     r = CliRunner().invoke(cli, ["perf", "--url", f"127.0.0.1:{free_port()}", "-q"])
     assert r.exit_code == 1 and "estimated" not in r.output and "no Triton server answers" in r.output

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from dnx.errors import PerfError
-from dnx.perf.sweep import parse_csv
+from dnx.perf.analyzer import parse_csv
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "perf"
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "perf"
 
 
 def raw_order(name: str) -> list[int]:

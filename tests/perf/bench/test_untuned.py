@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from dnx.model_repository.config_edit import read_config, write_config
-from dnx.perf import tune as t
+from dnx.perf.tune import space as t
 from dnx.perf.bench import BenchOptions, run_bench, time_runner
-from dnx.perf.bench_tuned import openvino_async_runner, tuned_ratios, untuned_configs
-from dnx.perf.sweep import ConcurrencyRange
+from dnx.perf.bench import openvino_async_runner, tuned_ratios, untuned_configs
+from dnx.perf.levels import ConcurrencyRange
 from tests.fixtures_server import _link_tree
-from tests.perf.test_bench import timing
+from tests.perf.bench.test_bench import timing
 
 MODEL = "densenet121_onnx"
 
@@ -21,17 +21,16 @@ def test_tuned_targets_compare_with_the_fastest_run_of_the_same_runtime_and_prec
                   timing("openvino", 8, 300.0, 30.0, "fp32"), timing("onnxruntime", 1, 68.0, 15.0)]
     served = [{"model": "densenet121_openvino_int8", "batch": 1, "concurrency": 2, "throughput": 228.0, "p99_ms": 12.0},
               {"model": MODEL, "batch": 1, "concurrency": 1, "throughput": 66.0, "p99_ms": 16.0}]
-    r = {x["name"].split(" / ")[0]: x for x in tuned_ratios(in_process, served, MODEL)}
+    r = {x.name.split(" / ")[0]: x for x in tuned_ratios(in_process, served, MODEL)}
     best = r["best served variant"]
-    assert best["value"] == pytest.approx(228 / 240) and best["pass"] and best["target"] == ">= 0.9x"
+    assert best.value == pytest.approx(228 / 240) and best.passed and best.target == ">= 0.9x"
     ort = r["served ONNX Runtime fp32"]
-    assert ort["value"] == pytest.approx(66 / 68) and ort["pass"] and ort["target"] == ">= 0.95x"
+    assert ort.value == pytest.approx(66 / 68) and ort.passed and ort.target == ">= 0.95x"
     served[0]["throughput"] = 200.0
-    assert not tuned_ratios(in_process, served, MODEL)[0]["pass"]
+    assert not tuned_ratios(in_process, served, MODEL)[0].passed
 
 
 def test_async_openvino_runner_times_real_openvino(onnx_fp32_path):
-    pytest.importorskip("openvino")
     from dnx.preprocess import photo_batch
 
     runner = openvino_async_runner(onnx_fp32_path, "fp32", {"INFERENCE_PRECISION_HINT": "f32"}, batch_sizes=(2,))

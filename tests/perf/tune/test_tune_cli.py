@@ -12,12 +12,14 @@ from click.testing import CliRunner
 
 from dnx.cli import cli
 from dnx.model_repository.config_edit import read_config
-from dnx.perf import tune as t
-from dnx.perf.tune_report import write_tune_report
-from dnx.perf.tune_run import Candidate, TuneOptions, TuneResult, _write_back
+from dnx.perf.tune import space as t
+from dnx.perf.tune.decision import Candidate
+from dnx.perf.tune.options import TuneOptions, TuneResult
+from dnx.perf.tune.report import write_tune_report
+from dnx.perf.tune.write_back import write_back
 from dnx.serving.server import free_port
 from tests.fixtures_server import _link_tree
-from tests.perf.test_perf_cli import one_line_error
+from tests.perf.sweep.test_perf_cli import one_line_error
 
 MODEL = "densenet121_onnx"
 # Short windows and a loose stability check: a tiny budget on a shared 2-core machine.
@@ -59,6 +61,26 @@ def test_unreachable_server(repo_copy, tmp_path):
     assert _digest(repo_copy) == before
 
 
+def test_a_repository_another_dnx_writes_fails_at_once_naming_it(repo_copy, tmp_path):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from dnx.locks import repository_lock\n"
+         f"with repository_lock({str(repo_copy)!r}, 'dnx export'):\n    print('held', flush=True); sys.stdin.read()"],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = _digest(repo_copy)
+        r = CliRunner().invoke(cli, ["tune", "--repository", str(repo_copy), "--models", MODEL,
+                                     "--out", str(tmp_path / "o")])
+        one_line_error(r, f"is in use by pid {holder.pid} (dnx export)", "--wait")
+        assert _digest(repo_copy) == before and not (tmp_path / "o").exists()
+    finally:
+        holder.communicate("", timeout=30)
+
+
 def test_url_and_launch_exclude_each_other(repo_copy):
     r = CliRunner().invoke(cli, ["tune", "--repository", str(repo_copy), "--url", "127.0.0.1:1", "--launch"])
     one_line_error(r, "--url and --launch")
@@ -92,7 +114,7 @@ def test_winner_is_written_through_the_template_with_orig_and_manifest(repo_copy
     res.out_dir.mkdir()
     res.candidates = [_cand(MODEL, 0, start, 30.0, baseline=True), _cand(MODEL, 1, better, 40.0),
                       _cand(MODEL, 2, {**start, "inter": 2}, 30.5)]
-    _write_back(res, {MODEL: base}, repo_copy)
+    write_back(res, {MODEL: base}, repo_copy)
     assert (repo_copy / MODEL / "config.pbtxt.orig").read_text() == orig_text
     now = read_config(repo_copy / MODEL)
     assert now.instance_count == 2 and now.parameters["intra_op_thread_count"] == "1"
@@ -117,12 +139,12 @@ def test_a_gain_within_noise_keeps_the_previous_config(repo_copy, tmp_path):
     before = _digest(repo_copy)
     res = TuneResult(tmp_path / "out", TuneOptions(repository=repo_copy))
     res.candidates = [_cand(MODEL, 0, start, 30.0, baseline=True), _cand(MODEL, 1, {**start, "inter": 2}, 30.5)]
-    _write_back(res, {MODEL: base}, repo_copy)
+    write_back(res, {MODEL: base}, repo_copy)
     after = _digest(repo_copy)
     # Every config stays as it was; the manifest records what the kept config measured.
     assert {k: v for k, v in after.items() if k != "dnx-manifest.json"} == {
         k: v for k, v in before.items() if k != "dnx-manifest.json"}
-    assert "noise margin" in res.decisions[MODEL]["reason"]
+    assert "noise margin" in res.decisions[MODEL].reason
     assert json.loads((repo_copy / "dnx-manifest.json").read_text())["models"][MODEL]["tune"]["throughput"] == 30.0
 
 
@@ -166,7 +188,7 @@ def test_sigterm_leaves_the_repository_unchanged_and_keeps_the_candidates(repo_c
 
     out = tmp_path / "tune"
     before = _digest(repo_copy)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])}
     proc = subprocess.Popen([sys.executable, "-m", "dnx.cli", "tune", "--repository", str(repo_copy), "--models", MODEL,
                              "--budget-minutes", "10", "--out", str(out), *FAST],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -180,7 +202,7 @@ def test_sigterm_leaves_the_repository_unchanged_and_keeps_the_candidates(repo_c
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 1, output
+    assert proc.returncode == 143, output  # 128 + SIGTERM
     assert "interrupted" in output and "is unchanged" in output, output
     assert _digest(repo_copy) == before
     md = (out / "report.md").read_text()
@@ -188,7 +210,7 @@ def test_sigterm_leaves_the_repository_unchanged_and_keeps_the_candidates(repo_c
     # The launched server is gone: its gRPC port no longer answers.
     url = json.loads((out / "report.json").read_text())["url"]
     from dnx.errors import ServerError
-    from dnx.perf.sweep import inspect_server
+    from dnx.perf.served import inspect_server
 
     with pytest.raises(ServerError):
         inspect_server(url)

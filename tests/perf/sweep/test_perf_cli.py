@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from dnx.cli import cli
-from dnx.perf.sweep import inspect_server
+from dnx.perf.served import inspect_server
 from dnx.serving.server import free_port
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -113,7 +113,8 @@ def test_short_sweep_writes_every_result_file(triton_server, serving_repository,
 @pytest.mark.slow
 def test_unstable_level_is_retried_with_a_longer_window_then_flagged(triton_server, tmp_path):
     """A 0.01 % stability threshold is never met: 500 ms, then 1000 ms, then a relaxed check."""
-    from dnx.perf.sweep import ConcurrencyRange, SweepOptions, sweep
+    from dnx.perf.levels import ConcurrencyRange
+    from dnx.perf.sweep import SweepOptions, sweep
 
     models = inspect_server(triton_server.grpc_url, "grpc", ["densenet121_onnx"])
     opts = SweepOptions(url=triton_server.grpc_url, concurrency=ConcurrencyRange(1, 1), measurement_interval_ms=500,
@@ -181,7 +182,7 @@ def test_bad_flags_are_one_line_errors(flags, needles, tmp_path):
 
 
 def test_saturation_rule():
-    from dnx.perf.sweep import saturated
+    from dnx.perf.levels import saturated
 
     assert not saturated({1: 28.0, 2: 29.0, 3: 30.1})  # too few levels to judge
     assert saturated({1: 28.0, 2: 30.0, 3: 30.5, 4: 30.2, 5: 30.8})  # 3 levels within 3 % of 30.0
@@ -194,7 +195,8 @@ def test_saturation_rule():
 @pytest.mark.slow
 def test_sweep_stops_at_the_first_saturated_level(triton_server, tmp_path):
     """Whatever this machine's numbers: the sweep stops exactly where the rule first holds, and says so."""
-    from dnx.perf.sweep import ConcurrencyRange, SweepOptions, saturated, sweep
+    from dnx.perf.levels import ConcurrencyRange, saturated
+    from dnx.perf.sweep import SweepOptions, sweep
 
     models = inspect_server(triton_server.grpc_url, "grpc", ["densenet121_onnx"])
     opts = SweepOptions(url=triton_server.grpc_url, concurrency=ConcurrencyRange(1, 7), measurement_interval_ms=500,

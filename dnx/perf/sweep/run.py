@@ -1,0 +1,88 @@
+"""``dnx perf``'s run: check the server, choose what to measure, sweep, keep state, write the report."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from dnx.errors import InputError, PerfError, ServerError
+from dnx.perf.results import new_results_dir
+from dnx.perf.served import default_metrics_url, inspect_server, launched_server, measurable, repository_manifest
+from dnx.perf.sweep.loop import SweepResult, sweep
+from dnx.perf.sweep.options import PerfOptions, estimate_sweep_seconds
+from dnx.perf.sweep.report import compare, tidy_rows, write_report
+from dnx.perf.sweep.state import restore, save_state
+from dnx.signals import Interrupted
+
+
+@dataclass
+class PerfRun:
+    """What :func:`run_perf` measured and wrote."""
+
+    result: SweepResult
+    paths: dict[str, Path]
+    comparison: list[dict]
+    skipped: dict[str, str] = field(default_factory=dict)  # model -> why it was not measured
+
+
+def run_perf(opts: PerfOptions, resume: dict | None = None) -> PerfRun:
+    """Check the server, sweep every requested model with perf_analyzer, write the report.
+
+    The sweep state is saved after every level (``sweep-state.json``). When the server dies,
+    perf_analyzer fails or a signal arrives mid-sweep, the levels already measured are kept,
+    the report is written and marked incomplete with the reason, and :class:`PerfError` (or
+    :class:`dnx.signals.Interrupted`) says how to continue: ``dnx perf --resume <out>``.
+    ``resume`` is the state :func:`dnx.perf.sweep.state.resume_options` read; its levels are not measured again.
+    """
+    s = opts.sweep
+    s.check()
+    manifest = repository_manifest(opts.repository)
+    out = Path(opts.out) if opts.out else new_results_dir("perf")
+    out.mkdir(parents=True, exist_ok=True)
+    result: SweepResult | None = None
+    stopped: Interrupted | None = None
+    try:
+        with contextlib.ExitStack() as stack:
+            if opts.launch:
+                server = stack.enter_context(launched_server(opts.repository, opts.models, out / "tritonserver.log",
+                                                             opts.endpoint_url))
+                if server.remote:  # its local view (configs, manifest) goes away with the server
+                    manifest = repository_manifest(server.remote.view)
+                url = server.grpc_url if s.protocol == "grpc" else server.http_url
+                metrics_url = server.metrics_url.removeprefix("http://")
+            else:
+                url, metrics_url = s.url, s.metrics_url or default_metrics_url(s.url)
+            models, skipped = measurable(inspect_server(url, s.protocol, opts.models), named=bool(opts.models))
+            if opts.models and skipped:
+                raise InputError(f"{', '.join(skipped)}: {'; '.join(skipped.values())}; dnx perf measures fixed-shape "
+                                 "models only, run perf_analyzer by hand with --shape")
+            if not models:
+                raise InputError(f"no fixed-shape READY model to measure (skipped: {', '.join(skipped)}); pass --models")
+            collect = opts.collect_metrics if opts.collect_metrics is not None else any(m.on_gpu for m in models)
+            s = replace(s, url=url, collect_metrics=collect, verbose_csv=s.verbose_csv or collect,
+                        metrics_url=metrics_url if collect else None)
+            if opts.on_plan is not None:
+                points = len(models) * len(s.batch_sizes) * len(s.concurrency.levels())
+                opts.on_plan(points, estimate_sweep_seconds(points, s))
+            result = SweepResult(out_dir=out, models=models, options=s)
+            if resume:
+                restore(result, resume)
+            save_state(opts, result)
+            sweep(models, s, out, result=result, on_level=lambda r: save_state(opts, r))
+    except (PerfError, ServerError) as exc:
+        if result is None:
+            raise
+        result.incomplete = str(exc)
+    except Interrupted as exc:
+        if result is None:
+            raise
+        result.incomplete, stopped = str(exc), exc
+    paths = write_report(result, latency_budget_ms=opts.latency_budget_ms, manifest=manifest, skipped=skipped)
+    if result.incomplete:
+        kept = (f"{result.points()} of {result.planned()} points measured and kept in {out} (report: {paths['md']}); "
+                f"continue with `dnx perf --resume {out}`")
+        if stopped is not None:
+            raise stopped.with_detail(kept) from None
+        raise PerfError(f"sweep incomplete: {result.incomplete.rstrip('.')}; {kept}")
+    return PerfRun(result, paths, compare(tidy_rows(result, manifest), opts.latency_budget_ms), skipped)

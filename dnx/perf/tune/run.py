@@ -1,0 +1,134 @@
+"""``dnx tune`` against a real tritonserver: measure candidates, pick winners, write them back.
+
+The repository is locked (:func:`dnx.locks.repository_lock`: exclusively, shared for
+``--dry-run``) for the whole run, and only written at the end, when the search finished
+(``--dry-run`` never): each winner that beats the previous config by
+:data:`~dnx.perf.tune.decision.MIN_GAIN` is rendered through the same template, the first
+previous ``config.pbtxt`` kept as ``config.pbtxt.orig``, and ``dnx-manifest.json`` records the
+machine, versions, objective and figures (:mod:`.write_back`). Interrupted (Ctrl-C, SIGTERM),
+the repository is unchanged, the models of a ``--url`` server are reloaded from it, a launched
+server is stopped, the report keeps what was measured, and :class:`~dnx.signals.Interrupted`
+ends the command with 128 + signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dnx.errors import InputError
+from dnx.locks import repository_lock
+from dnx.manifest import library_versions
+from dnx.model_repository.config_edit import read_config, repository_config_json
+from dnx.perf.results import machine_info, new_results_dir
+from dnx.perf.served import ModelControl, inspect_server, launched_server, measurable, repository_manifest
+from dnx.perf.tune import space
+from dnx.perf.tune.decision import decide
+from dnx.perf.tune.measure import Measurer, search
+from dnx.perf.tune.options import TuneOptions, TuneResult
+from dnx.perf.tune.report import write_tune_report
+from dnx.perf.tune.write_back import write_back
+from dnx.preprocess import photo_batch
+from dnx.signals import Interrupted, terminating
+from dnx.spec import spec_from_manifest
+
+
+def _check_writable(repo: Path, names: list[str]) -> None:
+    for target in [repo] + [repo / n for n in names]:
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise InputError(f"cannot write {target}: no write permission; fix the permissions or pass --dry-run")
+        cfg = target / "config.pbtxt"
+        if target != repo and cfg.exists() and not os.access(cfg, os.W_OK):
+            raise InputError(f"cannot write {cfg}: no write permission; fix the permissions or pass --dry-run")
+
+
+def _tunable(repo: Path, name: str):
+    """The config of ``name`` in ``repo`` when dnx can tune it (dnx-rendered, a known backend), else None."""
+    if not (repo / name / "config.pbtxt").is_file():
+        return None
+    with contextlib.suppress(InputError):
+        cfg = read_config(repo / name)
+        space.backend_of(cfg)
+        return cfg
+    return None
+
+
+def run_tune(opts: TuneOptions) -> TuneResult:
+    """Tune the served models of ``opts.repository`` and (unless ``dry_run``) write the winners back.
+
+    Holds the repository's lock throughout: another dnx writing it makes this fail at once
+    (:class:`~dnx.errors.RepositoryBusyError`), or wait with ``opts.wait``.
+    """
+    opts.check()
+    repo = Path(opts.repository)
+    with repository_lock(repo, "dnx tune", shared=opts.dry_run, wait=opts.wait):
+        return _run(opts, repo, time.monotonic())
+
+
+def _run(opts: TuneOptions, repo: Path, t_start: float) -> TuneResult:
+    for name in opts.models or []:
+        if not (repo / name / "config.pbtxt").is_file():
+            known = sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())
+            raise InputError(f"model {name!r} is not in {repo}; choose from: {', '.join(known) or '(none)'}")
+    bases = {n: read_config(repo / n) for n in opts.models or []}
+    for cfg in bases.values():
+        space.backend_of(cfg)
+    if not opts.dry_run:
+        _check_writable(repo, list(opts.models or []))
+    out = Path(opts.out) if opts.out else new_results_dir("tune")
+    out.mkdir(parents=True, exist_ok=True)
+    result = TuneResult(out, opts, machine=machine_info(), versions=library_versions())
+    image = np.ascontiguousarray(photo_batch(spec_from_manifest(repository_manifest(repo) or {}))[:1])
+    stopped: Interrupted | None = None
+    with contextlib.ExitStack() as stack:
+        # SIGINT/SIGTERM (once or more): stop measuring, stop the server, report what was measured.
+        stack.enter_context(terminating())
+        try:
+            if opts.url is None:
+                url = stack.enter_context(launched_server(repo, opts.models, out / "tritonserver.log")).grpc_url
+            else:
+                url = opts.url
+            result.url = url
+            served, _ = measurable(inspect_server(url, "grpc", opts.models), named=bool(opts.models))
+            for m in served:
+                if m.name not in bases and (cfg := _tunable(repo, m.name)) is not None:
+                    bases[m.name] = cfg
+            names = [m.name for m in served if m.name in bases]
+            if not names:
+                raise InputError(f"no served model of {repo} can be tuned (dnx-rendered onnxruntime/openvino/"
+                                 "tensorrt_plan configs); pass --models")
+            if not opts.dry_run:
+                _check_writable(repo, names)
+            measurer = Measurer(url, opts, out, t_start + opts.budget_minutes * 60)
+            stack.callback(measurer.close)
+            if opts.url is not None:  # leave a shared server as the repository says, whatever happens
+                stack.callback(measurer.control.restore, repo, names)
+            search(result, measurer, bases, names, image)
+        except KeyboardInterrupt as exc:
+            result.interrupted = True
+            stopped = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+    if result.interrupted or opts.dry_run:
+        result.decisions = decide(result.candidates, opts.objective, opts.latency_budget_ms)
+    else:
+        with terminating():  # a signal deferred during the write-back arrives once it is complete
+            try:
+                write_back(result, bases, repo)
+            except Interrupted as exc:  # the repository is written in full: nothing to add
+                stopped = exc
+        written = [n for n, d in result.decisions.items() if d.written]
+        if opts.url is not None and written:  # the running server picks up the new configs now
+            with contextlib.suppress(Exception), ModelControl(opts.url) as control:
+                for n in written:
+                    control.load(n, repository_config_json(repo / n))
+    result.paths = write_tune_report(result)
+    if result.interrupted:
+        raise stopped.with_detail(f"{repo} is unchanged; the {len(result.candidates)} candidates measured are in "
+                                  f"{result.paths['md']}; rerun `dnx tune` to finish") from None
+    if stopped is not None:
+        raise stopped
+    return result

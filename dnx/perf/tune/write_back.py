@@ -1,0 +1,129 @@
+"""Writing ``dnx tune``'s winners into the repository, all of them or none.
+
+What is guaranteed (docs/RELIABILITY.md):
+
+* The manifest is read and every winner rendered before any file changes, so a corrupt
+  manifest or a config the template cannot express stops the run with the repository as it was.
+* SIGINT/SIGTERM are held while files change: the write-back finishes, then the signal ends the
+  run (128 + signal) with every config and the manifest written.
+* A failed write (full disk, permissions; ``DNX_FAULT=tune-write-back:...:error``) restores every
+  config already rewritten to its previous bytes and removes the ``config.pbtxt.orig`` files this
+  run created; the manifest, written atomically last, is then still the previous one. The
+  repository is as before and :class:`~dnx.errors.DnxError` says so.
+* Not covered: SIGKILL or a power loss between two configs leaves the configs rewritten so far
+  new and the manifest old; each rewritten model's ``config.pbtxt.orig`` holds its previous config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import signal
+import threading
+from pathlib import Path
+
+from dnx import faults
+from dnx.errors import DnxError, one_line
+from dnx.model_repository.config_edit import ORIG_NAME, write_config
+from dnx.model_repository.layout import MANIFEST_NAME, atomic_write_bytes, atomic_write_text
+from dnx.model_repository.render import TritonConfig, render_config
+from dnx.perf.served import repository_manifest
+from dnx.perf.tune import space
+from dnx.perf.tune.decision import decide
+from dnx.perf.tune.options import TuneResult
+
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT/SIGTERM while the repository is written, so it is never half-written.
+
+    The signals are recorded by a handler and raised again once the block is done (a signal mask
+    would not do: a process-directed signal goes to any thread that does not block it, the
+    gRPC client's for one, and Python then runs its handler in the main thread at once).
+    Outside the main thread Python cannot install handlers; the block then runs unguarded.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in _DEFERRED}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held:
+            signal.raise_signal(held[0])  # now the previous handler acts on it
+
+
+def _manifest(result: TuneResult, manifest: dict, written: dict[str, TritonConfig]) -> dict:
+    """The manifest with the written configs, each model's tuned figure and the ``tuning`` record."""
+    o = result.options
+    for name, cfg in written.items():
+        entry = manifest.setdefault("models", {}).setdefault(name, {})
+        entry["config"] = {"max_batch_size": cfg.max_batch_size, "instance_count": cfg.instance_count,
+                           "instance_kind": cfg.instance_kind, "preferred_batch_sizes": cfg.preferred_batch_sizes,
+                           "max_queue_delay_us": cfg.max_queue_delay_us, "parameters": cfg.parameters}
+    for name, d in result.decisions.items():
+        # What the served config measured here: `dnx export` serves the fastest variant in the ensemble.
+        if d.point and name in manifest.get("models", {}):
+            manifest["models"][name]["tune"] = {"throughput": d.point["throughput"], "p99_ms": d.point["p99_ms"],
+                                                "concurrency": d.point["concurrency"], "objective": o.objective}
+    manifest["tuning"] = {
+        "tuned_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": result.machine, "versions": result.versions, "objective": o.objective,
+        "latency_budget_ms": o.latency_budget_ms, "budget_minutes": o.budget_minutes, "concurrency": list(o.levels),
+        "report": str(result.out_dir),
+        "models": {n: d.manifest_record() for n, d in result.decisions.items()},
+    }
+    return manifest
+
+
+def _restore(repo: Path, previous: dict[str, tuple[bytes | None, bool]]) -> None:
+    """Put back the configs of ``previous`` (``{model: (config bytes, had an .orig)}``)."""
+    for name, (old, had_orig) in previous.items():
+        if old is not None:
+            atomic_write_bytes(repo / name / "config.pbtxt", old)
+        if not had_orig:
+            (repo / name / ORIG_NAME).unlink(missing_ok=True)
+
+
+def write_back(result: TuneResult, bases: dict[str, TritonConfig], repo: Path) -> None:
+    """Decide each model's winner and write the winners that beat their previous config into ``repo``.
+
+    Fills ``result.decisions`` (``written`` set for each rewritten config). All or nothing on a
+    failed write: see the module's docstring for what is guaranteed.
+    """
+    o = result.options
+    result.decisions = decide(result.candidates, o.objective, o.latency_budget_ms)
+    # Read and render first: a corrupt manifest or a bad config stops the run before any file changes.
+    manifest = repository_manifest(repo) or {"models": {}}
+    winners = {n: space.apply_knobs(bases[n], d.knobs) for n, d in result.decisions.items() if d.write}
+    for cfg in winners.values():
+        render_config(cfg)
+    previous: dict[str, tuple[bytes | None, bool]] = {}
+    with signals_deferred():
+        try:
+            for name, cfg in winners.items():
+                path = repo / name / "config.pbtxt"
+                previous[name] = (path.read_bytes() if path.is_file() else None, (repo / name / ORIG_NAME).exists())
+                write_config(repo / name, cfg)
+                result.decisions[name].written = str(path)
+                if len(previous) == 1:
+                    faults.point("tune-write-back:after-first-config")
+            text = json.dumps(_manifest(result, manifest, winners), indent=2) + "\n"
+            faults.point("tune-write-back:before-manifest")
+            atomic_write_text(repo / MANIFEST_NAME, text)
+        except OSError as exc:
+            _restore(repo, previous)
+            for d in result.decisions.values():
+                d.written = None
+            raise DnxError(f"writing the tuned configs failed ({one_line(exc)}); {repo} is unchanged (every config was put "
+                           "back); free space or fix permissions and rerun `dnx tune`") \
+                from None
+        except BaseException:
+            _restore(repo, previous)
+            raise

@@ -1,0 +1,59 @@
+"""``dnx tune``'s write-back is all or nothing: a failed write puts every config back (DNX_FAULT points)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dnx.errors import DnxError
+from dnx.model_repository.config_edit import read_config
+from dnx.perf.tune import space as t
+from dnx.perf.tune.options import TuneOptions, TuneResult
+from dnx.perf.tune.write_back import write_back
+from tests.perf.tune.test_tune_cli import MODEL, _cand, _digest, repo_copy  # noqa: F401 - the fixture
+
+
+def _result(repo, tmp_path):
+    base = read_config(repo / MODEL)
+    start = t.knobs_of(base)
+    res = TuneResult(tmp_path / "out", TuneOptions(repository=repo), machine={"cores": 2})
+    res.out_dir.mkdir()
+    res.candidates = [_cand(MODEL, 0, start, 30.0, baseline=True), _cand(MODEL, 1, {**start, "layout": (2, 1)}, 40.0)]
+    return res, {MODEL: base}
+
+
+@pytest.mark.parametrize("point", ["tune-write-back:after-first-config", "tune-write-back:before-manifest"])
+def test_a_failed_write_puts_every_config_back(repo_copy, tmp_path, monkeypatch, point):
+    before = _digest(repo_copy)
+    res, bases = _result(repo_copy, tmp_path)
+    monkeypatch.setenv("DNX_FAULT", f"{point}:error")
+    with pytest.raises(DnxError, match="is unchanged .every config was put back."):
+        write_back(res, bases, repo_copy)
+    assert _digest(repo_copy) == before  # configs, no stray config.pbtxt.orig, the manifest
+    assert not (repo_copy / MODEL / "config.pbtxt.orig").exists()
+    assert res.decisions[MODEL].write and res.decisions[MODEL].written is None
+
+
+def test_without_a_fault_the_same_write_back_changes_config_and_manifest_together(repo_copy, tmp_path):
+    res, bases = _result(repo_copy, tmp_path)
+    write_back(res, bases, repo_copy)
+    assert read_config(repo_copy / MODEL).instance_count == 2
+    tuning = json.loads((repo_copy / "dnx-manifest.json").read_text())["tuning"]
+    assert tuning["models"][MODEL]["written"] == str(repo_copy / MODEL / "config.pbtxt") == res.decisions[MODEL].written
+
+
+@pytest.mark.parametrize("point", ["tune-write-back:after-first-config", "tune-write-back:before-manifest"])
+def test_a_signal_inside_the_write_back_waits_until_it_is_done(repo_copy, tmp_path, monkeypatch, point):
+    import signal
+
+    from dnx.signals import Interrupted, terminating
+
+    res, bases = _result(repo_copy, tmp_path)
+    monkeypatch.setenv("DNX_FAULT", f"{point}:SIGTERM")
+    with pytest.raises(Interrupted) as exc, terminating():
+        write_back(res, bases, repo_copy)
+    assert exc.value.signum == signal.SIGTERM
+    assert read_config(repo_copy / MODEL).instance_count == 2  # written in full, then the signal acted
+    tuning = json.loads((repo_copy / "dnx-manifest.json").read_text())["tuning"]
+    assert tuning["models"][MODEL]["written"] == str(repo_copy / MODEL / "config.pbtxt")
