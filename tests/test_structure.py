@@ -20,15 +20,12 @@ Rules (docs/ARCHITECTURE.md, "The import rule"):
    loads none of it. :data:`STANDALONE` modules run where dnx is not installed and import dnx
    only when present.
 
-:data:`PENDING` names packages still being restructured: their violations are reported as
-warnings (see the warnings summary) and do not fail. The lead empties it after merging.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
-import warnings
 from pathlib import Path
 
 import pytest
@@ -38,8 +35,6 @@ HEAVY = {"torch", "torchvision", "onnx", "onnxruntime", "openvino", "tensorrt", 
          "onnxconverter_common", "matplotlib", "skimage", "boto3", "botocore", "triton_python_backend_utils"}
 # Copied into a Triton model repository beside the preprocessing model (no dnx there).
 STANDALONE = {"dnx.preprocess"}
-# Being restructured on another branch (issue 18): reported, not failed. Empty after the merge.
-PENDING = {"dnx.perf"}
 
 
 def module_name(path: Path) -> str:
@@ -136,10 +131,6 @@ def _heavy(name: str) -> bool:
                for module, _ in _targets(name, node))
 
 
-def _pending(*names: str) -> bool:
-    return any(n == p or n.startswith(p + ".") for n in names for p in PENDING)
-
-
 def _package(name: str) -> str:
     return ".".join(name.split(".")[:2])
 
@@ -186,17 +177,12 @@ def _edge_lines(edges_at: dict[tuple[str, str], str], component: list[str]) -> s
 
 
 def _report(violations: list[str], what: str) -> None:
-    """Fail on violations outside :data:`PENDING`; warn about the pending ones."""
-    failing = [v for v, pending in violations if not pending]
-    pending = [v for v, p in violations if p]
-    if pending:
-        warnings.warn(f"PENDING ({', '.join(sorted(PENDING))}) {what}, {len(pending)}:\n  " + "\n  ".join(pending),
-                      stacklevel=2)
-    assert not failing, f"{what}:\n  " + "\n  ".join(failing)
+    """Fail listing every violation."""
+    assert not violations, f"{what}:\n  " + "\n  ".join(violations)
 
 
-def import_circles() -> list[tuple[str, bool]]:
-    """Every circle among dnx modules and among dnx packages, with whether it is pending."""
+def import_circles() -> list[str]:
+    """Every circle among dnx modules and among dnx packages."""
     modules: dict[str, set[str]] = {}
     packages: dict[str, set[str]] = {}
     module_at: dict[tuple[str, str], str] = {}
@@ -212,11 +198,11 @@ def import_circles() -> list[tuple[str, bool]]:
     out = []
     for kind, edges, at in (("modules", modules, module_at), ("packages", packages, package_at)):
         for component in _cycles(edges):
-            out.append((f"{kind} {' <-> '.join(component)}: {_edge_lines(at, component)}", _pending(*component)))
+            out.append(f"{kind} {' <-> '.join(component)}: {_edge_lines(at, component)}")
     return out
 
 
-def private_imports() -> list[tuple[str, bool]]:
+def private_imports() -> list[str]:
     """Imports of ``_private`` names from another dnx module, and ``module._name`` reads off one."""
     out = {}
     for name, path in ALL.items():
@@ -229,18 +215,17 @@ def private_imports() -> list[tuple[str, bool]]:
                 target = _dnx_module(module, attr)
                 local = next((a.asname or a.name for a in node.names if a.name == (attr or module)), None)
                 if attr and attr.startswith("_") and not attr.startswith("__") and target != f"{module}.{attr}":
-                    out[f"{path.relative_to(ROOT)}:{node.lineno} imports {attr} from {module}"] = _pending(name, module)
+                    out[f"{path.relative_to(ROOT)}:{node.lineno} imports {attr} from {module}"] = True
                 if target and local and (attr is None or target == f"{module}.{attr}"):
                     bound[local.split(".")[0] if attr is None else local] = target if attr else module
         for node in ast.walk(tree):
             if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
                     and node.attr.startswith("_") and not node.attr.startswith("__")):
-                out[f"{path.relative_to(ROOT)}:{node.lineno} reads {node.value.id}.{node.attr}"] = \
-                    _pending(name, bound[node.value.id])
-    return list(out.items())
+                out[f"{path.relative_to(ROOT)}:{node.lineno} reads {node.value.id}.{node.attr}"] = True
+    return list(out)
 
 
-def function_imports() -> list[tuple[str, bool]]:
+def function_imports() -> list[str]:
     """In-function imports of light dnx modules outside ``dnx/commands/`` and :data:`STANDALONE`."""
     heavy = {n for n in DNX if _heavy(n)}
     out = []
@@ -249,8 +234,8 @@ def function_imports() -> list[tuple[str, bool]]:
             continue
         for target, _, in_function, line in _imports(name):
             if in_function and target not in heavy:
-                out.append((f"{ALL[name].relative_to(ROOT)}:{line} imports {target} inside a function; "
-                            "import it at module level (a circle? move the shared part down)", _pending(name)))
+                out.append(f"{ALL[name].relative_to(ROOT)}:{line} imports {target} inside a function; "
+                            "import it at module level (a circle? move the shared part down)")
     return out
 
 
@@ -274,8 +259,3 @@ def test_the_checks_see_what_they_check():
     assert not _heavy("dnx.pipeline.run") and _heavy("dnx.serving.backends.openvino.model")
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
-
-@pytest.mark.parametrize("pending", sorted(PENDING))
-def test_pending_packages_still_exist(pending):
-    """A PENDING entry whose package is gone would silently exempt nothing; drop it instead."""
-    assert pending in DNX
