@@ -13,7 +13,7 @@ from dnx import __version__
 from dnx.errors import DnxError
 
 # module name in dnx.commands -> attribute holding the click command
-COMMAND_MODULES = ("export", "serve", "infer", "validate", "perf", "bench", "tune", "publish", "deploy")
+COMMAND_MODULES = ("export", "serve", "infer", "validate", "perf", "bench", "tune", "publish", "deploy", "check")
 
 
 class _UserError(click.ClickException):

@@ -473,6 +473,8 @@ def write_models(ctx: Context, repo: Path) -> StageResult:
     if not written:
         return StageResult(WRITE_STAGE, Status.FAILED, "no model was built; nothing to write")
     ensemble = write_ensemble(ctx, repo, labels)
+    from dnx.ops.golden import write_golden  # issue 21: golden answers for `dnx check`
+    ctx.manifest["golden"] = write_golden(ctx, repo)
     if ensemble is None:
         return StageResult(WRITE_STAGE, Status.OK, "no variant passed its gate: no ensemble written",
                            {"models": len(written)})
