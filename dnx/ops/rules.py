@@ -55,14 +55,13 @@ def recording_rules(spec: MonitoringSpec) -> list[dict]:
 
 def alert_rules(spec: MonitoringSpec) -> list[dict]:
     """The SLO alerts, each with a summary and a runbook line (the README's "Operating it" has more)."""
-    slo_us = spec.slo_p99_ms * 1000
     absent = " or ".join(f'absent(dnx:model_replicas:count{{model="{m}"}})' for m in spec.models)
     return [
         {"alert": "DnxLatencyP99AboveSLO",
-         "expr": f'dnx:request_latency_us:max{{quantile="0.99"}} > {slo_us:g}', "for": "10m",
+         "expr": f'dnx:request_latency_us:max{{quantile="0.99"}} / 1000 > {spec.slo_p99_ms:g}', "for": "10m",
          "labels": {"severity": "page"},
          "annotations": {
-             "summary": f"{{{{ $labels.model }}}} p99 latency {{{{ $value | humanize }}}}us is above the "
+             "summary": f'{{{{ $labels.model }}}} p99 latency {{{{ printf "%.0f" $value }}}} ms is above the '
                         f"{spec.slo_p99_ms:g} ms SLO",
              "runbook": "Check queue time (dnx:queue_latency_us:max): if it dominates, add replicas or raise the "
                         "HPA ceiling; if compute dominates, run `dnx tune` and roll out the tuned repository."}},
