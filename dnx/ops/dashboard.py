@@ -68,12 +68,13 @@ def build_dashboard(spec: MonitoringSpec) -> dict:
              .description(f"Triton replicas of {spec.job} (written by `dnx deploy kubernetes`); "
                           f"p99 SLO {spec.slo_p99_ms:g} ms")
              .with_variable(dashboard.DatasourceVariable("datasource").label("Prometheus").type("prometheus")))
-    row = None
+    row, ids = None, iter(range(1, 10_000))
     for row_title, title, queries in panel_queries(spec):
         if row_title != row:
-            board = board.with_row(dashboard.Row(row_title if row_title == "Server" else f"Model {row_title}"))
+            board = board.with_row(dashboard.Row(row_title if row_title == "Server" else f"Model {row_title}")
+                                   .id(next(ids)))
             row = row_title
-        panel = (timeseries.Panel().title(title).datasource(ds).unit(_UNITS[title]).min(0).height(7).span(8)
+        panel = (timeseries.Panel().id(next(ids)).title(title).datasource(ds).unit(_UNITS[title]).min(0).height(7).span(8)
                  .legend(common.VizLegendOptions().show_legend(True).display_mode(common_models.LegendDisplayMode.LIST)
                          .placement(common_models.LegendPlacement.BOTTOM)))
         if title.startswith("End-to-end"):
