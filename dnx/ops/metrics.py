@@ -8,7 +8,7 @@
 * :func:`process_memory`: RSS of a local server's processes: ``tritonserver`` itself and each
   Python backend stub (one per model instance; the stub's command line names its model).
 
-Library only: ``dnx perf`` / ``dnx bench`` record these per level.
+Library only: :func:`memory_snapshot` is the per-level record for ``dnx perf`` / ``dnx bench`` reports.
 """
 
 from __future__ import annotations
@@ -182,3 +182,14 @@ def memory_by_model(processes: list[ProcessMemory]) -> dict[str, int]:
         key = p.model or p.role
         totals[key] = totals.get(key, 0) + p.rss_bytes
     return totals
+
+
+def memory_snapshot(*, metrics_url: str | None = None, server_pid: int | None = None) -> dict:
+    """One perf level's memory record: Triton's figures (``metrics_url``) and, for a local server
+    (``server_pid``), RSS per model in MiB. What ``dnx perf`` / ``dnx bench`` store per level."""
+    out: dict = {}
+    if metrics_url:
+        out["triton"] = triton_memory(scrape(metrics_url)).to_dict()
+    if server_pid:
+        out["rss_mib"] = {k: round(v / 2**20, 1) for k, v in sorted(memory_by_model(process_memory(server_pid)).items())}
+    return out

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from dnx.errors import ServerError
-from dnx.ops.metrics import (SERVER_METRICS_FLAGS, memory_by_model, parse_metrics, process_memory, scrape,
-                             triton_memory)
+from dnx.ops.metrics import (SERVER_METRICS_FLAGS, memory_by_model, memory_snapshot, parse_metrics, process_memory,
+                             scrape, triton_memory)
 
 
 def test_parse_metrics_reads_labels_and_skips_comments():
@@ -48,6 +48,8 @@ def test_rss_per_model_of_a_local_server(ops_server):
     assert {"densenet121_onnx", "densenet121_preprocess", "densenet121_softmax"} <= set(totals)
     assert "densenet121" not in totals  # the ensemble has no process of its own
     assert totals["densenet121_onnx"] > totals["densenet121_softmax"] > 0  # 30 MB of weights vs a Softmax node
+    snap = memory_snapshot(metrics_url=ops_server.metrics_url, server_pid=ops_server._proc.pid)
+    assert snap["rss_mib"]["densenet121_onnx"] > 30 and snap["triton"]["cpu_total_mib"] is not None
 
 
 def test_unreachable_endpoint_and_dead_process_are_one_line():
