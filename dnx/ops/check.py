@@ -122,6 +122,14 @@ def _from_folder(folder: Path, read_manifest) -> tuple[dict, dict]:
     path = folder / g.GOLDEN_NAME
     doc = g.read_golden(path)
     g.verify_against_manifest(path, doc, manifest)
+    # A model the manifest lists without golden answers (none recorded for it) is still checked
+    # for readiness and config.
+    for name, entry in (manifest.get("models") or {}).items():
+        cfg = folder / name / "config.pbtxt"
+        if name not in doc["models"] and cfg.is_file():
+            doc["models"][name] = {"kind": "tensor", "config": g.normalize_config(cfg.read_text(encoding="utf-8")),
+                                   "versions": sorted({f.split("/")[0] for f in entry.get("files", {})
+                                                       if f.split("/")[0].isdigit()}) or ["1"]}
     # The manifest's config record is the repository's word on each variant's config.
     for name, entry in (manifest.get("models") or {}).items():
         if name in doc["models"] and isinstance(entry.get("config"), dict):

@@ -162,7 +162,8 @@ def build_golden(manifest: dict, repo: Path, outputs: dict[str, np.ndarray], ima
             "kind": "tensor", "precision": entry.get("precision"), "runtime": entry.get("runtime"),
             "versions": sorted({f.split("/")[0] for f in entry.get("files", {}) if f.split("/")[0].isdigit()}),
             "config": normalize_config((repo / name / "config.pbtxt").read_text(encoding="utf-8")),
-            "gate": gates[name], "expected": encode_array(outputs[name]), "top_k": top_k(outputs[name]),
+            "gate": gates[name], "gate_passed": (entry.get("parity") or {}).get("passed", True),  # --keep-failing
+            "expected": encode_array(outputs[name]), "top_k": top_k(outputs[name]),
         }
     ensemble = manifest.get("ensemble")
     if ensemble and ensemble.get("variant") in outputs:

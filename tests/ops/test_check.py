@@ -149,3 +149,24 @@ def test_golden_set_from_a_published_version(ops_server, fp32_repository, s3_env
     result = _check("--url", ops_server.grpc_url, "--repository", uri, "--endpoint-url", s3_env.url)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0].startswith(f"Golden set: {uri}/versions/")
+
+
+def test_a_manifest_model_without_golden_answers_is_still_checked_for_readiness(ops_server, fp32_repository, tmp_path):
+    import shutil
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(fp32_repository / g.GOLDEN_NAME, repo)
+    for model in MODELS:
+        (repo / model).mkdir()
+        shutil.copy(fp32_repository / model / "config.pbtxt", repo / model)
+    manifest = json.loads((fp32_repository / "dnx-manifest.json").read_text())
+    manifest["models"]["densenet121_onnx_fp16"] = {**manifest["models"]["densenet121_onnx"], "precision": "fp16"}
+    (repo / "dnx-manifest.json").write_text(json.dumps(manifest))
+    (repo / "densenet121_onnx_fp16").mkdir()
+    (repo / "densenet121_onnx_fp16" / "config.pbtxt").write_text(
+        (fp32_repository / "densenet121_onnx" / "config.pbtxt").read_text().replace("densenet121_onnx", "densenet121_onnx_fp16"))
+    result = _check("--url", ops_server.grpc_url, "--repository", str(repo))
+    line = _one_line_error(result)
+    assert "densenet121_onnx_fp16 ready: model missing" in line
+    assert re.search(r"densenet121_onnx +answers +PASS", result.stdout)
