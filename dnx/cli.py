@@ -14,7 +14,7 @@ from dnx.errors import DnxError
 from dnx.signals import Interrupted, terminating
 
 # module name in dnx.commands -> attribute holding the click command
-COMMAND_MODULES = ("export", "serve", "infer", "validate", "perf", "bench", "tune", "publish", "deploy")
+COMMAND_MODULES = ("export", "serve", "infer", "validate", "perf", "bench", "tune", "publish", "deploy", "check")
 
 
 class _UserError(click.ClickException):

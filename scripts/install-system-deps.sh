@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# System packages dnx needs on Debian/Ubuntu: libb64 for perf_analyzer (tritonclient 2.50).
+# System packages dnx needs on Debian/Ubuntu: libb64 for perf_analyzer (tritonclient 2.50);
+# prometheus (with promtool) for the monitoring tests, only where apt exists (elsewhere those
+# tests skip, saying why; the package's own service is not needed: tests start their own).
 # docker-compose only where a Docker engine answers `docker info` and no compose client exists:
 # on a machine without an engine it would pull containerd and runc for nothing (the tests lint
 # docker/docker-compose.yml with Python instead).
@@ -7,6 +9,9 @@
 set -euo pipefail
 need=()
 ldconfig -p 2>/dev/null | grep -q 'libb64\.so\.0d' || need+=(libb64-0d)
+if command -v apt-get >/dev/null && ! command -v promtool >/dev/null; then
+  need+=(prometheus)
+fi
 if docker info >/dev/null 2>&1; then
   docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need+=(docker-compose)
 fi

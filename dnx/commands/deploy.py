@@ -4,7 +4,7 @@ import json
 
 import click
 
-from dnx.deploy.kubernetes import KUBE_VERSION, SCALE_METRICS, TARGETS
+from dnx.deploy.kubernetes import CLIENT_IMAGE, DEFAULT_SLO_P99_MS, KUBE_VERSION, SCALE_METRICS, TARGETS
 
 
 @click.group("deploy")
@@ -20,7 +20,7 @@ def command():
 @command.command("kubernetes")
 @click.option("--repository", "-r", required=True, help="Published repository, s3://BUCKET/PREFIX (see `dnx publish`).")
 @click.option("--out", default="deploy", show_default=True, type=click.Path(file_okay=False, path_type=str),
-              help="Folder for plain/, kserve/ and prometheus-adapter/.")
+              help="Folder for plain/, kserve/, prometheus-adapter/ and monitoring/.")
 @click.option("--replicas", default=2, show_default=True, type=click.IntRange(min=1),
               help="Replicas (and the autoscaler's minimum).")
 @click.option("--max-replicas", type=click.IntRange(min=1), help="Autoscaler maximum. Default: 4 x --replicas.")
@@ -36,6 +36,10 @@ def command():
               help="Triton metric the HorizontalPodAutoscaler follows (through prometheus-adapter).")
 @click.option("--scale-target", type=click.IntRange(min=1),
               help="Per-pod target of --scale-metric. Default: 20000 (us queue time) / 50 (inferences/s).")
+@click.option("--slo-p99-ms", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_SLO_P99_MS, show_default=True,
+              help="p99 latency SLO: the DnxLatencyP99AboveSLO alert (10 minutes above it) and the check Job's budget.")
+@click.option("--check-image", default=CLIENT_IMAGE, show_default=True,
+              help="Image of plain/check-job.yaml (docker/Dockerfile.client: runs `dnx check`).")
 @click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", show_envvar=True,
               help="S3-compatible endpoint dnx reads the repository from. Default: AWS S3.")
 @click.option("--cluster-endpoint-url", help="The same endpoint as the pods reach it (e.g. http://minio.minio:9000). "
@@ -45,8 +49,11 @@ def command():
 @click.option("--validate/--no-validate", default=True, show_default=True, help="Validate offline before writing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def kubernetes(repository, out, replicas, max_replicas, target, image, name, namespace, scale_metric, scale_target,
-               endpoint_url, cluster_endpoint_url, kube_version, validate, as_json):
+               slo_p99_ms, check_image, endpoint_url, cluster_endpoint_url, kube_version, validate, as_json):
     """Write Kubernetes manifests: plain Triton Deployment (+ Service, HPA, PDB, ServiceMonitor) and a KServe InferenceService.
+
+    Also monitoring/ (Grafana dashboard, PrometheusRule with recording rules and SLO alerts, the
+    same rules as a plain Prometheus file) and plain/check-job.yaml (`dnx check` after a rollout).
 
     The repository's published version is resolved now and written into the manifests, so
     every replica serves the same bytes; publishing again and re-running this command is
@@ -63,6 +70,7 @@ def kubernetes(repository, out, replicas, max_replicas, target, image, name, nam
         repository, out, validate=validate, kube_version=kube_version, endpoint_url=endpoint_url,
         cluster_endpoint_url=cluster_endpoint_url, target=target, replicas=replicas, max_replicas=max_replicas,
         image=image, name=name, namespace=namespace, scale_metric=scale_metric, scale_target=scale_target,
+        slo_p99_ms=slo_p99_ms, check_image=check_image,
     )
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))

@@ -7,9 +7,12 @@ ServiceMonitor against dnx's own authored subsets of their CRD schemas (``schema
 
 Output (``--out``, default ``deploy/``)::
 
-    plain/       Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget, ServiceMonitor
+    plain/       Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget, ServiceMonitor,
+                 check-job.yaml (a Job running `dnx check` against the Service after a rollout)
     kserve/      ServiceAccount, InferenceService (Triton serving runtime)
     prometheus-adapter/values.yaml   the custom-metrics rules the HPA reads (Helm values, not applied)
+    monitoring/  dashboard.json (Grafana), rules.yaml (PrometheusRule: recording rules and SLO alerts),
+                 prometheus-rules.yaml (the same groups as a plain Prometheus rules file)
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from dnx.serving import docker as docker_mode
 from dnx.serving.servable import TENSORRT, choose_models
 from dnx.storage.remote import open_remote
 from dnx.storage.s3 import is_s3_uri, parse_s3_uri, resolve_endpoint, triton_uri
+from dnx.ops.metrics import SERVER_METRICS_FLAGS
+from dnx.ops.dashboard import dashboard_json
+from dnx.ops.rules import MonitoringSpec, plain_rules_yaml, prometheus_rule_yaml
 
 TEMPLATES = Path(__file__).parent / "templates"
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -40,6 +46,7 @@ RESOURCES = {"cpu": ("2", "4Gi", "8Gi"), "gpu": ("4", "16Gi", "32Gi")}
 CRD_SCHEMAS = {
     ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservice.serving.kserve.io-v1beta1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.monitoring.coreos.com-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.monitoring.coreos.com-v1.json",
 }
 FILES = {
     "plain/deployment.yaml": "kubernetes/deployment.yaml.j2",
@@ -47,11 +54,16 @@ FILES = {
     "plain/hpa.yaml": "kubernetes/hpa.yaml.j2",
     "plain/pdb.yaml": "kubernetes/pdb.yaml.j2",
     "plain/servicemonitor.yaml": "kubernetes/servicemonitor.yaml.j2",
+    "plain/check-job.yaml": "kubernetes/check-job.yaml.j2",
     "kserve/serviceaccount.yaml": "kubernetes/serviceaccount.yaml.j2",
     "kserve/inferenceservice.yaml": "kubernetes/inferenceservice.yaml.j2",
     "prometheus-adapter/values.yaml": "prometheus-adapter/values.yaml.j2",
 }
-NOT_MANIFESTS = ("prometheus-adapter/",)  # Helm values, not Kubernetes objects
+# Written from Python (dnx.ops), not from templates.
+GENERATED = ("monitoring/dashboard.json", "monitoring/rules.yaml", "monitoring/prometheus-rules.yaml")
+NOT_MANIFESTS = ("prometheus-adapter/", "monitoring/dashboard.json", "monitoring/prometheus-rules.yaml")
+CLIENT_IMAGE = f"dnx-client:{__version__}"  # docker/Dockerfile.client
+DEFAULT_SLO_P99_MS = 500.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,14 @@ class DeploySpec:
     # all of ``models``, and the NGC release (YY.MM) of that image.
     kserve_models: tuple[str, ...] | None = None
     triton_tag: str | None = None
+    slo_p99_ms: float = DEFAULT_SLO_P99_MS  # the p99 latency alert and the check Job's budget
+    check_image: str = CLIENT_IMAGE  # runs `dnx check` in plain/check-job.yaml
+    endpoint_url: str | None = None  # the S3 endpoint as pods reach it (None: AWS S3)
+
+    @property
+    def pdb_floor(self) -> int:
+        """Replicas the PodDisruptionBudget keeps (``maxUnavailable: 1``), at least one."""
+        return max(1, self.replicas - 1)
 
     @property
     def runtime_version(self) -> str:
@@ -133,6 +153,8 @@ def check_spec(spec: DeploySpec) -> None:
         raise InputError(f"--scale-metric {spec.scale_metric!r}: choose one of {', '.join(SCALE_METRICS)}")
     if not spec.models:
         raise InputError("no model to load; the repository holds nothing this target can serve")
+    if not spec.slo_p99_ms > 0:
+        raise InputError(f"--slo-p99-ms must be above 0 (got {spec.slo_p99_ms:g})")
 
 
 def render(spec: DeploySpec) -> dict[str, str]:
@@ -154,11 +176,29 @@ def render(spec: DeploySpec) -> dict[str, str]:
         "kserve_models": list(spec.models if spec.kserve_models is None else spec.kserve_models),
         "labels": "\n".join(f"{k}: {json.dumps(v)}" for k, v in labels.items()),
         "selector": "\n".join(f"{k}: {json.dumps(v)}" for k, v in selector.items()),
-        "cpu": cpu, "memory": memory, "memory_limit": memory_limit,
+        "cpu": cpu, "memory": memory, "memory_limit": memory_limit, "metrics_flags": list(SERVER_METRICS_FLAGS),
+        "check_labels": "\n".join(f"{k}: {json.dumps(v)}" for k, v in {**labels, "app.kubernetes.io/component": "check"}.items()),
+        "slo_p99_ms": f"{spec.slo_p99_ms:g}",
         "metric": {"name": metric.name, "description": metric.description,
                    "target": spec.scale_target if spec.scale_target is not None else metric.default_target},
     }
-    return {path: env.get_template(template).render(**context) for path, template in FILES.items()}
+    files = {path: env.get_template(template).render(**context) for path, template in FILES.items()}
+    return {**files, **render_monitoring(spec, labels)}
+
+
+def monitoring_spec(spec: DeploySpec) -> MonitoringSpec:
+    """What the dashboard and the rules of ``spec`` depend on."""
+    return MonitoringSpec(job=spec.name, models=tuple(spec.models), slo_p99_ms=spec.slo_p99_ms,
+                          pdb_floor=spec.pdb_floor, namespace=spec.namespace)
+
+
+def render_monitoring(spec: DeploySpec, labels: dict[str, str]) -> dict[str, str]:
+    """``monitoring/``: the Grafana dashboard and the rules, built in Python (:mod:`dnx.ops`)."""
+
+    mon = monitoring_spec(spec)
+    return {"monitoring/dashboard.json": dashboard_json(mon),
+            "monitoring/rules.yaml": prometheus_rule_yaml(mon, labels),
+            "monitoring/prometheus-rules.yaml": plain_rules_yaml(mon)}
 
 
 # --------------------------------------------------------------------------- validation
@@ -185,9 +225,20 @@ def validate_documents(files: dict[str, str], kube_version: str = KUBE_VERSION) 
         ) from None
     done = {}
     for path, text in files.items():
+        if path.endswith(".json"):
+            doc = json.loads(text)
+            if not (isinstance(doc, dict) and doc.get("panels") and doc.get("title")):
+                raise DnxError(f"{path} is not a Grafana dashboard (no title or panels); this is a dnx bug: report it")
+            done[path] = "JSON (Grafana dashboard, grafana-foundation-sdk)"
+            continue
         if path.startswith(NOT_MANIFESTS):
-            yaml.safe_load(text)  # at least well-formed YAML
-            done[path] = "YAML (Helm values, not a Kubernetes object)"
+            doc = yaml.safe_load(text)  # at least well-formed YAML
+            if path.endswith("prometheus-rules.yaml"):
+                if not (isinstance(doc, dict) and doc.get("groups")):
+                    raise DnxError(f"{path} holds no rule groups; this is a dnx bug: report it")
+                done[path] = "YAML (plain Prometheus rules file; `promtool check rules` reads it)"
+            else:
+                done[path] = "YAML (Helm values, not a Kubernetes object)"
             continue
         for doc in yaml.safe_load_all(text):
             key = (doc.get("apiVersion"), doc.get("kind"))
@@ -226,6 +277,8 @@ def plan_deployment(
     namespace: str | None = None,
     scale_metric: str = "queue-time",
     scale_target: int | None = None,
+    slo_p99_ms: float = DEFAULT_SLO_P99_MS,
+    check_image: str | None = None,
     view_dir: str | Path,
 ) -> DeploySpec:
     """Resolve the published version of ``uri`` and decide models, image and names for ``target``."""
@@ -263,6 +316,7 @@ def plan_deployment(
         target=target, region=remote.env.get("AWS_DEFAULT_REGION", "us-east-1"), namespace=namespace,
         scale_metric=scale_metric, scale_target=scale_target, skipped=skipped, triton_tag=tag,
         kserve_models=tuple(m for m in models if m not in bytes_path),
+        slo_p99_ms=slo_p99_ms, check_image=check_image or CLIENT_IMAGE, endpoint_url=cluster_endpoint,
     )
 
 

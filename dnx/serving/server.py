@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from dnx.errors import InputError, MissingDependencyError, ServerError
 from dnx.manifest import load_manifest
+from dnx.errors import DnxError, InputError, MissingDependencyError, ServerError
+from dnx.ops.metrics import SERVER_METRICS_FLAGS
 from dnx.serving import docker as docker_mode
 from dnx.serving.servable import BACKENDS_SOURCE, TENSORRT, ModelChoice, choose_models, local_backends
 from dnx.signals import Interrupted, hurry, terminating
@@ -122,6 +123,7 @@ def tritonserver_argv(
         f"--metrics-address={host}",
         f"--metrics-port={metrics_port}",
         "--exit-timeout-secs=10",
+        *SERVER_METRICS_FLAGS,  # latency quantiles for SLOs, CPU/GPU memory (issue 21)
     ]
     return argv
 
@@ -365,7 +367,7 @@ class TritonServer:
                 repository, tag=tag, env_names=sorted(self.remote.env) if self.remote else (), models=self.loaded, gpu=gpu, host=self.host,
                 grpc_port=self.grpc_port, http_port=self.http_port, metrics_port=self.metrics_port,
                 name=self._container, python_models=any(c.load and c.backend == "python" for c in choices),
-            )
+            ) + list(SERVER_METRICS_FLAGS)
         log.info("starting: %s", " ".join(self.argv))
         with open(self.log_file, "wb") as out:
             self._proc = subprocess.Popen(

@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from dnx.cli import cli
-from dnx.deploy.kubernetes import FILES, DeploySpec, render, validate_documents
+from dnx.deploy.kubernetes import FILES, GENERATED, DeploySpec, render, validate_documents
 from dnx.errors import DnxError, InputError
 
 GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden" / "deploy"
@@ -44,7 +44,7 @@ def test_golden(path):
 @pytest.mark.parametrize("target", ["cpu", "gpu"])
 def test_every_manifest_passes_validation(target):
     files = render(dataclasses.replace(SPEC, target=target, namespace=None))
-    assert set(files) == set(FILES)
+    assert set(files) == set(FILES) | set(GENERATED)
     checked = validate_documents(files, "1.30")
     assert checked["plain/deployment.yaml"] == "Kubernetes 1.30 OpenAPI schema (strict)"
     assert checked["plain/hpa.yaml"] == checked["plain/pdb.yaml"] == checked["plain/service.yaml"]

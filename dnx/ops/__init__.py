@@ -1,0 +1,1 @@
+"""Operating a deployed repository: golden answers, ``dnx check``, metrics, dashboards and alerts."""
