@@ -55,8 +55,11 @@ def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | Non
     while another dnx process holds it this raises :class:`~dnx.errors.RepositoryBusyError`
     naming it, or with ``wait`` queues behind it (``on_wait`` is told once).
     """
-    # Left by killed runs: removed whatever this run does next.
+    # Left by killed runs: removed whatever this run does next (a live run's folders name a live
+    # owner and are kept, so this needs no lock).
     remove_stale(tempfile.gettempdir(), "dnx-work")
+    if Path(options.out).resolve().parent.is_dir():
+        remove_orphans(Path(options.out))
     # Fail fast: every check that needs no exported model, before torch loads.
     for warning in preflight(options):
         if on_warning:
@@ -64,8 +67,6 @@ def export(options: ExportOptions, on_stage: Callable[[StageResult], None] | Non
     spec = get_spec(options.model)
     target, target_reason = resolve_target(options.target)
     with repository_lock(options.out, LOCK_COMMAND, wait=wait, on_wait=on_wait):
-        # Under the lock: a staging folder beside --out is a dead run's, never a live one's.
-        remove_orphans(Path(options.out))
         try:
             return _export(options, spec, target, target_reason, on_stage)
         except Interrupted as exc:
