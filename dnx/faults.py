@@ -19,9 +19,12 @@ ENV = "DNX_FAULT"
 def _actions() -> dict[str, str]:
     out = {}
     for item in os.environ.get(ENV, "").split(","):
-        name, _, action = item.strip().partition(":")
+        # Point names may hold colons (``tune-write-back:before-manifest``): the action is the last part.
+        name, _, action = item.strip().rpartition(":")
+        if action != "error" and not action.upper().startswith("SIG"):
+            name, action = item.strip(), "error"
         if name:
-            out[name] = action or "error"
+            out[name] = action
     return out
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from dnx._lazy import lazy_import
 from dnx.errors import DnxError, InputError, ServerError
+from dnx import faults
 from dnx.model_repository.layout import MANIFEST_NAME, atomic_write_text
 from dnx.perf import tune as space
 from dnx.perf.sweep import RELAXED_STABILITY, STABILITY_EXIT_CODE, ConcurrencyRange, build_argv, parse_csv
@@ -469,6 +470,7 @@ def _write_back(result: TuneResult, bases: dict, repo: Path) -> None:
             write_config(repo / name, cfg)
             d["written"] = str(repo / name / "config.pbtxt")
             written[name] = cfg
+            faults.point("tune-write-back:after-first-config") if len(written) == 1 else None
     for name, cfg in written.items():
         entry = manifest.setdefault("models", {}).setdefault(name, {})
         entry["config"] = {"max_batch_size": cfg.max_batch_size, "instance_count": cfg.instance_count,
@@ -489,4 +491,5 @@ def _write_back(result: TuneResult, bases: dict, repo: Path) -> None:
         "models": {n: {k: d.get(k) for k in ("winner", "previous", "figure", "previous_figure", "gain", "point",
                                              "written")} for n, d in result.decisions.items()},
     }
+    faults.point("tune-write-back:before-manifest")
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
