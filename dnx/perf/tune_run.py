@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,13 +143,24 @@ class TuneResult:
 
 @contextlib.contextmanager
 def signals_deferred():
-    """Block SIGINT/SIGTERM while the repository is written, so it is never half-written."""
-    sigs = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    """Hold SIGINT/SIGTERM while the repository is written, so it is never half-written; deliver them after.
+
+    Python handlers, not a signal mask: a mask holds only the main thread, and a signal sent to the
+    process then reaches one of the other threads (gRPC's, tqdm's), after which Python runs the
+    handler in the main thread all the same.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held:
+            signal.raise_signal(held[0])
 
 
 # ------------------------------------------------------------------ measuring
@@ -456,6 +468,32 @@ def _decide(result: TuneResult, bases: dict) -> None:
 
 
 def _write_back(result: TuneResult, bases: dict, repo: Path) -> None:
+    """Write the winners and the manifest, all or nothing: a failed write puts back every file it replaced."""
+    from dnx.errors import one_line
+    from dnx.model_repository.config_edit import ORIG_SUFFIX
+    from dnx.model_repository.layout import atomic_write_bytes
+
+    saved = {p: p.read_bytes() if p.is_file() else None
+             for n in bases for p in (repo / n / "config.pbtxt", repo / n / f"config.pbtxt{ORIG_SUFFIX}")}
+    try:
+        _write_files(result, bases, repo)
+    except OSError as exc:
+        try:
+            for p, data in saved.items():
+                if data is None:
+                    p.unlink(missing_ok=True)
+                elif not p.is_file() or p.read_bytes() != data:
+                    atomic_write_bytes(p, data)
+            state = f"{repo} is unchanged"
+        except OSError:
+            state = f"some configs in {repo} could not be put back (see config.pbtxt.orig)"
+        for d in result.decisions.values():
+            d.pop("written", None)
+        raise DnxError(f"writing the tuned configs failed ({one_line(exc)}); {state}; free space or fix the "
+                       "folder's permissions, then rerun `dnx tune`") from None
+
+
+def _write_files(result: TuneResult, bases: dict, repo: Path) -> None:
     from dnx.manifest import read_manifest
     from dnx.model_repository.config_edit import write_config
 
