@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import time
@@ -31,6 +32,20 @@ def test_serve_stops_its_server_on_signals(dnx, serving_repository, sig, times):
     print(f"{signal.Signals(sig).name} x{times}: tritonserver group gone {took:.1f}s after the signal")
     assert code == 0, err  # stopping `dnx serve` with Ctrl-C / SIGTERM is its normal end
     assert "tritonserver stopped" in out and "Traceback" not in err
+
+
+@pytest.mark.server
+def test_sigkill_of_dnx_serve_still_stops_its_server(dnx, serving_repository):
+    """Nothing of dnx runs on SIGKILL: the local server's PR_SET_PDEATHSIG is what stops it."""
+    proc = dnx.start("serve", "--repository", serving_repository, "--mode", "local", "--grpc-port", "0",
+                     "--http-port", "0", "--metrics-port", "0", "--log-file", dnx.cwd / "server.log")
+    server = wait_for(lambda: tritonserver_child(proc.pid), 120, "tritonserver to start", proc)
+    t0 = send(proc, signal.SIGKILL)
+    finish(proc, timeout=60)
+    took = assert_group_gone(server, t0)
+    print(f"SIGKILL of dnx serve: tritonserver group gone {took:.1f}s later")
+    for run in dnx.tmpdir.glob("dnx-triton-*"):  # dnx could not clean up (the next run removes it: dead owner)
+        shutil.rmtree(run)
 
 
 def test_busy_port_is_one_line_and_leaves_nothing(dnx, serving_repository):
