@@ -481,7 +481,8 @@ def _write_back(result: TuneResult, bases: dict, repo: Path) -> None:
         try:
             for p, data in saved.items():
                 if data is None:
-                    p.unlink(missing_ok=True)
+                    if p.exists():  # (an unlink of nothing still fails on a read-only file system)
+                        p.unlink()
                 elif not p.is_file() or p.read_bytes() != data:
                     atomic_write_bytes(p, data)
             state = f"{repo} is unchanged"
