@@ -16,10 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "install-system-deps.sh"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-
-
 # A development requirement (README: `make install`, `make test`), not an optional extra: missing is a failure.
 MAKE_MISSING = "make is not installed; the README's setup needs it (apt-get install make)"
+
 
 def _path(tmp_path, docker: str | None = None, docker_compose: bool = False) -> Path:
     """A PATH folder with the real grep and ldconfig, and the given fake docker commands."""
