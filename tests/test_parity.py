@@ -142,7 +142,7 @@ def densenet(onnx_fp32_path):
 
 def _perturbed(src: Path, dst: Path) -> None:
     """A broken variant: noise (half the weights' std) on the first convolution's weights."""
-    onnx = pytest.importorskip("onnx")
+    import onnx
     model = onnx.load(str(src))
     first_conv = next(n for n in model.graph.node if n.op_type == "Conv")
     init = next(i for i in model.graph.initializer if i.name == first_conv.input[1])
@@ -163,7 +163,7 @@ def report(densenet, tmp_path_factory):
     calib = calibration_set(CALIB_DIR, samples=6, progress=False)
     Int8FromOnnx(fp32, calib, cache_dir=work / "cache", progress=False)(work / "int8.onnx")
     _perturbed(fp32, work / "broken.onnx")
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     sess = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
     variants = [
         Variant("densenet121_onnx", "fp32", onnxruntime.runner(fp32, "ort-fp32")),

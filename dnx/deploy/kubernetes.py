@@ -258,6 +258,9 @@ def validate_documents(files: dict[str, str], kube_version: str = KUBE_VERSION) 
                                "unless a flag value caused it: report it, or pass --no-validate") from None
             except (kubernetes_validate.utils.SchemaNotFoundError, kubernetes_validate.utils.VersionNotSupportedError) as exc:
                 raise InputError(f"{where}: {exc.message}; pass a --kube-version that kubernetes-validate knows") from None
+            except IndexError:  # kubernetes-validate's answer to a version older than all its schemas
+                raise InputError(f"{where}: Kubernetes {kube_version} is older than every schema kubernetes-validate "
+                                 "ships; pass a --kube-version that kubernetes-validate knows") from None
     return done
 
 

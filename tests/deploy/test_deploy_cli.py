@@ -88,3 +88,103 @@ def test_gpu_target_serves_the_plan_on_the_image_of_its_tensorrt(published_with_
     isvc = yaml.safe_load((tmp_path / "d" / "kserve" / "inferenceservice.yaml").read_text())
     assert isvc["spec"]["predictor"]["model"]["runtimeVersion"] == "26.02-py3"
 
+
+
+# ------------------------------------------------------------------ a failed validation writes nothing
+
+# The kinds the issue names; the loop below covers whatever else the templates generate too.
+REQUIRED_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "InferenceService",
+                  "ServiceMonitor"}
+
+
+@pytest.fixture(scope="module")
+def small_published(s3_server, tmp_path_factory):
+    """A published repository with only the tiny ONNX model (and the plan CPU targets skip): quick to deploy."""
+    import os
+
+    repo = tmp_path_factory.mktemp("deploy-small") / "model_repository"
+    add_test_models(repo)
+    (repo / "dnx-manifest.json").write_text(json.dumps({"model": "densenet121", "models": {}}))
+    uri = f"s3://{s3_server.bucket}/deploy-small-{uuid.uuid4().hex[:8]}"
+    saved = dict(os.environ)
+    os.environ.update(s3_server.env())
+    try:
+        publish(repo, uri, endpoint_url=s3_server.url, progress=False)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return uri
+
+
+def _generated_kinds() -> dict[str, str]:
+    """kind -> the file that holds it, for every Kubernetes object `dnx deploy kubernetes` renders."""
+    from dnx.deploy import kubernetes as k
+
+    from tests.deploy.test_kubernetes import SPEC
+
+    kinds = {}
+    for path, text in k.render(SPEC).items():
+        if path.startswith(k.NOT_MANIFESTS):
+            continue
+        for doc in yaml.safe_load_all(text):
+            kinds[doc["kind"]] = path
+    assert kinds and REQUIRED_KINDS <= set(kinds), kinds
+    return kinds
+
+
+def _break(kind: str):
+    """A render() that adds a field no schema knows to the one object of ``kind`` (strict validation refuses it)."""
+    from dnx.deploy import kubernetes as k
+
+    real = k.render
+
+    def render(spec):
+        files = real(spec)
+        for path, text in files.items():
+            if path.startswith(k.NOT_MANIFESTS):
+                continue
+            docs = list(yaml.safe_load_all(text))
+            if any(d["kind"] == kind for d in docs):
+                for d in docs:
+                    if d["kind"] == kind:
+                        d["dnxNotAField"] = True
+                files[path] = yaml.safe_dump_all(docs, sort_keys=False)
+        return files
+
+    return render
+
+
+@pytest.mark.parametrize("kind", sorted(_generated_kinds()))
+def test_an_invalid_manifest_of_any_kind_writes_nothing(kind, small_published, s3_env, tmp_path, monkeypatch):
+    from dnx.deploy import kubernetes as k
+
+    monkeypatch.setattr(k, "render", _break(kind))
+    out = tmp_path / "deploy"
+    result = _deploy(small_published, out, s3_env.url)
+    assert result.exit_code == 1, result.output
+    path = _generated_kinds()[kind]
+    assert result.stderr.startswith(f"Error: {path} ({kind}) fails validation") and "--no-validate" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+
+
+def test_no_validate_writes_even_an_invalid_manifest(small_published, s3_env, tmp_path, monkeypatch):
+    from dnx.deploy import kubernetes as k
+
+    monkeypatch.setattr(k, "render", _break("Deployment"))
+    out = tmp_path / "deploy"
+    result = _deploy(small_published, out, s3_env.url, "--no-validate")
+    assert result.exit_code == 0, result.output
+    assert "not validated (--no-validate)" in result.output
+    assert yaml.safe_load((out / "plain" / "deployment.yaml").read_text())["dnxNotAField"] is True
+    assert {str(p.relative_to(out)) for p in out.rglob("*.yaml")} == set(k.FILES)
+
+
+@pytest.mark.parametrize("version", ["0.1", "9.99"])
+def test_unknown_kube_version_is_one_line_and_writes_nothing(version, small_published, s3_env, tmp_path):
+    out = tmp_path / "deploy"
+    result = _deploy(small_published, out, s3_env.url, "--kube-version", version)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("Error: ") and "pass a --kube-version that kubernetes-validate knows" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    assert not out.exists()

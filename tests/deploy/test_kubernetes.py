@@ -1,13 +1,12 @@
 """Rendering and offline validation of the Kubernetes manifests (pure: no S3, no cluster).
 
 Regenerate the golden files after an intended template change with
-``DNX_UPDATE_GOLDEN=1 pytest tests/deploy/test_kubernetes.py``.
+``DNX_UPDATE_GOLDEN=1 pytest tests/deploy/test_kubernetes.py`` (see ``tests/golden.py``: never on CI).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from click.testing import CliRunner
 from dnx.cli import cli
 from dnx.deploy.kubernetes import FILES, GENERATED, DeploySpec, render, validate_documents
 from dnx.errors import DnxError, InputError
+from tests.golden import check_golden
 
 GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden" / "deploy"
 
@@ -33,12 +33,7 @@ SPEC = DeploySpec(
 
 @pytest.mark.parametrize("path", ["plain/deployment.yaml", "kserve/inferenceservice.yaml"])
 def test_golden(path):
-    text = render(SPEC)[path]
-    golden = GOLDEN / path.replace("/", "_")
-    if os.environ.get("DNX_UPDATE_GOLDEN"):
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_text(text)
-    assert text == golden.read_text()
+    check_golden(GOLDEN / path.replace("/", "_"), render(SPEC)[path])
 
 
 @pytest.mark.parametrize("target", ["cpu", "gpu"])

@@ -13,8 +13,9 @@ from dnx.hashing import sha256_file
 from dnx.exporter.precision import Fp16FromOnnx, Int8FromOnnx, qdq_summary
 from dnx.parity import cosine_per_sample
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx
+import onnx.numpy_helper
+import onnxruntime as ort
 numpy_helper = onnx.numpy_helper
 
 CALIB_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "calib"

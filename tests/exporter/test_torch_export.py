@@ -11,7 +11,7 @@ from dnx.errors import WeightsError
 from dnx.exporter.torch_export import imagenet_labels, load_torch_model, torch_forward
 from dnx.hashing import sha256_file
 
-torch = pytest.importorskip("torch")
+import torch
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
 """Golden tests of rendered config.pbtxt files, parsed back with Triton's ModelConfig proto.
 
 Regenerate the golden files after an intended template change with
-``DNX_UPDATE_GOLDEN=1 pytest tests/model_repository/test_render.py``.
+``DNX_UPDATE_GOLDEN=1 pytest tests/model_repository/test_render.py`` (changed files are rewritten and
+their tests fail once, for review; refused with ``CI=true``; see ``tests/golden.py``).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from tritonclient.grpc import model_config_pb2
 
 from dnx.errors import DnxError
 from dnx.model_repository.render import TritonConfig, parse_config, render_config
+from tests.golden import check_golden
 
 GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden"
 
@@ -41,11 +42,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden(case):
-    text = render_config(CASES[case])
-    path = GOLDEN / f"{case}.pbtxt"
-    if os.environ.get("DNX_UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert text == path.read_text()
+    check_golden(GOLDEN / f"{case}.pbtxt", render_config(CASES[case]))
 
 
 def test_parsed_fields():
@@ -76,7 +73,9 @@ def test_image_format_only_for_chw_inputs():
 
 
 def test_golden_files_parse_independently():
-    for path in GOLDEN.glob("*.pbtxt"):
+    paths = sorted(GOLDEN.glob("*.pbtxt"))
+    assert [p.stem for p in paths] == sorted(CASES)  # one per case, none missing: the loop cannot pass empty
+    for path in paths:
         text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 

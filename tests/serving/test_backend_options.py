@@ -15,7 +15,7 @@ def _params(**params):
 
 
 def test_thread_and_memory_parameters():
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     opts = common.ort_session_options(_params(intra_op_thread_count="3", inter_op_thread_count="2", execution_mode="1",
                                               enable_mem_area="0", enable_mem_pattern="0"))
     assert (opts.intra_op_num_threads, opts.inter_op_num_threads) == (3, 2)
@@ -25,7 +25,7 @@ def test_thread_and_memory_parameters():
 
 
 def test_defaults_leave_choices_to_onnxruntime():
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     opts = common.ort_session_options(_params())
     assert (opts.intra_op_num_threads, opts.inter_op_num_threads) == (0, 0)
     assert opts.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
@@ -35,12 +35,11 @@ def test_defaults_leave_choices_to_onnxruntime():
 
 @pytest.mark.parametrize("level,name", [(-1, "ORT_ENABLE_BASIC"), (1, "ORT_ENABLE_EXTENDED"), (2, "ORT_DISABLE_ALL")])
 def test_graph_optimization_level_like_the_cpp_backend(level, name):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     assert common.ort_session_options(_params(), level).graph_optimization_level == getattr(ort.GraphOptimizationLevel, name)
 
 
 def test_arena_shrinkage_is_a_run_option():
-    pytest.importorskip("onnxruntime")
     run = common.ort_run_options(_params(**{"memory.enable_memory_arena_shrinkage": "cpu:0"}))
     assert run.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
 

@@ -82,13 +82,19 @@ def _manifest(result: TuneResult, manifest: dict, written: dict[str, TritonConfi
     return manifest
 
 
-def _restore(repo: Path, previous: dict[str, tuple[bytes | None, bool]]) -> None:
-    """Put back the configs of ``previous`` (``{model: (config bytes, had an .orig)}``)."""
+def _restore(repo: Path, previous: dict[str, tuple[bytes | None, bool]]) -> bool:
+    """Put back the configs of ``previous`` (``{model: (config bytes, had an .orig)}``); False if one could not be."""
+    ok = True
     for name, (old, had_orig) in previous.items():
-        if old is not None:
-            atomic_write_bytes(repo / name / "config.pbtxt", old)
-        if not had_orig:
-            (repo / name / ORIG_NAME).unlink(missing_ok=True)
+        config, orig = repo / name / "config.pbtxt", repo / name / ORIG_NAME
+        try:
+            if old is not None and (not config.is_file() or config.read_bytes() != old):
+                atomic_write_bytes(config, old)
+            if not had_orig and orig.exists():  # an unlink of nothing still fails on a read-only file system
+                orig.unlink()
+        except OSError:
+            ok = False
+    return ok
 
 
 def write_back(result: TuneResult, bases: dict[str, TritonConfig], repo: Path) -> None:
@@ -118,12 +124,12 @@ def write_back(result: TuneResult, bases: dict[str, TritonConfig], repo: Path) -
             faults.point("tune-write-back:before-manifest")
             atomic_write_text(repo / MANIFEST_NAME, text)
         except OSError as exc:
-            _restore(repo, previous)
+            state = (f"{repo} is unchanged (every config was put back)" if _restore(repo, previous)
+                     else f"some configs in {repo} could not be put back (see {ORIG_NAME})")
             for d in result.decisions.values():
                 d.written = None
-            raise DnxError(f"writing the tuned configs failed ({one_line(exc)}); {repo} is unchanged (every config was put "
-                           "back); free space or fix permissions and rerun `dnx tune`") \
-                from None
+            raise DnxError(f"writing the tuned configs failed ({one_line(exc)}); {state}; free space or fix "
+                           "permissions and rerun `dnx tune`") from None
         except BaseException:
             _restore(repo, previous)
             raise
