@@ -135,15 +135,62 @@ def pad_batch(feed: dict, rows: int) -> dict:
     return out
 
 
-def execute_batched(requests, fetch, run, *, input_names, max_batch_size, check=None):
+class BatchBuffers:
+    """Per-instance input buffers that a batch of several requests (or a padded one) is copied into.
+
+    Allocated once per input (``capacity`` rows, e.g. ``max_batch_size``) and reused by every
+    execute: a fresh ``np.concatenate``/``np.zeros`` per batch costs an allocation, page faults
+    and, for padding, zero-filling the whole padded batch again (0.9 ms for 1 image padded to 8 on
+    the developer machine, against 0.04 ms for the copy alone). ``pad_to`` > 0 pads every batch
+    with zero rows up to that many (the openvino backend's fixed batch); only rows an earlier,
+    larger batch left behind are zeroed again. A lone request that needs no padding is passed on
+    as is (no copy). The arrays :meth:`join` returns are views valid until the next call: ``run``
+    must consume them before it returns (ONNX Runtime's ``run`` and OpenVINO's ``infer`` do).
+    """
+
+    def __init__(self, pad_to: int = 0, capacity: int = 0):
+        self.pad_to = pad_to
+        self.capacity = capacity
+        self._buffers = {}  # input name -> [array, rows that may hold data]
+
+    def join(self, parts: dict[str, list]) -> dict:
+        """``{name: [request arrays]}`` -> ``{name: one array}``: concatenated along axis 0, zero-padded."""
+        out = {}
+        for name, arrays in parts.items():
+            rows = sum(len(a) for a in arrays)
+            total = max(rows, self.pad_to)
+            if len(arrays) == 1 and rows == total:
+                out[name] = arrays[0]
+                continue
+            first = arrays[0]
+            entry = self._buffers.get(name)
+            if entry is None or entry[0].shape[1:] != first.shape[1:] or entry[0].dtype != first.dtype or len(entry[0]) < total:
+                entry = self._buffers[name] = [np.zeros((max(total, self.capacity), *first.shape[1:]), first.dtype), 0]
+            buf, dirty = entry
+            if len(arrays) == 1:
+                buf[:rows] = first
+            else:
+                np.concatenate(arrays, out=buf[:rows])
+            if total > rows and dirty > rows:
+                buf[rows:dirty] = 0  # padding rows must be zero; rows past `dirty` still are
+            entry[1] = rows if total > rows else max(dirty, rows)
+            out[name] = buf[:total]
+        return out
+
+
+def execute_batched(requests, fetch, run, *, input_names, max_batch_size, check=None, buffers=None):
     """Answer ``requests`` with ONE ``run`` call per group of requests whose non-batch shapes agree.
 
     ``fetch(request, name)`` returns a request's input array; ``check(batch)`` may raise
     ValueError to refuse a request (its own error, the others still run); ``run(feed, rows)``
-    returns the output arrays for the concatenated ``feed`` of ``rows`` batch items. Triton has
-    already checked names, data types, shapes and ``max_batch_size`` against the config.
-    Returns, per request, ``(outputs, None)`` or ``(None, error message)``.
+    returns the output arrays for the ``feed`` of ``rows`` batch items (concatenated, and padded
+    when ``buffers`` pads: then the arrays may hold more rows than ``rows``; outputs past
+    ``rows`` are ignored). ``buffers`` (:class:`BatchBuffers`) is where groups are joined; by
+    default a fresh one per call. Triton has already checked names, data types, shapes and
+    ``max_batch_size`` against the config. Returns, per request, ``(outputs, None)`` or
+    ``(None, error message)``.
     """
+    buffers = buffers or BatchBuffers()
     answers = [None] * len(requests)
     groups = {}
     for idx, request in enumerate(requests):
@@ -161,10 +208,10 @@ def execute_batched(requests, fetch, run, *, input_names, max_batch_size, check=
         groups.setdefault(key, []).append((idx, feed, batch))
 
     for members in groups.values():
-        feed = members[0][1] if len(members) == 1 else {
-            n: np.concatenate([m[1][n] for m in members]) for n in input_names}
         rows = sum(m[2] for m in members)
         try:
+            feed = members[0][1] if max_batch_size <= 0 else buffers.join(
+                {n: [m[1][n] for m in members] for n in input_names})
             results = run(feed, rows)
         except Exception as exc:  # noqa: BLE001 - the error goes back to each client of the group
             for idx, _, _ in members:
@@ -178,14 +225,15 @@ def execute_batched(requests, fetch, run, *, input_names, max_batch_size, check=
     return answers
 
 
-def triton_responses(pb_utils, requests, run, *, model, input_names, outputs, max_batch_size, check=None):
+def triton_responses(pb_utils, requests, run, *, model, input_names, outputs, max_batch_size, check=None,
+                     buffers=None):
     """:func:`execute_batched` for a Python-based backend: ``pb_utils`` requests in, responses out.
 
     ``outputs`` is ``[(name, numpy dtype), ...]`` from the config; errors are prefixed with ``model``.
     """
     answers = execute_batched(
         requests, lambda r, n: pb_utils.get_input_tensor_by_name(r, n).as_numpy(), run,
-        input_names=input_names, max_batch_size=max_batch_size, check=check,
+        input_names=input_names, max_batch_size=max_batch_size, check=check, buffers=buffers,
     )
     out = []
     for arrays, error in answers:
@@ -217,6 +265,8 @@ class BackendModel:
         self.path = os.path.join(args["model_repository"], args["model_version"], self.filename)
         if not os.path.exists(self.path):
             raise pb_utils.TritonModelException(f"{self.name}: {self.path} not found; export the model into the repository")
+        # Reused by every execute of this instance; a backend that pads sets buffers.pad_to.
+        self.buffers = BatchBuffers(capacity=self.max_batch_size)
 
     def check_names(self, graph_inputs: set, graph_outputs: set, what: str = "graph") -> None:
         """Refuse to load when the config names a tensor the model file does not have."""
@@ -230,4 +280,5 @@ class BackendModel:
     def responses(self, requests, run, check=None):
         """:func:`triton_responses` with this model's names and batch size."""
         return triton_responses(self.pb_utils, requests, run, model=self.name, input_names=[n for n, _ in self.inputs],
-                                outputs=self.outputs, max_batch_size=self.max_batch_size, check=check)
+                                outputs=self.outputs, max_batch_size=self.max_batch_size, check=check,
+                                buffers=self.buffers)

@@ -118,3 +118,40 @@ def test_instance_count_sums_the_groups():
     assert common.instance_count({}) == 1
     assert common.instance_count({"instance_group": [{"count": 2, "kind": "KIND_CPU"}]}) == 2
     assert common.instance_count({"instance_group": [{"count": 2}, {"kind": "KIND_CPU"}]}) == 3
+
+
+def test_batch_buffers_join_pad_and_never_leak_an_earlier_batch():
+    buffers = common.BatchBuffers(pad_to=4, capacity=4)
+    big = buffers.join({"x": [np.full((1, 3), 7.0, np.float32), np.full((2, 3), 8.0, np.float32)]})["x"]
+    np.testing.assert_array_equal(big, [[7] * 3, [8] * 3, [8] * 3, [0] * 3])
+    # The next, smaller batch reuses the buffer: the rows the first one wrote must be zero again.
+    small = buffers.join({"x": [np.full((1, 3), 5.0, np.float32)]})["x"]
+    np.testing.assert_array_equal(small, [[5] * 3, [0] * 3, [0] * 3, [0] * 3])
+    assert np.shares_memory(big, small)  # one buffer, allocated once
+    full = np.ones((4, 3), np.float32)
+    assert buffers.join({"x": [full]})["x"] is full  # a lone full batch is passed on, not copied
+
+
+def test_batch_buffers_without_padding_concatenate_only_several_requests():
+    buffers = common.BatchBuffers(capacity=16)
+    one = np.ones((1, 2), np.float32)
+    assert buffers.join({"x": [one]})["x"] is one
+    joined = buffers.join({"x": [one, 2 * one, 3 * one]})["x"]
+    np.testing.assert_array_equal(joined, [[1, 1], [2, 2], [3, 3]])
+    # Another shape or dtype gets a buffer of its own instead of a wrong view.
+    wide = buffers.join({"x": [np.ones((1, 3)), np.zeros((1, 3))]})["x"]
+    assert wide.shape == (2, 3) and wide.dtype == np.float64 and wide[1].sum() == 0
+
+
+def test_reused_buffers_answer_each_request_with_its_own_rows():
+    """Several executes through one BatchBuffers, as one backend instance runs them."""
+    buffers = common.BatchBuffers(pad_to=4, capacity=4)
+    calls = []
+    for round_ in range(3):
+        requests = [np.full((1, 4), 10 * round_ + i, np.float32) for i in range(3 - round_)]
+        answers = common.execute_batched(requests, lambda r, n: r, _run_doubling(calls), input_names=["x"],
+                                         max_batch_size=4, buffers=buffers)
+        for request, (outputs, error) in zip(requests, answers):
+            assert error is None
+            np.testing.assert_array_equal(outputs[0], 2 * request)
+    assert calls == [3, 2, 1]

@@ -206,3 +206,33 @@ def test_backend_error_answers_only_the_bad_request(ov_server):
     results, failures = mixed_width_requests(ov_server.grpc_url, TINY_ANY)
     assert sorted(failures) == [0, 3, 6, 9] and all(TINY_ANY in f for f in failures.values())
     assert all(np.array_equal(results[i], np.full((1, 4), 2 * i, np.float32)) for i in results)
+
+
+def test_reused_padded_batches_answer_each_request_with_its_own_outputs(ov_server):
+    """One instance joins and pads every batch in buffers it reuses: a smaller batch after a full one,
+    and concurrent single rows the batcher joins, must each get exactly 2x their own input."""
+    import threading
+
+    import tritonclient.grpc as grpcclient
+
+    url = ov_server.grpc_url
+    for rows, value in [(2, 100.0), (1, 7.0), (2, -3.0), (1, 0.5)]:
+        x = value + np.arange(4 * rows, dtype=np.float32).reshape(rows, 4)
+        np.testing.assert_array_equal(_infer(grpcclient, url, TINY_ANY, x, name="x", output="y"), 2 * x)
+    replies, errors = {}, []
+
+    def send(i):
+        try:
+            x = np.full((1, 4), float(i), np.float32)
+            for _ in range(5):
+                replies.setdefault(i, []).append(_infer(grpcclient, url, TINY_ANY, x, name="x", output="y"))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert all(len(replies[i]) == 5 and all(np.array_equal(r, np.full((1, 4), 2.0 * i)) for r in replies[i]) for i in range(8))

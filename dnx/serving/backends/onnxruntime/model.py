@@ -12,8 +12,10 @@ What it honours from the config: input/output names and data types, ``max_batch_
 ``memory.enable_memory_arena_shrinkage``) plus ``optimization { graph { level } }``, mapped by
 ``dnx_backend_common`` (dnx/runtimes/backend_common.py, copied beside this file by the launcher:
 dnx's in-process runners use the same mapping). Every batch the dynamic batcher hands to
-:meth:`TritonPythonModel.execute` becomes ONE ``InferenceSession.run``; when ONNX Runtime
-refuses a group of requests, only those get the error and the others are answered.
+:meth:`TritonPythonModel.execute` becomes ONE ``InferenceSession.run`` (several requests are
+joined in an input buffer the instance reuses; a lone request's array is passed as it arrives,
+from the stub's shared memory, without a copy); when ONNX Runtime refuses a group of requests,
+only those get the error and the others are answered.
 
 This file runs inside Triton's Python stub and imports nothing from dnx.
 """

@@ -20,7 +20,12 @@ It follows the C++ backend (triton-inference-server/openvino_backend, ``src/open
 * one infer request per instance, ONE inference per batch the dynamic batcher forms; the
   C++ backend compiles the model once for all instances, so N instances with ``NUM_STREAMS``
   N overlap N inferences on one CPU's threads. Each instance is a process here, compiling its
-  own copy with its share of the streams and threads (``openvino_process_share``).
+  own copy with its share of the streams and threads (``openvino_process_share``). Overlap
+  inside one instance (an ``AsyncInferQueue``) has nothing to overlap: Triton's Python backend
+  waits for each ``execute`` of a non-decoupled model before it sends the next, and the
+  requests of one ``execute`` already form one inference on the fixed batch;
+* the requests of a batch are joined, and padded, in input buffers the instance allocates once
+  and reuses (``BatchBuffers``): a fresh zero-filled batch per execute cost more than the copy.
 
 Unlike the C++ backend, a request refused by that rule (or by OpenVINO) gets an error response
 of its own and the other requests of the batch are answered. This file runs inside Triton's Python
@@ -63,6 +68,11 @@ class TritonPythonModel:
             props["ALLOW_AUTO_BATCHING"] = "NO" if common.is_yes(m.params, "SKIP_OV_DYNAMIC_BATCHSIZE") else "YES"
         self.compiled = core.compile_model(model, "CPU", props)
         self.request = self.compiled.create_infer_request()
+        # The compiled model's output ports in config order, looked up once rather than per batch.
+        ports = {n: port for port in self.compiled.outputs for n in port.get_names()}
+        self.output_ports = [ports[name] for name, _ in m.outputs]
+        # Batches are joined and zero-padded to the fixed batch in buffers reused across executes.
+        m.buffers.pad_to = max(0, m.max_batch_size)
         precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         pb_utils.Logger.log_info(
             f"{m.name}: OpenVINO {ov.get_version()} on CPU, precision {precision}, "
@@ -92,15 +102,11 @@ class TritonPythonModel:
             )
 
     def _run(self, feed, rows):
-        """One OpenVINO inference on the whole batch; outputs cut back to ``rows``."""
-        fixed = self.model.max_batch_size
-        if fixed > 0:
-            feed = common.pad_batch(feed, fixed)
+        """One OpenVINO inference on the whole (joined, padded) batch; outputs cut back to ``rows``."""
         # share_inputs: OpenVINO reads the (already contiguous, padded) arrays without copying them.
         results = self.request.infer({n: np.ascontiguousarray(a) for n, a in feed.items()}, share_inputs=True)
-        by_name = {n: results[port] for port in self.compiled.outputs for n in port.get_names()}
-        keep = slice(0, rows) if fixed > 0 else slice(None)
-        return [by_name[name][keep] for name, _ in self.model.outputs]
+        keep = slice(0, rows) if self.model.max_batch_size > 0 else slice(None)
+        return [results[port][keep] for port in self.output_ports]
 
     def execute(self, requests):
         return self.model.responses(requests, self._run, check=self._check)
