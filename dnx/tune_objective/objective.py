@@ -79,7 +79,7 @@ class TradeOff:
         """What stating the load would do, e.g. ``with `--concurrency 16` tune picks X``."""
         pick = self.pick_under_load
         who = "it" if pick == self.label else f"`{pick}` instead" if pick else "nothing (the current config stays)"
-        return f"state that load (`--concurrency {self.load}`) and tune picks {who}"
+        return f"with `--concurrency {self.load}` tune picks {who}"
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,8 @@ class Decision:
     def aggregate(self) -> str:
         """What the scores are, in words."""
         if self.objective == "load":
+            if len(self.load.levels) == 1:
+                return f"throughput at c{self.load.top}"
             return f"geometric mean of throughput over {self.load.describe()}"
         if self.objective == "saturation":
             return "best throughput at any measured level" + self._budget_words()
