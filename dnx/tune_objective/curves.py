@@ -91,7 +91,7 @@ class Curve:
 
     def unstable(self, threshold: float = UNSTABLE_SPREAD) -> dict[int, float]:
         """``{level: spread}`` for each level whose repeats differ by more than ``threshold``."""
-        return {p.concurrency: p.spread() for p in self.points if p.spread() > threshold}
+        return {p.concurrency: p.spread() for p in self.points if p.spread() > threshold + 1e-9}
 
     def to_dict(self) -> dict:
         """JSON-ready: label, error, points (concurrency, throughput, p99_ms, repeats)."""
