@@ -95,7 +95,7 @@ class Decision:
     candidates: tuple[Curve, ...]
     winner: Curve
     why: str
-    scores: dict[str, float | None]  # label -> aggregate (None: not comparable); current included
+    scores: dict[str, float | None]  # label -> aggregate, higher better (latency: 1000 / p99); None: not comparable
     gain: float | None  # winner's aggregate vs current's (None when either has none)
     refused: tuple[Refusal, ...]
     trade_offs: tuple[TradeOff, ...]
@@ -170,7 +170,7 @@ def _score(curve: Curve, objective: str, load: Load, budget: float | None) -> fl
         fits = [p.throughput for p in curve.points if budget is None or p.p99_ms <= budget + _EPS]
         return max(fits) if fits else None
     p = curve.at(load.levels[0])
-    return 1000.0 / p.p99_ms if p is not None and p.p99_ms > 0 else None
+    return None if p is None else 1000.0 / max(p.p99_ms, 1e-6)
 
 
 def _refusal(cand: Curve, current: Curve, objective: str, load: Load, budget: float | None, slack: float,
@@ -206,7 +206,7 @@ def _refusal(cand: Curve, current: Curve, objective: str, load: Load, budget: fl
     return None
 
 
-def early_refusal(current: Curve, partial: Curve, load: Load, latency_budget_ms: float | None = None,
+def early_refusal(current: Curve, partial: Curve, load: Load | str, latency_budget_ms: float | None = None,
                   slack: float = SLACK, objective: str = "load") -> str | None:
     """For the measuring loop: the reason ``partial`` (measured so far) can no longer win, or None.
 
@@ -218,6 +218,7 @@ def early_refusal(current: Curve, partial: Curve, load: Load, latency_budget_ms:
     """
     if objective != "load":
         return None
+    load = Load.parse(load) if isinstance(load, str) else load
     r = _refusal(partial, current, objective, load, latency_budget_ms, slack, MIN_GAIN, partial=True)
     return r.reason if r else None
 
@@ -394,13 +395,14 @@ def rerun_plan(decision: Decision, rounds: int = 2) -> list[tuple[int, str]]:
     return order
 
 
-def confirm(current_rerun: Curve, winner_rerun: Curve, decision: Decision,
+def confirm(current_rerun: Curve, winner_rerun: Curve | None, decision: Decision,
             unstable_spread: float = UNSTABLE_SPREAD) -> Confirmation:
     """Does ``decision`` hold on the interleaved rerun (:func:`rerun_plan`, :func:`~curves.combine`)?
 
-    It holds when :func:`choose` over the two rerun curves, same objective, load, budget, slack and
-    margin, picks the same winner and neither rerun curve is unstable. Otherwise the current
-    config stays. Either way the figures to write are the rerun's (``written``).
+    It holds when :func:`choose` over the two rerun curves, same objective, load, budget, slack
+    and margin, picks the same winner and neither rerun curve is unstable; otherwise the current
+    config stays. Either way the figures to write are the rerun's (``written``). ``winner_rerun``
+    is None when the decision keeps the current config (nothing to confirm).
     """
     if current_rerun.label != decision.current.label or (decision.changes and winner_rerun.label != decision.winner.label):
         raise ValueError(f"rerun curves {current_rerun.label!r}, {winner_rerun.label!r} are not the decision's "

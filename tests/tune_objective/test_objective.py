@@ -258,6 +258,7 @@ def test_early_refusal_stops_a_candidate_that_can_no_longer_win():
     late = curve("late", (150,), p99=(300,), levels=(16,))
     assert "over the 200 ms budget" in early_refusal(current, late, load, latency_budget_ms=200)
     assert early_refusal(current, late, load, objective="saturation") is None
+    assert early_refusal(current, late, "16", latency_budget_ms=200) == "p99 300.0 ms at c16 is over the 200 ms budget"
 
 
 def test_unstable_figures_are_flagged():
