@@ -313,13 +313,22 @@ def _fig(score: float | None, objective: str) -> str:
 def _aggr(objective: str, load: Load) -> str:
     if objective == "load" and len(load.levels) == 1:
         return f"at c{load.levels[0]}"
-    return {"load": f"geometric mean over {load.describe()}", "saturation": "best level",
+    return {"load": f"geometric mean over {load.describe()}", "saturation": "each one's best level",
             "latency": f"at c{load.levels[0]}"}[objective]
 
 
+def _at_best(curve: Curve, score: float | None, objective: str) -> str:
+    """`` at c16`` for a saturation score (the level it came from), else nothing."""
+    if objective != "saturation" or score is None:
+        return ""
+    return next((f" at c{p.concurrency}" for p in curve.points if p.throughput == score), "")
+
+
 def _why_win(current, best, objective, load, budget, slack, scores, gain, current_ok) -> str:
-    why = (f"{best.label}: {_fig(scores[best.label], objective)} against {_fig(scores[current.label], objective)} "
-           f"for the current config ({_aggr(objective, load)}{', ' + pct(gain) if gain is not None else ''})")
+    new, old = scores[best.label], scores[current.label]
+    why = (f"{best.label}: {_fig(new, objective)}{_at_best(best, new, objective)} against {_fig(old, objective)}"
+           f"{_at_best(current, old, objective)} for the current config "
+           f"({_aggr(objective, load)}{', ' + pct(gain) if gain is not None else ''})")
     if objective == "load" and len(load.levels) > 1:
         changes = _changes(current, best, load.levels)
         c, r = min(changes, key=lambda cr: cr[1])

@@ -215,11 +215,12 @@ def report_markdown(decision: Decision, curves: list[Curve] | None = None, confi
 
     lines += ["", "**Why this one**: " + _why_plot(d, curves, on_front), ""]
     if d.trade_offs:
-        lines += ["**Trade-offs** (faster at some levels, slower at others):", ""]
+        under = "" if d.objective == "load" else "; the load each would be chosen under is the load objective's"
+        lines += [f"**Trade-offs** (faster at some levels, slower at others{under}):", ""]
         for t in d.trade_offs:
-            stays = " (the chosen config)" if t.label == win else f"; `{cur}` stays unless you state that load" \
-                if not d.changes else ""
-            lines.append(f"- `{t.label}`: {t.summary()}{stays}: {t.advice()}.")
+            name = f"`{t.label}`" + (" (chosen)" if t.label == win else "")
+            stays = f"; `{cur}` stays unless you state that load" if not d.changes else ""
+            lines.append(f"- {name}: {t.summary()}{stays}: {t.advice()}.")
         lines.append("")
     if d.unstable:
         lines += ["**Unstable figures** (repeats of one level differ by more than the threshold; other load on "
@@ -241,9 +242,10 @@ def _why_plot(d: Decision, curves: list[Curve], on_front: set[str]) -> str:
     front_words = ("it is on the Pareto front over the load (no other config has more throughput and a lower "
                    "p99 at every level)")
     if d.objective != "load":
-        base = (f"`{win}` has the best {d.aggregate}" if d.changes else f"no candidate beats `{cur}` on the {d.aggregate}"
+        base = (f"`{win}` wins on the {d.aggregate}" if d.changes else f"no candidate beats `{cur}` on the {d.aggregate}"
                 f" by {share(d.min_gain)}")
-        return base + (f"; {front_words}." if win in on_front else ".")
+        price = next((f"; it pays for that at low load: {t.summary()}" for t in d.trade_offs if t.label == win), "")
+        return base + (f"; {front_words}" if win in on_front else "") + price + "."
     if d.changes:
         at_front = [c for c in d.load.levels if win in front_at(curves, c)]
         where = f"; at {', '.join(f'c{c}' for c in at_front)} it is on that level's front too" if at_front else ""

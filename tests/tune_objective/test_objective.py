@@ -68,6 +68,7 @@ def test_issue_table_saturation_picks_the_high_load_config(issue_table):
     d = choose(current, [dnx, ma], "1:16", objective="saturation")
     assert d.winner is ma
     assert d.scores == {"as exported": 132.4, "dnx tune defaults": 148.8, "model analyzer": 187.7}
+    assert d.why.startswith("model analyzer: 187.7 infer/s at c16 against 132.4 infer/s at c8 for the current config")
     # the report still learns what the saturation winner costs at low load
     assert "model analyzer" in {t.label for t in d.trade_offs}
 
