@@ -1,0 +1,433 @@
+"""``dnx tune``'s decision: which measured config serves the stated load best, and why (pure).
+
+Objectives (:data:`OBJECTIVES`):
+
+- ``load`` (the default): over the load's levels (``--concurrency 1:16``: c1, c2, c4, c8, c16)
+  the candidate with the highest *geometric mean* of throughput wins, but never one that is more
+  than ``slack`` (3 %) slower than the current config at any level, nor one whose p99 exceeds
+  ``latency_budget_ms`` at any level. It must beat the current config's geometric mean by
+  ``min_gain`` (3 %, measurement noise), else the current config stays.
+- ``saturation`` (today's behaviour, batch-heavy services): the best throughput at any measured
+  level (the fill level included) whose p99 is within the budget.
+- ``latency``: the lowest p99 at the load's lowest level.
+
+Candidates faster at some levels but more than ``slack`` slower at others are *trade-offs*: the
+decision names them and the load under which they would be chosen, so a report can say "this
+config stays unless you state that load (``--concurrency 8:16``)". :func:`confirm` re-makes the
+decision on a back-to-back, interleaved rerun of the current config and the winner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dnx.errors import InputError
+from dnx.tune_objective.curves import UNSTABLE_SPREAD, Curve, Load, geomean
+
+OBJECTIVES = ("load", "saturation", "latency")
+DEFAULT_LOAD = "1:16"
+SLACK = 0.03  # a winner is never more than this much slower than the current config at any level
+MIN_GAIN = 0.03  # ... and beats it by at least this much in aggregate (measurement noise)
+_EPS = 1e-9  # exactly `slack` slower / exactly `min_gain` faster count as within the rule
+
+
+def pct(change: float) -> str:
+    """``0.27`` -> ``+27 %``, ``-0.034`` -> ``-3.4 %`` (one decimal below 10 %)."""
+    v = change * 100
+    return f"{v:+.1f} %" if abs(v) < 9.95 else f"{v:+.0f} %"
+
+
+def share(x: float) -> str:
+    """``0.55`` -> ``55 %``, ``0.034`` -> ``3.4 %``; settings (0.03) -> ``3 %``."""
+    v = x * 100
+    if abs(v - round(v)) < 1e-9:
+        return f"{round(v)} %"
+    return f"{v:.1f} %" if abs(v) < 9.95 else f"{v:.0f} %"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A candidate that was not chosen. ``kind``: failed | budget | slower | unmeasured | no-gain | not-best."""
+
+    label: str
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TradeOff:
+    """A candidate faster than the current config at some levels, more than ``slack`` slower at others.
+
+    ``load``: the run of the load's levels where it is never more than ``slack`` slower and that
+    holds its best gain: the load a user would state to consider it. ``pick_under_load``: the
+    label :func:`choose` picks when that load is stated (it may be another candidate).
+    """
+
+    label: str
+    faster: tuple[tuple[int, float], ...]  # (level, relative change) where it gains >= min_gain
+    slower: tuple[tuple[int, float], ...]  # (level, relative change) where it loses > slack
+    load: Load
+    pick_under_load: str | None
+
+    def summary(self) -> str:
+        """``faster at c8 (+12 %), c16 (+23 %) but slower at c1 (-61 %), c2 (-61 %)``."""
+        f = ", ".join(f"c{c} ({pct(r)})" for c, r in self.faster)
+        s = ", ".join(f"c{c} ({pct(r)})" for c, r in self.slower)
+        return f"faster at {f} but slower at {s}"
+
+    def advice(self) -> str:
+        """What stating the load would do, e.g. ``with `--concurrency 16` tune picks X``."""
+        pick = self.pick_under_load
+        who = "it" if pick == self.label else f"`{pick}` instead" if pick else "nothing (the current config stays)"
+        return f"with `--concurrency {self.load}` tune picks {who}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of :func:`choose`: the winner (``current`` when nothing beats it) and why."""
+
+    objective: str
+    load: Load
+    latency_budget_ms: float | None
+    slack: float
+    min_gain: float
+    current: Curve
+    candidates: tuple[Curve, ...]
+    winner: Curve
+    why: str
+    scores: dict[str, float | None]  # label -> aggregate, higher better (latency: 1000 / p99); None: not comparable
+    gain: float | None  # winner's aggregate vs current's (None when either has none)
+    refused: tuple[Refusal, ...]
+    trade_offs: tuple[TradeOff, ...]
+    unstable: dict[str, dict[int, float]] = field(default_factory=dict)  # label -> {level: spread}
+
+    @property
+    def changes(self) -> bool:
+        """True when a candidate replaces the current config."""
+        return self.winner.label != self.current.label
+
+    @property
+    def aggregate(self) -> str:
+        """What the scores are, in words."""
+        if self.objective == "load":
+            if len(self.load.levels) == 1:
+                return f"throughput at c{self.load.top}"
+            return f"geometric mean of throughput over {self.load.describe()}"
+        if self.objective == "saturation":
+            return "best throughput at any measured level" + self._budget_words()
+        return f"p99 at c{self.load.levels[0]} (shown as 1000 / p99 ms)"
+
+    def _budget_words(self) -> str:
+        return f" with p99 within {self.latency_budget_ms:g} ms" if self.latency_budget_ms is not None else ""
+
+    def refusal(self, label: str) -> Refusal | None:
+        """The refusal of candidate ``label`` (None when it won or is unknown)."""
+        return next((r for r in self.refused if r.label == label), None)
+
+    def to_dict(self) -> dict:
+        """JSON-ready, for report.json and the manifest."""
+        return {
+            "objective": self.objective, "load": str(self.load), "levels": list(self.load.levels),
+            "aggregate": self.aggregate, "latency_budget_ms": self.latency_budget_ms, "slack": self.slack,
+            "min_gain": self.min_gain, "current": self.current.label, "winner": self.winner.label,
+            "changes": self.changes, "why": self.why, "gain": self.gain, "scores": dict(self.scores),
+            "refused": [{"label": r.label, "kind": r.kind, "reason": r.reason} for r in self.refused],
+            "trade_offs": [{"label": t.label, "faster": [list(x) for x in t.faster], "slower": [list(x) for x in t.slower],
+                            "load": str(t.load), "pick_under_load": t.pick_under_load, "summary": t.summary(),
+                            "advice": t.advice()} for t in self.trade_offs],
+            "unstable": {k: {str(c): s for c, s in v.items()} for k, v in self.unstable.items()},
+            "curves": [c.to_dict() for c in (self.current, *self.candidates)],
+        }
+
+
+# ------------------------------------------------------------------ scores and rules
+
+
+def _over_budget(curve: Curve, levels, budget: float | None) -> list[int]:
+    if budget is None:
+        return []
+    return [c for c in levels if (p := curve.at(c)) is not None and p.p99_ms > budget + _EPS]
+
+
+def _changes(current: Curve, cand: Curve, levels) -> list[tuple[int, float]]:
+    """(level, cand / current - 1) where both were measured and the current figure counts."""
+    out = []
+    for c in levels:
+        a, b = cand.throughput(c), current.throughput(c)
+        if a is not None and b:
+            out.append((c, a / b - 1.0))
+    return out
+
+
+def _score(curve: Curve, objective: str, load: Load, budget: float | None) -> float | None:
+    """Higher is better; None when ``curve`` cannot be compared under ``objective``."""
+    if curve.failed:
+        return None
+    if objective == "load":
+        tps = [curve.throughput(c) for c in load.levels]
+        return None if None in tps else geomean(tps)
+    if objective == "saturation":
+        fits = [p.throughput for p in curve.points if budget is None or p.p99_ms <= budget + _EPS]
+        return max(fits) if fits else None
+    p = curve.at(load.levels[0])
+    return None if p is None else 1000.0 / max(p.p99_ms, 1e-6)
+
+
+def _refusal(cand: Curve, current: Curve, objective: str, load: Load, budget: float | None, slack: float,
+             min_gain: float, partial: bool = False) -> Refusal | None:
+    """Why ``cand`` breaks a rule (failed, budget, slower, unmeasured), or None; ``partial``: skip unmeasured."""
+    if cand.failed:
+        return Refusal(cand.label, "failed", f"failed: {cand.error}" if cand.error else "nothing was measured")
+    if objective == "saturation":
+        if budget is not None and _score(cand, objective, load, budget) is None:
+            worst = min(cand.points, key=lambda p: p.p99_ms)
+            return Refusal(cand.label, "budget", f"no measured level meets the {budget:g} ms budget "
+                                                 f"(best: p99 {worst.p99_ms:.1f} ms at c{worst.concurrency})")
+        return None
+    levels = load.levels if objective == "load" else load.levels[:1]
+    over = _over_budget(cand, levels, budget)
+    if over:
+        p = cand.at(over[0])
+        return Refusal(cand.label, "budget", f"p99 {p.p99_ms:.1f} ms at c{p.concurrency} is over the {budget:g} ms budget")
+    if objective == "load":
+        # Where the current config itself breaks the budget its throughput is no reference.
+        ref_levels = [c for c in levels if c not in _over_budget(current, levels, budget)]
+        changes = _changes(current, cand, ref_levels)
+        slower = [(c, r) for c, r in changes if r < -slack - _EPS]
+        if slower:
+            c, r = min(slower, key=lambda cr: cr[1])
+            faster = [(fc, fr) for fc, fr in changes if fr >= min_gain - _EPS]
+            lead = f"faster at {', '.join(f'c{fc} ({pct(fr)})' for fc, fr in faster)} but " if faster else ""
+            return Refusal(cand.label, "slower", f"{lead}{share(-r)} slower than the current config at c{c} "
+                                                 f"(allowed: {share(slack)})")
+    missing = [c for c in levels if cand.at(c) is None]
+    if missing and not partial:
+        return Refusal(cand.label, "unmeasured", f"not measured at {', '.join(f'c{c}' for c in missing)}")
+    return None
+
+
+def early_refusal(current: Curve, partial: Curve, load: Load | str, latency_budget_ms: float | None = None,
+                  slack: float = SLACK, objective: str = "load") -> str | None:
+    """For the measuring loop: the reason ``partial`` (measured so far) can no longer win, or None.
+
+    Under the load objective a candidate over the budget, or more than ``slack`` slower than the
+    current config at a level already measured, is refused whatever the other levels say: stop
+    measuring it. Measure the levels from the highest down, so a candidate that is faster at high
+    load is measured there before its low-load levels refuse it (the report's trade-offs).
+    Other objectives: None (their loop keeps today's stop rules).
+    """
+    if objective != "load":
+        return None
+    load = Load.parse(load) if isinstance(load, str) else load
+    r = _refusal(partial, current, objective, load, latency_budget_ms, slack, MIN_GAIN, partial=True)
+    return r.reason if r else None
+
+
+def _check(objective: str, slack: float, min_gain: float, budget: float | None) -> None:
+    if objective not in OBJECTIVES:
+        raise InputError(f"--objective {objective!r} is unknown; choose {', '.join(OBJECTIVES)}")
+    if not 0 <= slack < 1 or not 0 <= min_gain < 1:
+        raise InputError(f"slack {slack:g} and min_gain {min_gain:g} must be in [0, 1), e.g. 0.03")
+    if budget is not None and budget <= 0:
+        raise InputError(f"--latency-budget-ms {budget:g} must be > 0, e.g. 50")
+
+
+# ------------------------------------------------------------------ the decision
+
+
+def choose(current: Curve, candidates: list[Curve], load: Load | str = DEFAULT_LOAD,
+           latency_budget_ms: float | None = None, slack: float = SLACK, objective: str = "load",
+           min_gain: float = MIN_GAIN, unstable_spread: float = UNSTABLE_SPREAD) -> Decision:
+    """Decide which config serves ``load`` best: a candidate, or ``current`` (ties keep ``current``).
+
+    ``candidates`` may include ``current`` (same label: skipped). Labels must be unique.
+    """
+    return _choose(current, candidates, load, latency_budget_ms, slack, objective, min_gain, unstable_spread, True)
+
+
+def _choose(current, candidates, load, budget, slack, objective, min_gain, spread, with_trade_offs) -> Decision:
+    _check(objective, slack, min_gain, budget)
+    load = Load.parse(load) if isinstance(load, str) else load
+    cands = [c for c in candidates if c.label != current.label]
+    labels = [c.label for c in cands]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"candidate labels must be unique: {labels}")
+    scores = {current.label: _score(current, objective, load, budget)}
+    scores.update({c.label: _score(c, objective, load, budget) for c in cands})
+    unstable = {c.label: u for c in (current, *cands) if (u := c.unstable(spread))}
+    trade = tuple(_trade_offs(current, cands, load, budget, slack, min_gain, spread)) if with_trade_offs else ()
+    make = lambda winner, why, gain, refused: Decision(  # noqa: E731
+        objective, load, budget, slack, min_gain, current, tuple(cands), winner, why, scores, gain,
+        tuple(refused), trade, unstable)
+
+    base = scores[current.label]
+    if current.failed or any(current.at(c) is None for c in _levels(objective, load)):
+        missing = ", ".join(f"c{c}" for c in _levels(objective, load) if current.at(c) is None)
+        what = f"failed ({current.error})" if current.error else f"was not measured at {missing or 'any level'}"
+        refused = [Refusal(c.label, "unmeasured", "not compared: the current config " + what) for c in cands]
+        return make(current, f"the current config {what}: nothing can be compared, it stays", None, refused)
+    # The current config breaks the latency budget: any candidate that meets it is better, whatever its gain.
+    current_ok = base is not None and not _over_budget(current, _levels(objective, load), budget)
+
+    refused = [r for c in cands if (r := _refusal(c, current, objective, load, budget, slack, min_gain))]
+    out = {r.label for r in refused}
+    ok = [c for c in cands if c.label not in out and scores[c.label] is not None]
+    if not ok:
+        why = ("no candidate was measured" if not cands else
+               f"every candidate was refused ({len(cands)})") + ": the current config stays"
+        if not current_ok:
+            why += f" although it breaks the {budget:g} ms budget"
+        if trade:
+            why += f"; {len(trade)} {'is' if len(trade) == 1 else 'are'} faster at some levels only (trade-offs below)"
+        return make(current, why, None, refused)
+    best = max(ok, key=lambda c: (scores[c.label], -_p99_gm(c, load)))  # max() keeps the first on ties
+    gain = scores[best.label] / base - 1.0 if base else None
+    others = [Refusal(c.label, "not-best", f"meets the rules; {_fig(scores[c.label], objective)} is below "
+                                           f"{best.label}'s {_fig(scores[best.label], objective)}")
+              for c in ok if c is not best]
+    if current_ok and (gain is None or gain < min_gain - _EPS):
+        why = (f"the best candidate that meets the rules, {best.label}, gains {pct(gain or 0)} "
+               f"({_fig(scores[best.label], objective)} against {_fig(base, objective)}, {_aggr(objective, load)}), "
+               f"below the {share(min_gain)} noise margin: the current config stays")
+        return make(current, why, gain, refused + [Refusal(best.label, "no-gain", f"gains {pct(gain or 0)}, "
+                                                  f"below the {share(min_gain)} noise margin")] + others)
+    return make(best, _why_win(current, best, objective, load, budget, slack, scores, gain, current_ok), gain,
+                refused + others)
+
+
+def _levels(objective: str, load: Load) -> tuple[int, ...]:
+    return load.levels if objective == "load" else load.levels[:1] if objective == "latency" else ()
+
+
+def _p99_gm(curve: Curve, load: Load) -> float:
+    p99s = [p.p99_ms for c in load.levels if (p := curve.at(c)) is not None]
+    return geomean(p99s) if p99s else float("inf")
+
+
+def _fig(score: float | None, objective: str) -> str:
+    if score is None:
+        return "-"
+    return f"p99 {1000.0 / score:.1f} ms" if objective == "latency" else f"{score:.1f} infer/s"
+
+
+def _aggr(objective: str, load: Load) -> str:
+    if objective == "load" and len(load.levels) == 1:
+        return f"at c{load.levels[0]}"
+    return {"load": f"geometric mean over {load.describe()}", "saturation": "each one's best level",
+            "latency": f"at c{load.levels[0]}"}[objective]
+
+
+def _at_best(curve: Curve, score: float | None, objective: str) -> str:
+    """`` at c16`` for a saturation score (the level it came from), else nothing."""
+    if objective != "saturation" or score is None:
+        return ""
+    return next((f" at c{p.concurrency}" for p in curve.points if p.throughput == score), "")
+
+
+def _why_win(current, best, objective, load, budget, slack, scores, gain, current_ok) -> str:
+    new, old = scores[best.label], scores[current.label]
+    why = (f"{best.label}: {_fig(new, objective)}{_at_best(best, new, objective)} against {_fig(old, objective)}"
+           f"{_at_best(current, old, objective)} for the current config "
+           f"({_aggr(objective, load)}{', ' + pct(gain) if gain is not None else ''})")
+    if objective == "load" and len(load.levels) > 1:
+        changes = _changes(current, best, load.levels)
+        c, r = min(changes, key=lambda cr: cr[1])
+        why += f", never more than {share(slack)} slower at any level (worst: c{c} {pct(r)})"
+    if budget is not None:
+        why += f", p99 within {budget:g} ms" + (" at every level" if objective == "load" else "")
+    if not current_ok:
+        why += f"; the current config breaks the {budget:g} ms budget"
+    return why
+
+
+def _trade_offs(current, cands, load, budget, slack, min_gain, spread) -> list[TradeOff]:
+    ref = [c for c in load.levels if c not in _over_budget(current, load.levels, budget)]
+    out = []
+    for cand in cands:
+        if cand.failed:
+            continue
+        changes = _changes(current, cand, ref)
+        faster = [(c, r) for c, r in changes if r >= min_gain - _EPS]
+        slower = [(c, r) for c, r in changes if r < -slack - _EPS]
+        if not faster or not slower:
+            continue
+        # The run of measured levels, never more than `slack` slower, around its best gain.
+        measured = [c for c, _ in changes]
+        peak = measured.index(max(faster, key=lambda cr: cr[1])[0])
+        bad = {c for c, _ in slower}
+        lo = hi = peak
+        while lo > 0 and measured[lo - 1] not in bad:
+            lo -= 1
+        while hi + 1 < len(measured) and measured[hi + 1] not in bad:
+            hi += 1
+        stated = Load(tuple(measured[lo:hi + 1]))
+        again = _choose(current, cands, stated, budget, slack, "load", min_gain, spread, False)
+        out.append(TradeOff(cand.label, tuple(faster), tuple(slower), stated,
+                            again.winner.label if again.changes else None))
+    return out
+
+
+# ------------------------------------------------------------------ the confirm step
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """The decision re-made on the rerun; ``written`` is the rerun curve of the config that is kept."""
+
+    holds: bool
+    reason: str
+    rerun: Decision  # choose() over the two rerun curves, same rules
+    written: Curve
+
+    def to_dict(self) -> dict:
+        """JSON-ready."""
+        return {"holds": self.holds, "reason": self.reason, "written": self.written.to_dict(),
+                "rerun": {k: v for k, v in self.rerun.to_dict().items() if k != "trade_offs"}}
+
+
+def rerun_levels(decision: Decision) -> tuple[int, ...]:
+    """The levels the confirm step measures: the load's (saturation: each config's best level)."""
+    if decision.objective == "saturation":
+        best = lambda c: max(c.points, key=lambda p: p.throughput).concurrency if c.points else None  # noqa: E731
+        return tuple(sorted({x for x in (best(decision.current), best(decision.winner)) if x is not None}))
+    return _levels(decision.objective, decision.load)
+
+
+def rerun_plan(decision: Decision, rounds: int = 2) -> list[tuple[int, str]]:
+    """``(level, "current" | "winner")`` in measuring order: back to back at each level, ABBA
+    (current, winner, winner, current, ...) so a drift in the machine's load hits both alike."""
+    order = []
+    for c in rerun_levels(decision):
+        for i in range(rounds):
+            pair = ("current", "winner") if i % 2 == 0 else ("winner", "current")
+            order += [(c, who) for who in pair]
+    return order
+
+
+def confirm(current_rerun: Curve, winner_rerun: Curve | None, decision: Decision,
+            unstable_spread: float = UNSTABLE_SPREAD) -> Confirmation:
+    """Does ``decision`` hold on the interleaved rerun (:func:`rerun_plan`, :func:`~curves.combine`)?
+
+    It holds when :func:`choose` over the two rerun curves, same objective, load, budget, slack
+    and margin, picks the same winner and neither rerun curve is unstable; otherwise the current
+    config stays. Either way the figures to write are the rerun's (``written``). ``winner_rerun``
+    is None when the decision keeps the current config (nothing to confirm).
+    """
+    if current_rerun.label != decision.current.label or (decision.changes and winner_rerun.label != decision.winner.label):
+        raise ValueError(f"rerun curves {current_rerun.label!r}, {winner_rerun.label!r} are not the decision's "
+                         f"{decision.current.label!r}, {decision.winner.label!r}")
+    cands = [winner_rerun] if decision.changes else []
+    again = _choose(current_rerun, cands, decision.load, decision.latency_budget_ms, decision.slack,
+                    decision.objective, decision.min_gain, unstable_spread, False)
+    if not decision.changes:
+        return Confirmation(True, "the current config stays; its rerun figures are recorded", again, current_rerun)
+    if again.unstable:
+        where = "; ".join(f"{k} at {', '.join(f'c{c} ({share(s)} between repeats)' for c, s in v.items())}"
+                          for k, v in again.unstable.items())
+        return Confirmation(False, f"the rerun is unstable ({where}): other load on the machine? The current "
+                                   "config stays; rerun dnx tune on a quiet machine", again, current_rerun)
+    if again.changes:
+        return Confirmation(True, f"holds on the rerun: {again.why}", again, winner_rerun)
+    r = again.refusal(winner_rerun.label)
+    return Confirmation(False, f"does not hold on the rerun ({r.reason if r else again.why}): the current config stays",
+                        again, current_rerun)

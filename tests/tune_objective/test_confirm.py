@@ -1,0 +1,99 @@
+"""The confirm step: the decision re-made on the back-to-back, interleaved rerun (pure)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dnx.tune_objective.curves import Curve, Point, combine
+from dnx.tune_objective.objective import choose, confirm, rerun_levels, rerun_plan
+from tests.tune_objective.helpers import AS_EXPORTED, MODEL_ANALYZER, curve
+
+FLAT = (100.0,) * 5
+BETTER = (112.0, 118.0, 131.0, 140.0, 135.0)
+
+
+def _decision():
+    current, winner = curve("cur", FLAT), curve("inst=2", BETTER)
+    d = choose(current, [winner])
+    assert d.changes
+    return d
+
+
+def test_a_decision_that_holds_writes_the_reruns_figures():
+    d = _decision()
+    cur_again = curve("cur", (101, 99, 100, 102, 100))
+    win_again = curve("inst=2", (110, 117, 128, 141, 133))  # a little different from the search's figures
+    c = confirm(cur_again, win_again, d)
+    assert c.holds
+    assert c.written is win_again
+    assert c.written.throughput(16) == 133  # the rerun's, not the search's 135
+    assert c.reason.startswith("holds on the rerun: inst=2:")
+    assert json.loads(json.dumps(c.to_dict()))["written"]["label"] == "inst=2"
+
+
+def test_a_winner_that_is_slower_at_c1_on_the_rerun_is_refused():
+    d = _decision()
+    cur_again = curve("cur", (120, 100, 100, 100, 100))  # other load had slowed the search's c1 figure
+    win_again = curve("inst=2", BETTER)
+    c = confirm(cur_again, win_again, d)
+    assert not c.holds
+    assert c.written is cur_again
+    assert c.reason == ("does not hold on the rerun (faster at c2 (+18 %), c4 (+31 %), c8 (+40 %), c16 (+35 %) but "
+                        "6.7 % slower than the current config at c1 (allowed: 3 %)): the current config stays")
+
+
+def test_a_winner_whose_gain_vanishes_on_the_rerun_is_refused():
+    d = _decision()
+    c = confirm(curve("cur", (110, 116, 128, 136, 131)), curve("inst=2", BETTER), d)
+    assert not c.holds
+    assert "noise margin" in c.reason
+    assert c.written.label == "cur"
+
+
+def test_an_unstable_rerun_keeps_the_current_config():
+    d = _decision()
+    repeats = [(t, t + 1) for t in BETTER]
+    repeats[3] = (140, 112)  # other load overlapped one c8 run
+    win_again = curve("inst=2", BETTER, repeats=repeats)
+    c = confirm(curve("cur", FLAT), win_again, d)
+    assert not c.holds
+    assert c.reason.startswith("the rerun is unstable (inst=2 at c8 (25 % between repeats)")
+    assert c.written.label == "cur"
+
+
+def test_a_kept_config_records_its_rerun_figures():
+    current = curve("as exported", AS_EXPORTED)
+    d = choose(current, [curve("model analyzer", MODEL_ANALYZER)])
+    again = curve("as exported", (116.0, 117.0, 126.0, 131.0, 123.0))
+    c = confirm(again, None, d)
+    assert c.holds and c.written is again
+
+
+def test_rerun_curves_must_be_the_decisions():
+    d = _decision()
+    with pytest.raises(ValueError, match="not the decision's"):
+        confirm(curve("other", FLAT), curve("inst=2", BETTER), d)
+
+
+def test_the_interleaved_plan_and_combining_it():
+    d = _decision()
+    plan = rerun_plan(d)
+    assert plan[:4] == [(1, "current"), (1, "winner"), (1, "winner"), (1, "current")]  # ABBA at each level
+    assert [c for c, _ in plan[::4]] == [1, 2, 4, 8, 16]
+    assert rerun_plan(d, rounds=1)[:2] == [(1, "current"), (1, "winner")]
+    # what the measuring loop gets back, per config: two runs per level, combined into one curve
+    runs = [Point(c, 100.0 + (i % 2), 10.0 + i) for i, (c, who) in enumerate(plan) if who == "current"]
+    cur_again = combine("cur", runs)
+    assert cur_again.levels == (1, 2, 4, 8, 16) and len(cur_again.at(1).repeats) == 2
+    assert confirm(cur_again, combine("inst=2", [Point(c, 1.3 * 100, 9.0) for c, who in plan if who == "winner"]), d).holds
+
+
+def test_saturation_reruns_each_configs_best_level():
+    current = curve("cur", (100, 110, 120), levels=(1, 2, 4))
+    fill = Curve("mbs=8", (Point(1, 50, 20), Point(4, 130, 31), Point(32, 260, 190)))
+    d = choose(current, [fill], "1:4", objective="saturation")
+    assert rerun_levels(d) == (4, 32)
+    c = confirm(curve("cur", (121,), levels=(4,)), Curve("mbs=8", (Point(32, 240, 200),)), d)
+    assert c.holds and c.written.throughput(32) == 240
