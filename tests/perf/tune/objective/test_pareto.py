@@ -5,11 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from dnx.tune_objective.curves import Curve, Load
-from dnx.tune_objective.objective import choose, confirm
-from dnx.tune_objective.pareto import (curve_dominates, dominates, front, front_at, operating_front, overall_front,
+from dnx.perf.tune.curves import Curve, Load
+from dnx.perf.tune.objective import choose, confirm
+from dnx.perf.tune.pareto import (curve_dominates, dominates, front, front_at, operating_front, overall_front,
                                        plot_pareto, render_png, report_markdown)
-from tests.tune_objective.helpers import AS_EXPORTED, MODEL_ANALYZER, curve
+from tests.perf.tune.objective.helpers import AS_EXPORTED, MODEL_ANALYZER, curve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -68,7 +68,7 @@ def test_the_plot_is_a_png(tmp_path, issue_table):
 
 
 def test_importing_the_objective_does_not_import_matplotlib():
-    code = ("import sys, dnx.tune_objective.objective, dnx.tune_objective.pareto; "
+    code = ("import sys, dnx.perf.tune.objective, dnx.perf.tune.pareto; "
             "print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dnx.tune_objective.curves import Curve
-from tests.tune_objective.helpers import AS_EXPORTED, DNX_DEFAULTS, MODEL_ANALYZER, curve
+from dnx.perf.tune.curves import Curve
+from tests.perf.tune.objective.helpers import AS_EXPORTED, DNX_DEFAULTS, MODEL_ANALYZER, curve
 
 
 @pytest.fixture

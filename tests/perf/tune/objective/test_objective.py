@@ -8,10 +8,10 @@ import random
 import pytest
 
 from dnx.errors import InputError
-from dnx.tune_objective.curves import Curve, Load, Point, geomean
-from dnx.tune_objective.objective import MIN_GAIN, SLACK, choose, early_refusal, pct, share
-from dnx.tune_objective.pareto import curve_dominates
-from tests.tune_objective.helpers import AS_EXPORTED, LEVELS, MODEL_ANALYZER, curve
+from dnx.perf.tune.curves import Curve, Load, Point, geomean
+from dnx.perf.tune.objective import MIN_GAIN, SLACK, choose, early_refusal, pct, share
+from dnx.perf.tune.pareto import curve_dominates
+from tests.perf.tune.objective.helpers import AS_EXPORTED, LEVELS, MODEL_ANALYZER, curve
 
 FLAT = (100.0, 100.0, 100.0, 100.0, 100.0)
 

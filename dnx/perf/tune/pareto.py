@@ -13,8 +13,10 @@ import io
 import math
 from pathlib import Path
 
-from dnx.tune_objective.curves import Curve
-from dnx.tune_objective.objective import Confirmation, Decision, pct, share
+from dnx._lazy import lazy_import
+from dnx.model_repository.layout import atomic_write_bytes
+from dnx.perf.tune.curves import Curve
+from dnx.perf.tune.objective import Confirmation, Decision, pct, share
 
 _WORST = (0.0, math.inf)
 
@@ -95,8 +97,6 @@ def render_png(decision: Decision, curves: list[Curve] | None = None, title: str
     Right: throughput vs p99, each config's points joined in concurrency order (same styles),
     the pooled operating-point Pareto front (dashed envelope) and the chosen points labelled.
     """
-    from dnx._lazy import lazy_import
-
     matplotlib = lazy_import("matplotlib")
     matplotlib.use("Agg", force=True)
     plt = lazy_import("matplotlib.pyplot")
@@ -154,8 +154,6 @@ def render_png(decision: Decision, curves: list[Curve] | None = None, title: str
 
 def plot_pareto(decision: Decision, path: str | Path, curves: list[Curve] | None = None, title: str | None = None) -> Path:
     """Write :func:`render_png` to ``path`` atomically; returns the path."""
-    from dnx.model_repository.layout import atomic_write_bytes
-
     path = Path(path)
     atomic_write_bytes(path, render_png(decision, curves, title))
     return path

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dnx.tune_objective.curves import Curve, Point
+from dnx.perf.tune.curves import Curve, Point
 
 LEVELS = (1, 2, 4, 8, 16)
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from dnx.errors import InputError
-from dnx.tune_objective.curves import UNSTABLE_SPREAD, Curve, Load, Point, combine, geomean
+from dnx.perf.tune.curves import UNSTABLE_SPREAD, Curve, Load, Point, combine, geomean
 
 
 @pytest.mark.parametrize("text, levels", [

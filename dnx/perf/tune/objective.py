@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dnx.errors import InputError
-from dnx.tune_objective.curves import UNSTABLE_SPREAD, Curve, Load, geomean
+from dnx.perf.tune.curves import UNSTABLE_SPREAD, Curve, Load, geomean
 
 OBJECTIVES = ("load", "saturation", "latency")
 DEFAULT_LOAD = "1:16"

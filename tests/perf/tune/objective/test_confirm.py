@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from dnx.tune_objective.curves import Curve, Point, combine
-from dnx.tune_objective.objective import choose, confirm, rerun_levels, rerun_plan
-from tests.tune_objective.helpers import AS_EXPORTED, MODEL_ANALYZER, curve
+from dnx.perf.tune.curves import Curve, Point, combine
+from dnx.perf.tune.objective import choose, confirm, rerun_levels, rerun_plan
+from tests.perf.tune.objective.helpers import AS_EXPORTED, MODEL_ANALYZER, curve
 
 FLAT = (100.0,) * 5
 BETTER = (112.0, 118.0, 131.0, 140.0, 135.0)
