@@ -14,7 +14,7 @@ and an in-process timing splits preprocess_bytes into decoding and the transform
 Issue 20 adds, per variant: c1 p50 of a 12 MP phone JPEG vs a 640x480 JPEG through the ensemble
 (the ratio the issue targets <= 2.0x), bytes-in throughput on 640x480 photographs, and in-process
 preprocessing of both sizes, today's implementation vs the one before issue 20
-(perf/old_preprocess.py). ``--preprocess-configs 1:0,2:0,2:2000`` (instances:queue delay us)
+(old_preprocess_bytes, below). ``--preprocess-configs 1:0,2:0,2:2000`` (instances:queue delay us)
 compares preprocess-model configs through the ensemble over the first variant, same run.
 Prints a Markdown section; writes results.json beside the perf_analyzer logs.
 """
@@ -67,6 +67,45 @@ def _per_request_ms(before: dict, after: dict) -> dict:
     return out
 
 
+# ---------------------------------------------------------------- dnx.preprocess before issue 20
+# Full decode, resize the whole picture then crop, broadcast normalise: kept here, for the
+# in-process comparison only (nothing in dnx uses it).
+
+
+def old_preprocess_pil(image, spec):
+    import numpy as np
+
+    from dnx.preprocess import MAX_ASPECT, _resample, _resized_size, to_rgb
+
+    image = to_rgb(image)
+    w, h = image.size
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise ValueError(f"image is {w}x{h}, more than {MAX_ASPECT}:1")
+    image = image.resize(_resized_size(w, h, spec.resize), _resample(spec.interpolation))
+    w, h = image.size
+    top, left = int(round((h - spec.crop) / 2.0)), int(round((w - spec.crop) / 2.0))
+    image = image.crop((left, top, left + spec.crop, top + spec.crop))
+    arr = np.empty((3, spec.crop, spec.crop), dtype=np.float32)
+    arr[...] = np.asarray(image).transpose(2, 0, 1)
+    arr /= np.float32(255.0)
+    arr -= np.asarray(spec.mean, dtype=np.float32)[:, None, None]
+    arr /= np.asarray(spec.std, dtype=np.float32)[:, None, None]
+    return arr
+
+
+def old_preprocess_bytes(data: bytes, spec):
+    from PIL import Image
+
+    from dnx.preprocess import MAX_PIXELS
+
+    with Image.open(io.BytesIO(data)) as img:
+        w, h = img.size
+        if w * h > MAX_PIXELS:
+            raise ValueError(f"image is {w}x{h}, above the limit")
+        img.load()
+        return old_preprocess_pil(img, spec)
+
+
 def sized_jpegs(size: tuple[int, int]) -> list[tuple[str, bytes]]:
     """Photographs made into ``size`` JPEGs (q90, dnx.photos.synthesize), from five shipped photographs."""
     from dnx.photos import synthesize
@@ -78,8 +117,6 @@ def sized_jpegs(size: tuple[int, int]) -> list[tuple[str, bytes]]:
 
 def old_vs_new(blobs, spec, repeats: int) -> dict:
     """In-process ms per image, best of 3 passes: the implementation before issue 20 vs today's."""
-    import old_preprocess
-
     from dnx.preprocess import preprocess_bytes
 
     def best(fn):
@@ -93,7 +130,7 @@ def old_vs_new(blobs, spec, repeats: int) -> dict:
             runs.append((time.perf_counter() - t0) * 1000 / (repeats * len(blobs)))
         return min(runs)
 
-    old, new = best(old_preprocess.preprocess_bytes), best(preprocess_bytes)
+    old, new = best(old_preprocess_bytes), best(preprocess_bytes)
     return {"old_ms": round(old, 2), "new_ms": round(new, 2), "new_over_old": round(new / old, 3)}
 
 
@@ -138,9 +175,6 @@ def _serve(work, spec, variant, log):
 
 
 def main() -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))  # perf/old_preprocess.py
     from dnx.manifest import read_manifest
     from dnx.model_repository.ensemble import render_ensemble, render_preprocess
     from dnx.model_repository.layout import atomic_write_text
