@@ -56,7 +56,9 @@ class ModelSpec:
     )
 
     def preprocessing(self) -> dict:
-        """The preprocessing as recorded in the manifest."""
+        """The preprocessing as recorded in the manifest (one record: client, server, calibration, parity)."""
+        from dnx.preprocess import DRAFT_MIN_RATIO, ORIENTATION, TOLERANCE
+
         return {
             "resize": self.resize,
             "center_crop": self.crop,
@@ -65,6 +67,10 @@ class ModelSpec:
             "std": list(self.std),
             "layout": "NCHW",
             "scale": "1/255",
+            "orientation": ORIENTATION,
+            "jpeg_decode": f"reduced DCT scale (1/2, 1/4, 1/8) while the short side stays >= {DRAFT_MIN_RATIO:g}x resize",
+            "resize_region": "centre crop only (same filter and sample positions)",
+            "tolerance": {**TOLERANCE, "reference": "torchvision Resize + CenterCrop + Normalize on the full decode"},
         }
 
     @property

@@ -4,6 +4,8 @@
 
 * ``<model>_preprocess``: Python backend, TYPE_STRING ``image`` (encoded JPEG/PNG/WebP) ->
   the variants' FP32 input, through ``dnx/preprocess.py`` copied beside its ``model.py``;
+  :data:`PREPROCESS_INSTANCES` processes (each decodes one request at a time, so a second
+  one uses the core the variant leaves idle between its batches) behind a dynamic batcher;
 * ``<model>_softmax``: a one-node ONNX graph (Softmax over the classes) on the onnxruntime
   backend, KIND_CPU on every target (it is 4 KB of arithmetic per image);
 * ``<model>``: the ensemble ``image`` -> ``probabilities`` with the labels file, so Triton's
@@ -35,6 +37,12 @@ PREPROCESS_LIBRARY_NAME = "dnx_preprocess.py"
 IMAGE_INPUT = "image"
 PROBABILITIES = "probabilities"
 ENSEMBLE_PLACEHOLDER = "ENSEMBLE.txt"
+# Measured with perf_analyzer through the ensemble (noisy, 2-core machine): see
+# perf/bytes_vs_tensor.py --preprocess-configs. Two Python-stub processes decode two images at
+# once; a queue delay only adds latency (the model loops over its requests, batching saves
+# nothing but the stub round trip), so the batcher takes what is queued without waiting.
+PREPROCESS_INSTANCES = 2
+PREPROCESS_QUEUE_DELAY_US = 0
 
 
 @dataclass
@@ -72,11 +80,15 @@ def _render(template: str, cfg: EnsembleConfig) -> str:
     return text
 
 
-def render_preprocess(spec, max_batch_size: int, instances: int = 1) -> str:
+def render_preprocess(spec, max_batch_size: int, instances: int = PREPROCESS_INSTANCES,
+                      max_queue_delay_us: int = PREPROCESS_QUEUE_DELAY_US) -> str:
     """``config.pbtxt`` of ``<model>_preprocess`` (parsed back into ``ModelConfig``)."""
+    if instances < 1 or max_queue_delay_us < 0:
+        raise InputError(f"preprocess instances must be >= 1 and queue delay >= 0 (got {instances}, {max_queue_delay_us})")
     cfg = EnsembleConfig(
         name=spec.preprocess_name, max_batch_size=max_batch_size, input_name=IMAGE_INPUT,
         output_name=spec.input_name, output_dims=tuple(spec.input_shape), instance_count=instances,
+        max_queue_delay_us=max_queue_delay_us,
         parameters={"resize": str(spec.resize), "crop": str(spec.crop), "interpolation": spec.interpolation,
                     "mean": ",".join(map(str, spec.mean)), "std": ",".join(map(str, spec.std))},
     )
@@ -152,7 +164,8 @@ def measured_throughput(manifest: Manifest | None) -> dict[str, float]:
 
 
 def write_bytes_path(repo: Path, spec, variant: str, variant_max_batch: int, labels: str, *,
-                     preprocess_max_batch: int = 16, preprocess_instances: int = 1) -> dict:
+                     preprocess_max_batch: int = 16, preprocess_instances: int = PREPROCESS_INSTANCES,
+                     preprocess_queue_delay_us: int = PREPROCESS_QUEUE_DELAY_US) -> dict:
     """Write ``<model>_preprocess``, ``<model>_softmax`` and the ``<model>`` ensemble into ``repo``.
 
     Returns the manifest record (names, variant, file hashes).
@@ -163,7 +176,7 @@ def write_bytes_path(repo: Path, spec, variant: str, variant_max_batch: int, lab
     shutil.copyfile(PREPROCESS_SOURCE, pre / "model.py")
     shutil.copyfile(PREPROCESS_LIBRARY, pre / PREPROCESS_LIBRARY_NAME)
     pre_batch = max(preprocess_max_batch, variant_max_batch)
-    atomic_write_text(repo / spec.preprocess_name / "config.pbtxt", render_preprocess(spec, pre_batch, preprocess_instances))
+    atomic_write_text(repo / spec.preprocess_name / "config.pbtxt", render_preprocess(spec, pre_batch, preprocess_instances, preprocess_queue_delay_us))
 
     soft = model_dir(repo, spec.softmax_name)
     softmax_onnx(soft / "model.onnx", spec)
@@ -187,4 +200,5 @@ def write_bytes_path(repo: Path, spec, variant: str, variant_max_batch: int, lab
                 files[str(f.relative_to(repo))] = sha256_file(f)
     return {"name": spec.ensemble_name, "preprocess": spec.preprocess_name, "softmax": spec.softmax_name,
             "variant": variant, "max_batch_size": variant_max_batch, "input": IMAGE_INPUT, "output": PROBABILITIES,
+            "preprocess_instances": preprocess_instances, "preprocess_queue_delay_us": preprocess_queue_delay_us,
             "files": files}

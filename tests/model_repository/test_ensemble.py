@@ -99,3 +99,149 @@ def test_measured_throughput_reads_tune_and_bench_records():
 def test_every_spec_names_its_bytes_path(name):
     spec = get_spec(name)
     assert (spec.ensemble_name, spec.preprocess_name, spec.softmax_name) == (name, f"{name}_preprocess", f"{name}_softmax")
+
+
+def test_preprocess_config_renders_instances_and_queue_delay():
+    from dnx.model_repository.ensemble import PREPROCESS_INSTANCES
+
+    cfg = parse_config(render_preprocess(get_spec("densenet121"), 8))
+    assert cfg.instance_group[0].count == PREPROCESS_INSTANCES and cfg.dynamic_batching.max_queue_delay_microseconds == 0
+    cfg = parse_config(render_preprocess(get_spec("densenet121"), 8, instances=1, max_queue_delay_us=500))
+    assert cfg.instance_group[0].count == 1 and cfg.dynamic_batching.max_queue_delay_microseconds == 500
+    with pytest.raises(InputError, match="instances must be >= 1"):
+        render_preprocess(get_spec("densenet121"), 8, instances=0)
+
+
+# --------------------------------------------------------------------------- on the real server
+# Issue 20's inputs through the served ensemble (tests/fixtures_server.py: the preprocess model
+# waits 20 ms for company, so concurrent requests meet in one execute()).
+
+
+def _grpc_infer(url: str, model: str, blobs: list[bytes], output: str):
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        inp = grpcclient.InferInput("image", [len(blobs), 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[b] for b in blobs], dtype=np.object_))
+        return client.infer(model, [inp], outputs=[grpcclient.InferRequestedOutput(output)], timeout=300).as_numpy(output)
+    finally:
+        client.close()
+
+
+def _stats(url: str, model: str) -> tuple[int, int, int]:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        s = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    finally:
+        client.close()
+    inf = s["inference_stats"]
+    return int(inf["success"].get("count", 0)), int(inf["fail"].get("count", 0)), int(s.get("execution_count", 0))
+
+
+@pytest.fixture(scope="module")
+def new_bad():
+    from tests.preprocess.bad_inputs import new_bad_inputs
+
+    return new_bad_inputs()
+
+
+@pytest.fixture(scope="module")
+def phone_photos(photos) -> dict[str, bytes]:
+    """12 MP JPEGs: three upright landscape, and one portrait stored on its side with EXIF orientation 6."""
+    from dnx.photos import synthesize
+
+    out = {f"12mp_{p.stem}.jpg": synthesize((4032, 3024), p, seed=i) for i, p in enumerate(photos[:3])}
+    out["12mp_portrait_tagged.jpg"] = synthesize((3024, 4032), photos[4], orientation=6)
+    return out
+
+
+def test_new_bad_inputs_are_refused_one_by_one(triton_server, new_bad, photos):
+    from tritonclient.utils import InferenceServerException
+
+    url = triton_server.grpc_url
+    for name, (blob, reason) in new_bad.items():
+        with pytest.raises(InferenceServerException) as exc:
+            _grpc_infer(url, "densenet121", [blob], "probabilities")
+        assert reason in str(exc.value), (name, str(exc.value))
+    # One bad image in a multi-image request names itself; the server still answers.
+    with pytest.raises(InferenceServerException, match=r"image 1 of 3: unsupported format \(HEIC\)"):
+        _grpc_infer(url, "densenet121", [photos[0].read_bytes(), new_bad["photo.heic"][0], photos[1].read_bytes()],
+                    "probabilities")
+    assert _grpc_infer(url, "densenet121", [photos[0].read_bytes()], "probabilities").shape == (1, 1000)
+
+
+def test_new_bad_inputs_mixed_with_good_ones_in_one_batch(triton_server, new_bad, phone_photos, photos):
+    """Concurrent requests share preprocess batches: each bad one fails alone, every good one is answered."""
+    import threading
+
+    url = triton_server.grpc_url
+    good = {p.name: p.read_bytes() for p in photos[:3]} | {"12mp.jpg": next(iter(phone_photos.values()))}
+    requests = [(n, b, None) for n, b in good.items()] + [(n, b, r) for n, (b, r) in new_bad.items()]
+    answers: dict = {}
+    barrier = threading.Barrier(len(requests))
+
+    def send(name, blob):
+        barrier.wait(timeout=120)
+        try:
+            answers[name] = _grpc_infer(url, "densenet121_preprocess", [blob], "input")
+        except Exception as exc:  # noqa: BLE001 - checked below
+            answers[name] = exc
+
+    before = _stats(url, "densenet121_preprocess")
+    threads = [threading.Thread(target=send, args=(n, b)) for n, b, _ in requests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    from dnx.preprocess import preprocess_bytes
+
+    for name, blob, reason in requests:
+        got = answers[name]
+        if reason is None:
+            assert isinstance(got, np.ndarray), (name, got)
+            assert np.abs(got[0] - preprocess_bytes(blob)).max() <= 1e-6, name
+        else:
+            assert isinstance(got, Exception) and reason in str(got), (name, got)
+    # (Triton counts a Python-backend response that carries an error as a success.)
+    ok, failed, executions = (a - b for a, b in zip(_stats(url, "densenet121_preprocess"), before))
+    assert ok + failed == len(requests)
+    assert executions < len(requests), "the requests never shared a batch"
+
+
+def test_12_mp_photos_through_the_server_equal_the_reference_within_tolerance(triton_server, phone_photos, serving_repository):
+    """The served preprocess model's tensor vs torchvision on the full decode; the ensemble's answer vs local."""
+    import onnxruntime as ort
+
+    from dnx.spec import DEFAULT_MODEL
+    from tests.preprocess.reference import assert_within_tolerance, centred_cosines, reference
+
+    url = triton_server.grpc_url
+    names = list(phone_photos)
+    served = np.concatenate([_grpc_infer(url, "densenet121_preprocess", [phone_photos[n]], "input") for n in names])
+    refs = np.stack([reference(phone_photos[n], DEFAULT_MODEL) for n in names])
+    for name, got, ref in zip(names, served, refs):
+        assert_within_tolerance(got, ref, name)
+    probs = np.concatenate([_grpc_infer(url, "densenet121", [phone_photos[n]], "probabilities") for n in names])
+    sess = ort.InferenceSession(str(serving_repository / "densenet121_onnx" / "1" / "model.onnx"),
+                                providers=["CPUExecutionProvider"])
+    logits = sess.run(None, {"input": refs})[0]
+    local = np.exp(logits - logits.max(axis=1, keepdims=True))
+    local /= local.sum(axis=1, keepdims=True)
+    # Log-probabilities are logits less a constant per image: centred, they compare like logits.
+    log_served, log_local = np.log(probs.astype(np.float64)), np.log(local.astype(np.float64))
+    log_served -= log_served.mean(axis=1, keepdims=True)
+    log_local -= log_local.mean(axis=1, keepdims=True)
+    cos = centred_cosines(log_served, log_local)
+    assert cos.min() >= 0.9999, dict(zip(names, cos))
+    # The tagged portrait is classified as the upright photograph, not as the picture on its side.
+    side = sess.run(None, {"input": reference(phone_photos[names[-1]], DEFAULT_MODEL, orient=False)[None]})[0][0]
+    mean = log_local.mean(axis=0)
+
+    def cosine(a, b):
+        a, b = a - mean, b - mean
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    assert cosine(log_served[-1], log_local[-1]) >= 0.9999 and cosine(side - side.mean(), log_local[-1]) < 0.99

@@ -6,8 +6,10 @@ images with the same code the dnx client, calibration and parity checks use. The
 parameters (resize, crop, interpolation, mean, std) come from this model's ``config.pbtxt``.
 
 Input ``image``: TYPE_STRING, dims [1] (one encoded JPEG/PNG/WebP per batch item).
-Output: FP32 [3, crop, crop]. Every request is answered on its own: an undecodable image
-fails its request with a one-line reason, the other requests of the batch are answered.
+Output: FP32 [3, crop, crop], written in place into one preallocated array per request. Every
+request is answered on its own: an undecodable image fails its request with a one-line reason
+(unsupported format, decompression bomb, > 50 MP, corrupt, ...), the other requests of the
+batch are answered.
 
 Needs numpy and Pillow in the Python environment of Triton's Python stub (the NGC image has
 numpy; docker/Dockerfile.serve adds Pillow).
@@ -39,17 +41,18 @@ class TritonPythonModel:
         )
         self.input_name = config["input"][0]["name"]
         self.output_name = config["output"][0]["name"]
+        self.shape = tuple(int(d) for d in config["output"][0]["dims"])
 
     def _one(self, request):
         items = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy().reshape(-1)
-        arrays = []
+        out = np.empty((len(items), *self.shape), dtype=np.float32)
         for i, item in enumerate(items):
             try:
-                arrays.append(dnx_preprocess.preprocess_bytes(bytes(item), self.spec))
+                dnx_preprocess.preprocess_bytes(bytes(item), self.spec, out=out[i])
             except dnx_preprocess.InputError as exc:
                 where = f"image {i} of {len(items)}: " if len(items) > 1 else ""
                 raise ValueError(f"{where}{exc}") from None
-        return pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, np.stack(arrays))])
+        return pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, out)])
 
     def execute(self, requests):
         responses = []
