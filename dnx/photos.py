@@ -16,6 +16,8 @@ import struct
 from pathlib import Path
 
 from dnx.errors import InputError
+from dnx.model_repository.layout import atomic_write_text
+from dnx.preprocess import find_images, sample_photographs
 
 PHONE_SIZE = (4032, 3024)
 PHONE_QUALITY = 90
@@ -38,7 +40,6 @@ def synthesize(size: tuple[int, int], source: str | Path | None = None, *, quali
     import numpy as np
     from PIL import Image
 
-    from dnx.preprocess import sample_photographs
 
     src = Path(source) if source is not None else next(p for p in sample_photographs() if p.name == "astronaut.png")
     w, h = size
@@ -74,7 +75,6 @@ def shipped_jpegs() -> list[tuple[str, bytes]]:
     """``[(name, JPEG bytes)]``: scikit-image's photographs, JPEGs as shipped, the rest encoded at q90."""
     from PIL import Image
 
-    from dnx.preprocess import sample_photographs
 
     out = []
     for path in sample_photographs():
@@ -96,7 +96,6 @@ def photo_mix(photos_dir: str | Path | None = None, *, phone: bool = True) -> li
     ``photos_dir``: every image file under it (any depth), as stored; else :func:`shipped_jpegs`
     plus, with ``phone``, one generated 4032x3024 phone JPEG.
     """
-    from dnx.preprocess import find_images
 
     if photos_dir is None:
         mix = shipped_jpegs()
@@ -123,7 +122,6 @@ def write_input_data(path: str | Path, input_name: str, photos: list[tuple[str, 
     Each entry's ``b64`` is the raw BYTES tensor, Triton's serialization of one string
     element: a 4-byte little-endian length, then the encoded image.
     """
-    from dnx.model_repository.layout import atomic_write_text
 
     if not photos:
         raise InputError("no photographs to send; pass a folder of JPEG/PNG/WebP photographs")

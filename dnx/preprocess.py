@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -81,10 +82,28 @@ def _resized_size(width: int, height: int, size: int) -> tuple[int, int]:
     return (new_short, new_long) if width <= height else (new_long, new_short)
 
 
-def _default_spec():
-    from dnx.spec import DEFAULT_MODEL
+@dataclass(frozen=True)
+class ImageNetTransform:
+    """The transform fields :mod:`dnx.spec`'s ``ModelSpec`` carries, for callers that pass no spec.
 
-    return DEFAULT_MODEL
+    This module also runs inside a model repository where dnx is not installed, so it cannot import
+    ``dnx.spec``; :data:`DEFAULT_TRANSFORM` is DenseNet-121's, and a test keeps it equal to
+    ``dnx.spec.DEFAULT_MODEL``'s fields.
+    """
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+    input_shape: tuple[int, int, int] = (3, 224, 224)
+
+
+DEFAULT_TRANSFORM = ImageNetTransform()
+
+
+def _default_spec():
+    return DEFAULT_TRANSFORM
 
 
 def _resample(name: str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dnx.errors import InputError
+from dnx.preprocess import DRAFT_MIN_RATIO, ORIENTATION, TOLERANCE
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
@@ -57,8 +58,6 @@ class ModelSpec:
 
     def preprocessing(self) -> dict:
         """The preprocessing as recorded in the manifest (one record: client, server, calibration, parity)."""
-        from dnx.preprocess import DRAFT_MIN_RATIO, ORIENTATION, TOLERANCE
-
         return {
             "resize": self.resize,
             "center_crop": self.crop,

@@ -54,7 +54,8 @@ def test_perf_analyzer_sends_the_mix_to_the_ensemble(triton_server, tmp_path):
 
     import tritonclient.grpc as grpcclient
 
-    from dnx.perf.sweep import ConcurrencyRange, build_argv, find_perf_analyzer, perf_analyzer_env
+    from dnx.perf.analyzer import build_argv, find_perf_analyzer, perf_analyzer_env
+    from dnx.perf.levels import ConcurrencyRange
 
     def counts():
         client = grpcclient.InferenceServerClient(triton_server.grpc_url)

@@ -35,3 +35,12 @@ def test_spec_for_served_names():
     assert spec_for_model("resnet50_onnx").name == "resnet50"
     assert spec_for_model("mobilenet_v3_large_openvino_int8").name == "mobilenet_v3_large"
     assert spec_for_model("densenet121").name == "densenet121" and spec_for_model("other").name == "densenet121"
+
+
+def test_preprocess_default_transform_is_the_default_models():
+    """dnx.preprocess cannot import dnx.spec (it also runs where dnx is absent): its default must not drift."""
+    from dnx.preprocess import DEFAULT_TRANSFORM
+    from dnx.spec import DEFAULT_MODEL
+
+    for field in ("resize", "crop", "mean", "std", "interpolation", "input_shape"):
+        assert getattr(DEFAULT_TRANSFORM, field) == getattr(DEFAULT_MODEL, field), field
