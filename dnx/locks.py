@@ -10,6 +10,7 @@ The lock file records the holder (pid and command) so a second writer can name i
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from dnx.errors import RepositoryBusyError
+from dnx.errors import InputError, RepositoryBusyError
 
 
 def lock_path(repository: str | os.PathLike) -> Path:
@@ -51,8 +52,16 @@ def repository_lock(
     ``on_wait`` once (a line naming the holder) that it has to.
     """
     path = lock_path(repository)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if shared and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            # Nobody can write beside a read-only folder either, so no writer can swap it under a reader.
+            yield path
+            return
+        raise InputError(f"cannot create the lock file {path} ({exc.strerror}); {Path(repository)} must sit in a "
+                         "writable folder for dnx to change it: copy it somewhere writable or fix the permissions") from None
     mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:
         while True:

@@ -66,6 +66,8 @@ def run_tune(opts: TuneOptions) -> TuneResult:
     """
     opts.check()
     repo = Path(opts.repository)
+    if not opts.dry_run and repo.is_dir():
+        _check_writable(repo, [])  # before the lock file beside it, which a read-only file system refuses too
     with repository_lock(repo, "dnx tune", shared=opts.dry_run, wait=opts.wait):
         return _run(opts, repo, time.monotonic())
 
