@@ -32,7 +32,7 @@ from dnx.perf.bench.runners import (
 from dnx.perf.bench.timing import Timing, time_runner
 from dnx.perf.bench.untuned import sweep_untuned
 from dnx.perf.results import machine_info, new_results_dir
-from dnx.perf.served import inspect_server, launched_server, measurable, repository_manifest, variant_of
+from dnx.perf.served import ServedModel, inspect_server, launched_server, measurable, repository_manifest, variant_of
 from dnx.perf.sweep import SweepOptions, sweep, sweep_with_fill, tidy_rows, write_report
 from dnx.perf.sweep.memory import MemoryProbe
 from dnx.preprocess import photo_batch, sample_photographs
@@ -55,7 +55,7 @@ def write_input_dir(image: np.ndarray, folder: Path, input_name: str = "input") 
     return folder
 
 
-def _other_pass(models, sweep_opts: SweepOptions, opts: BenchOptions, results: Path, memory: MemoryProbe,
+def _other_pass(models: list[ServedModel], sweep_opts: SweepOptions, opts: BenchOptions, results: Path, memory: MemoryProbe,
                 step: Callable[[str], None]):
     """The served sweep once more with the other ``--shared-memory`` mode (its own results folder)."""
     mode = opts.other_shared_memory

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dnx.errors import ServerError
 from dnx.ops.metrics import memory_snapshot
+from dnx.perf.analyzer.argv import is_local_host, url_host
 from dnx.perf.served import ServedModel
 
 FIELDS = ("rss_mib", "server_rss_mib", "triton_cpu_memory_mib")
@@ -61,6 +62,13 @@ class MemoryProbe:
         self.server_pid = server_pid
         self.metrics_url = (metrics_url if not metrics_url or "://" in metrics_url else f"http://{metrics_url}")
         self.notes: list[str] = []  # why a source was given up (once each)
+
+    @classmethod
+    def for_url(cls, url: str, metrics_url: str | None) -> "MemoryProbe":
+        """The probe of a server dnx did not launch: its process is found by port when ``url`` is on this machine."""
+        port = url.rsplit(":", 1)[-1]
+        local = is_local_host(url_host(url)) and port.isdigit()
+        return cls(server_pid=listening_pid(int(port)) if local else None, metrics_url=metrics_url)
 
     @property
     def sources(self) -> list[str]:

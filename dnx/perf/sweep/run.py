@@ -7,12 +7,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dnx.errors import InputError, PerfError, ServerError
-from dnx.perf.analyzer import check_shared_memory, is_local_host
-from dnx.perf.analyzer.argv import url_host
+from dnx.perf.analyzer import check_shared_memory
 from dnx.perf.results import new_results_dir
 from dnx.perf.served import default_metrics_url, inspect_server, launched_server, measurable, repository_manifest
 from dnx.perf.sweep.loop import SweepResult, sweep
-from dnx.perf.sweep.memory import MemoryProbe, listening_pid
+from dnx.perf.sweep.memory import MemoryProbe
 from dnx.perf.sweep.options import PerfOptions, estimate_sweep_seconds
 from dnx.perf.sweep.report import compare, tidy_rows, write_report
 from dnx.perf.sweep.state import restore, save_state
@@ -60,9 +59,7 @@ def run_perf(opts: PerfOptions, resume: dict | None = None) -> PerfRun:
                 memory = MemoryProbe(server_pid=server.pid, metrics_url=metrics_url)
             else:
                 url, metrics_url = s.url, s.metrics_url or default_metrics_url(s.url)
-                port = url.rsplit(":", 1)[-1]
-                local = is_local_host(url_host(url)) and port.isdigit()
-                memory = MemoryProbe(server_pid=listening_pid(int(port)) if local else None, metrics_url=metrics_url)
+                memory = MemoryProbe.for_url(url, metrics_url)
             models, skipped = measurable(inspect_server(url, s.protocol, opts.models), named=bool(opts.models))
             if opts.models and skipped:
                 raise InputError(f"{', '.join(skipped)}: {'; '.join(skipped.values())}; dnx perf measures fixed-shape "
