@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from dnx.commands.options import (
-    concurrency_option, models_option, quiet_option, repository_option, retries_option, window_options,
+    concurrency_option, models_option, quiet_option, repository_option, retries_option, shared_memory_option,
+    window_options,
 )
 
 
@@ -25,15 +26,23 @@ from dnx.commands.options import (
                 stability_help="perf_analyzer stability threshold (default 10).",
                 max_trials_help="perf_analyzer windows per level before it counts as unstable.")
 @retries_option("Retries of an unstable level with a doubled window.")
+@shared_memory_option()
 @models_option("Comma list of served models to sweep. Default: every model the local server loads.")
 @click.option("--no-torch", is_flag=True, help="Skip the PyTorch eager baseline.")
 @click.option("--notes", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Markdown file appended to BENCHMARKS.md as 'Notes' (e.g. what was tuned).")
 @click.option("--quick", is_flag=True, help="Short run for CI: 1.5 s points, concurrency 1:2, 1 s windows, PyTorch batch 1.")
+@click.option("--one-pass", is_flag=True,
+              help="Sweep the served models with --shared-memory only, not again with the other mode.")
 @quiet_option("No progress output.")
 def command(repository, out_md, results, duration, concurrency, measurement_interval, stability_percentage,
-            max_trials, retries, models, no_torch, notes, quick, quiet):
+            max_trials, retries, shared_memory, models, no_torch, notes, quick, one_pass, quiet):
     """Measure the served repository against PyTorch eager, ONNX Runtime and OpenVINO in-process.
+
+    \b
+    The served models are swept with --shared-memory, then once more with the other mode
+    (none: tensors in the gRPC messages; system: in shared memory), and the ratio against the
+    in-process baseline uses the better of the two.
 
     \b
     Examples:
@@ -50,18 +59,24 @@ def command(repository, out_md, results, duration, concurrency, measurement_inte
         stability_percentage=stability_percentage, max_trials=max_trials, retries=retries, include_torch=not no_torch,
         served_models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
         command=shlex.join(["dnx", "bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "dnx bench",
-        progress=not quiet, notes=notes.read_text() if notes else "",
+        progress=not quiet, notes=notes.read_text() if notes else "", shared_memory=shared_memory,
+        other_pass=not one_pass,
     )
     if quick:
         opts.duration_s, opts.warmup, opts.min_iterations = min(duration, 1.5), 1, 3
         opts.concurrency, opts.measurement_interval_ms = ConcurrencyRange(1, 2, 1), 1000
         opts.stability_percentage, opts.max_trials, opts.torch_batches = stability_percentage or 100.0, 3, (1,)
+        opts.other_concurrency = ConcurrencyRange(1, 2, 1)  # the second shared-memory pass: c1, c2, no fill level
     res = run_bench(opts, on_step=None if quiet else lambda msg: click.echo(f"bench: {msg}", err=True))
     for t in res.in_process:
         click.echo(f"{t.runner:28s} batch {t.batch:2d}  {t.throughput:7.1f} img/s  p50 {t.p50_ms:7.1f} ms  p99 {t.p99_ms:7.1f} ms")
     best = best_per_model(res.served)
     for name, r in best.items():
-        click.echo(f"{'served ' + name:28s} c{r['concurrency']:<2d}       {r['throughput']:7.1f} infer/s p99 {r['p99_ms']:7.1f} ms")
+        click.echo(f"{'served ' + name:28s} c{r['concurrency']:<2d}       {r['throughput']:7.1f} infer/s p99 {r['p99_ms']:7.1f} ms"
+                   f"  (shared memory {res.shared_memory})")
+    for name, r in best_per_model(res.served_other).items():
+        click.echo(f"{'served ' + name:28s} c{r['concurrency']:<2d}       {r['throughput']:7.1f} infer/s p99 {r['p99_ms']:7.1f} ms"
+                   f"  (shared memory {r['shared_memory']})")
     untuned = best_per_model(res.untuned)  # models `dnx tune` rewrote, measured with their config.pbtxt.orig
     for name, r in untuned.items():
         tuned = f"  (tuned: {best[name]['throughput']:.1f})" if name in best else ""

@@ -66,3 +66,10 @@ def latency_budget_option(help: str):
 def quiet_option(help: str = "No progress bar."):
     """``--quiet`` / ``-q``."""
     return click.option("--quiet", "-q", is_flag=True, help=help)
+
+
+def shared_memory_option():
+    """``--shared-memory none|system``: perf_analyzer's, for ``dnx perf``, ``dnx tune`` and ``dnx bench``."""
+    return click.option("--shared-memory", type=click.Choice(["none", "system"]), default="none", show_default=True,
+                        help="perf_analyzer --shared-memory: none sends tensors in the gRPC/HTTP messages; system "
+                             "passes them through system shared memory (a server on this machine only).")

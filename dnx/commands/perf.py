@@ -9,7 +9,7 @@ import click
 from dnx.commands import int_list
 from dnx.commands.options import (
     concurrency_option, latency_budget_option, models_option, quiet_option, repository_option, retries_option,
-    window_options,
+    shared_memory_option, window_options,
 )
 
 
@@ -19,6 +19,7 @@ from dnx.commands.options import (
 @click.option("--batch-size", default="1", show_default=True, help="Comma list of request batch sizes, e.g. 1,4.")
 @click.option("--url", default="127.0.0.1:8001", show_default=True, help="Server address (gRPC port for grpc).")
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@shared_memory_option()
 @click.option("--out", type=click.Path(path_type=Path), help="Results folder. Default: perf/results/<timestamp>/.")
 @click.option("--measurement-mode", type=click.Choice(["count_windows", "time_windows"]), default="count_windows",
               show_default=True, help="count_windows: windows of --measurement-request-count requests (adapts to the "
@@ -47,7 +48,7 @@ from dnx.commands.options import (
               help="Continue the interrupted sweep in this results folder (its options; --url may point elsewhere).")
 @quiet_option()
 @click.pass_context
-def command(ctx, models, concurrency, batch_size, url, protocol, out, measurement_mode, measurement_request_count,
+def command(ctx, models, concurrency, batch_size, url, protocol, shared_memory, out, measurement_mode, measurement_request_count,
             measurement_interval, percentile,
             stability_percentage, max_trials, skip_saturated, retries, latency_budget_ms, collect_metrics, metrics_url,
             launch, repository, endpoint_url, resume, quiet):
@@ -59,6 +60,7 @@ def command(ctx, models, concurrency, batch_size, url, protocol, out, measuremen
       dnx perf --concurrency 1:16
       dnx perf --models densenet121_onnx --concurrency 1:16:2 --batch-size 1,4 --latency-budget-ms 50
       dnx perf --launch --concurrency 1:4 --measurement-interval 2000
+      dnx perf --launch --shared-memory system    # tensors through /dev/shm, not gRPC
       dnx perf --resume perf/results/20261128T040000Z
 
     Each level is on disk as soon as it is measured: when the server dies or the run is
@@ -73,7 +75,7 @@ def command(ctx, models, concurrency, batch_size, url, protocol, out, measuremen
         _show(run_perf(opts, resume=state), opts.latency_budget_ms)
         return
     sweep = SweepOptions(
-        url=url, protocol=protocol, concurrency=ConcurrencyRange.parse(concurrency),
+        url=url, protocol=protocol, shared_memory=shared_memory, concurrency=ConcurrencyRange.parse(concurrency),
         batch_sizes=int_list(batch_size, "--batch-size"), measurement_interval_ms=measurement_interval,
         measurement_mode=measurement_mode, measurement_request_count=measurement_request_count,
         percentile=percentile, stability_percentage=stability_percentage, max_trials=max_trials,

@@ -8,7 +8,8 @@ import click
 
 from dnx.commands import int_list
 from dnx.commands.options import (
-    concurrency_option, latency_budget_option, models_option, quiet_option, repository_option, window_options,
+    concurrency_option, latency_budget_option, models_option, quiet_option, repository_option, shared_memory_option,
+    window_options,
 )
 
 
@@ -33,11 +34,13 @@ from dnx.commands.options import (
                 stability_default=15.0, stability_help="perf_analyzer stability threshold between windows.",
                 max_trials_help="perf_analyzer windows per level before it counts as unstable (then measured relaxed, "
                                 "flagged).")
+@shared_memory_option()
 @click.option("--out", type=click.Path(path_type=Path), help="Report folder. Default: perf/results/<timestamp>-tune/.")
 @click.option("--wait", is_flag=True, help="Wait for another dnx writing this repository instead of failing.")
 @quiet_option()
 def command(repository, models, objective, latency_budget_ms, budget_minutes, url, launch, dry_run, top,
-            concurrency, max_concurrency, measurement_interval, stability_percentage, max_trials, out, wait, quiet):
+            concurrency, max_concurrency, measurement_interval, stability_percentage, max_trials, shared_memory, out, wait,
+            quiet):
     """Search each model's served settings with perf_analyzer and write the fastest into config.pbtxt.
 
     Candidates (instances, threads, streams, hints, batch sizes, queue delay) are loaded into the
@@ -63,7 +66,7 @@ def command(repository, models, objective, latency_budget_ms, budget_minutes, ur
         budget_minutes=budget_minutes, url=url, dry_run=dry_run, top=top,
         concurrency=int_list(concurrency, "--concurrency"), max_concurrency=max_concurrency,
         window_ms=measurement_interval, stability_percentage=stability_percentage, max_trials=max_trials,
-        out=out, progress=not quiet, wait=wait,
+        out=out, progress=not quiet, wait=wait, shared_memory=shared_memory,
     )
     res = run_tune(opts)
     for name, d in res.decisions.items():

@@ -3,8 +3,9 @@ model control (``load_model(config=...)``), the local server a run launches, and
 repository's manifest says about each model.
 
 Every perf command (perf, bench, tune) asks these questions here, so each has one answer.
-The manifest is read only through :func:`repository_manifest` (and dug into only by
-:func:`manifest_entry` and :func:`variant_of`), so its typed reader can replace it in one place.
+The manifest is read only through :func:`repository_manifest` (the typed
+:class:`dnx.manifest.Manifest`; dug into only by :func:`manifest_entry` and :func:`variant_of`);
+:func:`repository_manifest_json` is the JSON object ``dnx tune``'s write-back edits.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from dnx._lazy import lazy_import
 from dnx.errors import InputError, ServerError, one_line
-from dnx.manifest import read_manifest, repository_calibration as _calibration
+from dnx.manifest import Manifest, ModelRecord, load_manifest, read_manifest, repository_calibration as _calibration
 from dnx.model_repository.config_edit import repository_config_json
 from dnx.model_repository.render import TritonConfig
 from dnx.serving.server import TritonServer
@@ -31,8 +32,15 @@ _BACKEND_KINDS = {"onnxruntime_onnx": "onnxruntime", "tensorrt": "tensorrt_plan"
 # ------------------------------------------------------------------ the manifest
 
 
-def repository_manifest(repository: str | os.PathLike) -> dict | None:
-    """``dnx-manifest.json`` of ``repository``, or None for a repository dnx did not build (corrupt: InputError)."""
+def repository_manifest(repository: str | os.PathLike) -> Manifest | None:
+    """The typed ``dnx-manifest.json`` of ``repository`` (:func:`dnx.manifest.load_manifest`), or None for a
+    repository dnx did not build (corrupt: InputError)."""
+    return load_manifest(repository, required=False)
+
+
+def repository_manifest_json(repository: str | os.PathLike) -> dict | None:
+    """The manifest as its JSON object, for ``dnx tune``'s write-back (which edits it); perf reads
+    :func:`repository_manifest`."""
     return read_manifest(repository, required=False)
 
 
@@ -41,20 +49,27 @@ def repository_calibration(repository: str | os.PathLike) -> str:
     return _calibration(Path(repository))
 
 
-def manifest_entry(manifest: dict | None, model: str) -> dict:
-    """The manifest's record of ``model`` (empty when it has none)."""
-    return ((manifest or {}).get("models") or {}).get(model) or {}
+def _typed(manifest: Manifest | dict | None) -> Manifest | None:
+    """A manifest as the typed record (a JSON object, as tune holds it, is read the same way)."""
+    return Manifest.from_dict(manifest) if isinstance(manifest, dict) else manifest
 
 
-def variant_of(model: str, manifest: dict | None = None) -> tuple[str, str]:
+def manifest_entry(manifest: Manifest | dict | None, model: str) -> ModelRecord | None:
+    """The manifest's record of ``model`` (None when it has none)."""
+    m = _typed(manifest)
+    return m.models.get(model) if m is not None else None
+
+
+def variant_of(model: str, manifest: Manifest | dict | None = None) -> tuple[str, str]:
     """``(precision, runtime)`` of a served model: from the manifest, else from its name.
 
     Names follow ``<model>_<onnx|openvino|trt>[_<precision>]``; unknown parts give ``"?"``.
     """
+    manifest = _typed(manifest)
     entry = manifest_entry(manifest, model)
-    if entry.get("precision") and entry.get("runtime"):
-        return str(entry["precision"]), str(entry["runtime"])
-    ensemble = (manifest or {}).get("ensemble") or {}
+    if entry is not None and entry.precision and entry.runtime:
+        return str(entry.precision), str(entry.runtime)
+    ensemble = (manifest.ensemble if manifest is not None else None) or {}
     if ensemble.get("name") == model and ensemble.get("variant"):  # bytes in: its variant's precision
         precision, runtime = variant_of(ensemble["variant"], manifest)
         return precision, f"ensemble({runtime})"
@@ -92,15 +107,15 @@ class OpenVINOModel:
     parameters: dict | None
 
 
-def openvino_models(repository: str | os.PathLike, manifest: dict | None) -> list[OpenVINOModel]:
+def openvino_models(repository: str | os.PathLike, manifest: Manifest | None) -> list[OpenVINOModel]:
     """Every OpenVINO model of a repository folder with a model file, in name order."""
-    found = []
+    manifest, found = _typed(manifest), []
     for d in sorted(p for p in Path(repository).iterdir() if p.is_dir()):
         precision, runtime = variant_of(d.name, manifest)
         path = model_file(repository, d.name)
         if runtime == "openvino" and path is not None:
-            params = (manifest_entry(manifest, d.name).get("config") or {}).get("parameters")
-            found.append(OpenVINOModel(d.name, path, precision, params))
+            entry = manifest_entry(manifest, d.name)
+            found.append(OpenVINOModel(d.name, path, precision, entry.config.get("parameters") if entry else None))
     return found
 
 

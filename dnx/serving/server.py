@@ -272,6 +272,11 @@ class TritonServer:
         return {"grpc": self.grpc_url, "http": self.http_url, "metrics": self.metrics_url}
 
     @property
+    def pid(self) -> int | None:
+        """The local ``tritonserver`` process id (None before start and in docker mode)."""
+        return self._proc.pid if self._proc is not None and self._container is None else None
+
+    @property
     def running(self) -> bool:
         """True while the server process is alive."""
         return self._proc is not None and self._proc.poll() is None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dnx.perf.served import ServedModel, backend_kind, manifest_entry, measurable, model_file
+from dnx.manifest import Manifest, ModelRecord
+from dnx.perf.served import (
+    ServedModel, backend_kind, manifest_entry, measurable, model_file, openvino_models, repository_manifest,
+    repository_manifest_json, variant_of,
+)
 from dnx.model_repository.render import TritonConfig
 
 
@@ -36,4 +40,21 @@ def test_backend_kind_is_spelled_one_way():
 def test_model_file_and_manifest_entry(fp32_repository):
     assert model_file(fp32_repository, "densenet121_onnx").name == "model.onnx"
     assert model_file(fp32_repository, "nope") is None
-    assert manifest_entry(None, "x") == {} and manifest_entry({"models": {"x": {"precision": "fp32"}}}, "x")["precision"] == "fp32"
+    assert manifest_entry(None, "x") is None
+    typed = Manifest.from_dict({"models": {"x": {"precision": "fp32", "runtime": "onnxruntime"}}})
+    entry = manifest_entry(typed, "x")
+    assert isinstance(entry, ModelRecord) and entry.precision == "fp32" and manifest_entry(typed, "y") is None
+    # tune still holds the JSON object: read the same way
+    assert manifest_entry({"models": {"x": {"precision": "fp32"}}}, "x").precision == "fp32"
+
+
+def test_perf_reads_the_typed_manifest(fp32_repository, tmp_path):
+    manifest = repository_manifest(fp32_repository)
+    assert isinstance(manifest, Manifest) and isinstance(manifest.models["densenet121_onnx"], ModelRecord)
+    assert variant_of("densenet121_onnx", manifest) == ("fp32", "onnxruntime")
+    assert repository_manifest_json(fp32_repository)["models"].keys() == manifest.models.keys()  # tune's write-back
+    assert repository_manifest(tmp_path) is None and repository_manifest_json(tmp_path) is None  # not built by dnx
+    ensemble = Manifest.from_dict({"models": {"v": {"precision": "int8", "runtime": "openvino"}},
+                                   "ensemble": {"name": "e", "variant": "v"}})
+    assert variant_of("e", ensemble) == ("int8", "ensemble(openvino)")
+    assert openvino_models(fp32_repository, manifest) == []  # ONNX Runtime only

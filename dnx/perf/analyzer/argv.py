@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shlex
+import socket
 
+from dnx.errors import InputError
 from dnx.perf.levels import ConcurrencyRange
+
+# perf_analyzer's --shared-memory: "none" sends tensors in the gRPC/HTTP messages; "system" puts them
+# in POSIX shared memory (/dev/shm) that client and server map, so only a server on this machine can use it.
+SHARED_MEMORY = ("none", "system")
 
 
 def build_argv(
@@ -27,11 +34,13 @@ def build_argv(
     input_data: str | os.PathLike | None = None,
     measurement_mode: str = "time_windows",
     measurement_request_count: int | None = None,
+    shared_memory: str = "none",
 ) -> list[str]:
     """The perf_analyzer command line for one (model, batch size) over a concurrency range (pure).
 
     ``measurement_mode="count_windows"``: each window holds at least ``measurement_request_count``
     requests instead of lasting ``measurement_interval_ms``, so windows adapt to the model's speed.
+    ``shared_memory="system"``: inputs and outputs travel through system shared memory.
     """
     argv = [
         str(binary), "-m", model, "-u", url, "-i", protocol, "-b", str(batch_size),
@@ -48,6 +57,8 @@ def build_argv(
         argv += ["--stability-percentage", f"{stability_percentage:g}"]
     if max_trials is not None:
         argv += ["--max-trials", str(max_trials)]
+    if shared_memory != "none":
+        argv += ["--shared-memory", shared_memory]
     if input_data is not None:
         argv += ["--input-data", str(input_data)]
     if collect_metrics:
@@ -57,6 +68,34 @@ def build_argv(
     if verbose_csv:
         argv.append("--verbose-csv")
     return argv + ["-f", str(csv_path)]
+
+
+def url_host(url: str) -> str:
+    """The host of a ``host:port`` (or ``[v6]:port``, or ``http://host:port/...``) server address."""
+    rest = url.split("://", 1)[-1].split("/", 1)[0]
+    if rest.startswith("["):
+        return rest[1:].split("]", 1)[0]
+    return rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest
+
+
+def is_local_host(host: str) -> bool:
+    """True for a loopback address or name, or this machine's own host name (no DNS lookup)."""
+    if host.lower() in ("localhost", "ip6-localhost", "ip6-loopback") or host == socket.gethostname():
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_shared_memory(mode: str, url: str) -> None:
+    """Raise :class:`InputError` for an unknown mode, or ``system`` for a server on another machine."""
+    if mode not in SHARED_MEMORY:
+        raise InputError(f"--shared-memory {mode!r} is unknown; use none or system")
+    host = url_host(url)
+    if mode == "system" and not is_local_host(host):
+        raise InputError(f"--shared-memory system needs a server on this machine, but --url {url} points at {host}; "
+                         "use --shared-memory none, or run dnx on the server's machine (or --launch)")
 
 
 def shell_line(argv: list[str], env: dict | None = None) -> str:

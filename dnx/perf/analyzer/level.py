@@ -49,6 +49,7 @@ class LevelSettings:
     metrics_url: str | None = None
     verbose_csv: bool = False
     input_data: str | None = None
+    shared_memory: str = "none"  # perf_analyzer --shared-memory: none (tensors in the messages) or system
     timeout_s: float | None = None  # per perf_analyzer run; None: no limit
 
 
@@ -174,6 +175,7 @@ class Analyzer:
                 stability_percentage=RELAXED_STABILITY if seg.relaxed else s.stability_percentage,
                 max_trials=s.max_trials, collect_metrics=s.collect_metrics, metrics_url=s.metrics_url,
                 verbose_csv=s.verbose_csv, input_data=s.input_data, measurement_mode=s.measurement_mode,
+                shared_memory=s.shared_memory,
                 # A retry doubles the window: in count mode, the request count.
                 measurement_request_count=s.measurement_request_count * seg.window_ms // s.measurement_interval_ms,
             )

@@ -56,6 +56,10 @@ class Measurement:
     gpu_utilization: str = ""  # only with --collect-metrics --verbose-csv on a GPU server
     stable: bool = True
     window_ms: int = 0
+    # Memory right after the level (dnx.perf.sweep.memory), MiB; None where it could not be read.
+    rss_mib: float | None = None  # RSS of the model's own processes (its backend stubs; an ensemble's steps)
+    server_rss_mib: float | None = None  # RSS of the tritonserver process itself
+    triton_cpu_memory_mib: float | None = None  # Triton's nv_cpu_memory_used_bytes (the host's used memory)
 
 
 def parse_csv(path: str | os.PathLike) -> list[Measurement]:

@@ -58,12 +58,20 @@ def render_markdown(res: BenchResult, opts: BenchOptions) -> str:
         lines.append(f"| {t.runner} | {t.batch} | {t.threads or '-'} | {t.iterations} | {_fmt(t.mean_ms)} | "
                      f"{_fmt(t.p50_ms)} | {_fmt(t.p99_ms)} | {_fmt(t.throughput)} | {t.notes} |")
     lines += ["", "## Served by Triton (local server launched by dnx, perf_analyzer over gRPC, batch 1)", "",
-              "| model | concurrency | infer/s | p50 ms | p99 ms | queue ms | compute ms | stable |",
-              "|---|---|---|---|---|---|---|---|"]
-    for r in res.served:
+              f"Main sweep with perf_analyzer `--shared-memory {res.shared_memory}`"
+              + (f"; the second pass `--shared-memory {opts.other_shared_memory}` "
+                 f"({'tensors in system shared memory' if opts.other_shared_memory == 'system' else 'tensors in the gRPC messages'})"
+                 if res.served_other else "")
+              + ". RSS: the model's own processes (its backend stubs) after the level; Triton CPU: the host's used "
+              "memory as Triton's metrics export it.", "",
+              "| model | shared memory | concurrency | infer/s | p50 ms | p99 ms | queue ms | compute ms | RSS MiB | "
+              "Triton CPU MiB | stable |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(res.served + res.served_other, key=lambda r: (r["model"], r.get("shared_memory") != res.shared_memory)):
         compute = r["server_compute_input_ms"] + r["server_compute_infer_ms"] + r["server_compute_output_ms"]
-        lines.append(f"| `{r['model']}` | {r['concurrency']} | {_fmt(r['throughput'])} | {_fmt(r['p50_ms'])} | "
-                     f"{_fmt(r['p99_ms'])} | {_fmt(r['server_queue_ms'])} | {_fmt(compute)} | "
+        lines.append(f"| `{r['model']}` | {r.get('shared_memory', '-')} | {r['concurrency']} | {_fmt(r['throughput'])} | "
+                     f"{_fmt(r['p50_ms'])} | {_fmt(r['p99_ms'])} | {_fmt(r['server_queue_ms'])} | {_fmt(compute)} | "
+                     f"{_fmt(r.get('rss_mib'), 0)} | {_fmt(r.get('triton_cpu_memory_mib'), 0)} | "
                      f"{'yes' if r['stable'] else '**no**'} |")
     lines += ["", "Configs read back from the server:", ""]
     for name, c in res.served_configs.items():

@@ -117,3 +117,26 @@ def tuned_ratios(in_process: list[Timing], served: list[dict], ort_model: str, m
         out.append(Ratio.of("served ONNX Runtime fp32 / in-process ONNX Runtime fp32 best (tuned)",
                             so["throughput"] / ort.throughput, 0.95, True, detail))
     return out
+
+
+def shared_memory_ratio(in_process: list[Timing], served: list[dict], manifest=None) -> list[Ratio]:
+    """Issue 19's target: the best served variant, with the better of the two shared-memory passes (rows carry
+    ``shared_memory``), vs the fastest in-process run of its runtime and precision (batch 1..8).
+
+    The target follows the mode that won: >= 0.9x through system shared memory, >= 0.8x with tensors over gRPC.
+    """
+    best = {mode: best_row([r for r in served if r.get("shared_memory", "none") == mode]) for mode in ("none", "system")}
+    best = {mode: row for mode, row in best.items() if row}
+    if len(best) < 2:
+        return []
+    mode = max(best, key=lambda k: best[k]["throughput"])
+    sb = best[mode]
+    precision, runtime = variant_of(sb["model"], manifest)
+    ib = _fastest(in_process, runtime, precision, max_batch=8)
+    if not ib:
+        return []
+    other = next(k for k in best if k != mode)
+    return [Ratio.of("best served variant, better of shared memory none/system / fastest in-process run of its "
+                     "runtime and precision (batch 1..8)", sb["throughput"] / ib.throughput, 0.9 if mode == "system" else 0.8,
+                     True, f"shared memory {mode}: {_served(sb)} (with {other}: {_served(best[other])}) vs {ib.runner} "
+                     f"batch {ib.batch} {ib.throughput:.1f} img/s")]

@@ -36,6 +36,14 @@ class BenchOptions:
     command: str = ""  # how the bench was invoked, for the record
     progress: bool = True
     notes: str = ""
+    shared_memory: str = "none"  # perf_analyzer --shared-memory of the main served sweep
+    other_pass: bool = True  # sweep once more with the other --shared-memory mode
+    other_concurrency: ConcurrencyRange | None = None  # that pass's levels; None: the main sweep's, and fill levels
+
+    @property
+    def other_shared_memory(self) -> str:
+        """The mode of the second served pass."""
+        return "none" if self.shared_memory == "system" else "system"
 
 
 @dataclass
@@ -53,6 +61,8 @@ class BenchResult:
     results_dir: Path
     photo: str = ""
     untuned: list[dict] = field(default_factory=list)  # tidy perf rows with config.pbtxt.orig loaded (dnx tune)
+    shared_memory: str = "none"  # of ``served`` (the main sweep)
+    served_other: list[dict] = field(default_factory=list)  # tidy rows of the pass with the other shared-memory mode
 
     def to_json(self) -> dict:
         """``bench.json``: every field, paths as strings, ratios as :meth:`Ratio.to_dict`."""

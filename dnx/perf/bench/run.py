@@ -9,6 +9,7 @@ config (:mod:`.untuned`). The ratios against the targets go to ``perf/BENCHMARKS
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import sys
@@ -19,11 +20,11 @@ from typing import Callable
 import numpy as np
 
 from dnx.errors import InputError
-from dnx.manifest import library_versions
+from dnx.manifest import Manifest, library_versions
 from dnx.model_repository.layout import atomic_write_text
 from dnx.model_repository.render import parse_config
 from dnx.perf.bench.markdown import kept_sections, render_markdown
-from dnx.perf.bench.ratios import compute_ratios, tuned_ratios
+from dnx.perf.bench.ratios import compute_ratios, shared_memory_ratio, tuned_ratios
 from dnx.perf.bench.result import BenchOptions, BenchResult
 from dnx.perf.bench.runners import (
     InProcessRunner, onnxruntime_runner, openvino_async_runners, openvino_runners, torch_eager_runner,
@@ -31,14 +32,15 @@ from dnx.perf.bench.runners import (
 from dnx.perf.bench.timing import Timing, time_runner
 from dnx.perf.bench.untuned import sweep_untuned
 from dnx.perf.results import machine_info, new_results_dir
-from dnx.perf.served import inspect_server, launched_server, measurable, repository_manifest, variant_of
-from dnx.perf.sweep import SweepOptions, sweep_with_fill, tidy_rows, write_report
+from dnx.perf.served import ServedModel, inspect_server, launched_server, measurable, repository_manifest, variant_of
+from dnx.perf.sweep import SweepOptions, sweep, sweep_with_fill, tidy_rows, write_report
+from dnx.perf.sweep.memory import MemoryProbe
 from dnx.preprocess import photo_batch, sample_photographs
 from dnx.signals import Interrupted
-from dnx.spec import DEFAULT_MODEL, ModelSpec, get_spec
+from dnx.spec import ModelSpec, spec_from_manifest
 
 
-def _ort_model(repository: Path, manifest: dict | None, spec: ModelSpec) -> tuple[str, Path, int]:
+def _ort_model(repository: Path, manifest: Manifest | None, spec: ModelSpec) -> tuple[str, Path, int]:
     for d in sorted(p for p in repository.iterdir() if p.is_dir()):
         if variant_of(d.name, manifest) == ("fp32", "onnxruntime") and (d / "1" / "model.onnx").is_file():
             return d.name, d / "1" / "model.onnx", max(parse_config((d / "config.pbtxt").read_text()).max_batch_size, 1)
@@ -53,6 +55,19 @@ def write_input_dir(image: np.ndarray, folder: Path, input_name: str = "input") 
     return folder
 
 
+def _other_pass(models: list[ServedModel], sweep_opts: SweepOptions, opts: BenchOptions, results: Path, memory: MemoryProbe,
+                step: Callable[[str], None]):
+    """The served sweep once more with the other ``--shared-memory`` mode (its own results folder)."""
+    mode = opts.other_shared_memory
+    levels = opts.other_concurrency or opts.concurrency
+    step(f"served: again with shared memory {mode}, concurrency {levels}")
+    again = dataclasses.replace(sweep_opts, shared_memory=mode, concurrency=levels)
+    out = results / f"shared-memory-{mode}"
+    if opts.other_concurrency is not None:  # a short pass (--quick): the levels named, no fill level
+        return sweep(models, again, out, memory=memory)
+    return sweep_with_fill(models, again, out, opts.fill_cap, memory=memory)
+
+
 def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) -> BenchResult:
     """Time the in-process baselines, sweep the served repository, write BENCHMARKS.md."""
     step = on_step or (lambda msg: None)
@@ -60,7 +75,7 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
     if not repo.is_dir():
         raise InputError(f"model repository {repo} does not exist; build it with `dnx export` or pass --repository")
     manifest = repository_manifest(repo)
-    spec = get_spec((manifest or {}).get("model", DEFAULT_MODEL.name))
+    spec = spec_from_manifest(manifest)
     ort_name, ort_path, max_batch = _ort_model(repo, manifest, spec)
     results = Path(opts.results_dir or new_results_dir("bench"))
     results.mkdir(parents=True, exist_ok=True)
@@ -85,7 +100,8 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
             step(f"in-process {r.name}, batch {', '.join(map(str, r.batch_sizes))}")
             timings.extend(time_runner(r, images, opts.duration_s, opts.warmup, opts.min_iterations))
 
-        step(f"served: local Triton on {repo}, perf_analyzer concurrency {opts.concurrency}")
+        step(f"served: local Triton on {repo}, perf_analyzer concurrency {opts.concurrency}, shared memory "
+             f"{opts.shared_memory}")
         # Kept with the results so the recorded perf_analyzer command lines can be rerun.
         input_dir = write_input_dir(images[0], results / "input-data", spec.input_name)
         with launched_server(repo, opts.served_models, results / "tritonserver.log") as server:
@@ -97,22 +113,32 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
                 url=server.grpc_url, protocol="grpc", concurrency=opts.concurrency, batch_sizes=(1,),
                 measurement_interval_ms=opts.measurement_interval_ms, stability_percentage=opts.stability_percentage,
                 max_trials=opts.max_trials, retries=opts.retries, input_data=str(input_dir), progress=opts.progress,
+                shared_memory=opts.shared_memory,
             )
-            swept = sweep_with_fill(models, sweep_opts, results, opts.fill_cap)
+            memory = MemoryProbe(server_pid=server.pid, metrics_url=server.metrics_url)
+            swept = sweep_with_fill(models, sweep_opts, results, opts.fill_cap, memory=memory)
+            other = _other_pass(models, sweep_opts, opts, results, memory, step) if opts.other_pass else None
             step("served: models tuned by `dnx tune` again with their config.pbtxt.orig (untuned)")
-            untuned = sweep_untuned(server.grpc_url, repo, models, sweep_opts, results, manifest, opts.fill_cap)
+            untuned = sweep_untuned(server.grpc_url, repo, models, sweep_opts, results, manifest, opts.fill_cap, memory)
     except Interrupted as exc:  # the server is stopped by now; keep what was measured
         atomic_write_text(results / "bench-partial.json", json.dumps(
             {"incomplete": str(exc), "in_process": [asdict(t) for t in timings]}, indent=2) + "\n")
         raise exc.with_detail(f"in-process timings in {results / 'bench-partial.json'}, served levels in "
                               f"{results / 'raw'}") from None
-    write_report(swept, manifest=manifest)
+    memory_record = {"sources": memory.sources, "notes": memory.notes}
+    write_report(swept, manifest=manifest, memory=memory_record)
     served = tidy_rows(swept, manifest)
+    served_other = []
+    if other is not None:
+        write_report(other, manifest=manifest, memory=memory_record)
+        served_other = tidy_rows(other, manifest)
     configs = {m.name: m.summary() for m in models}
-    ratios = compute_ratios(timings, served, ort_name) + tuned_ratios(timings, served, ort_name, manifest)
-    commands = [opts.command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])] + [r.command for r in swept.runs]
+    ratios = (compute_ratios(timings, served, ort_name) + tuned_ratios(timings, served, ort_name, manifest)
+              + shared_memory_ratio(timings, served + served_other, manifest))
+    commands = ([opts.command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])] + [r.command for r in swept.runs]
+                + [r.command for r in (other.runs if other is not None else [])])
     result = BenchResult(machine, versions, timings, served, configs, ratios, commands, Path(opts.out_md), results, photo,
-                         untuned)
+                         untuned, opts.shared_memory, served_other)
     atomic_write_text(results / "bench.json", json.dumps(result.to_json(), indent=2) + "\n")
     atomic_write_text(opts.out_md, render_markdown(result, opts) + kept_sections(opts.out_md))
     return result

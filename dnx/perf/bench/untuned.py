@@ -27,9 +27,10 @@ def untuned_configs(repository: Path, names: list[str]) -> dict[str, str]:
 
 
 def sweep_untuned(url: str, repository: Path, models: list[ServedModel], sweep_opts: SweepOptions, results: Path,
-                  manifest: dict | None, fill_cap: int = 32) -> list[dict]:
+                  manifest, fill_cap: int = 32, memory=None) -> list[dict]:
     """Sweep each tuned model again with its ``config.pbtxt.orig`` loaded; the repository's config is
-    served again afterwards. Rows are tidy rows (:func:`dnx.perf.sweep.tidy_rows`)."""
+    served again afterwards. Rows are tidy rows (:func:`dnx.perf.sweep.tidy_rows`); ``memory``: a
+    :class:`dnx.perf.sweep.memory.MemoryProbe` for their memory columns."""
     configs = untuned_configs(repository, [m.name for m in models])
     if not configs:
         return []
@@ -38,7 +39,7 @@ def sweep_untuned(url: str, repository: Path, models: list[ServedModel], sweep_o
             for name, cfg in configs.items():
                 control.load(name, cfg)
             served = [ServedModel(m.name, m.version, json.loads(configs[m.name])) for m in models if m.name in configs]
-            swept = sweep_with_fill(served, sweep_opts, Path(results) / "untuned", fill_cap)
+            swept = sweep_with_fill(served, sweep_opts, Path(results) / "untuned", fill_cap, memory=memory)
         finally:
             control.restore(repository, list(configs))
     return tidy_rows(swept, manifest)

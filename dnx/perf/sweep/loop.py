@@ -4,7 +4,8 @@ Each level is measured by :meth:`dnx.perf.analyzer.Analyzer.measure_level` (one 
 run, retried when unstable), so a server that dies mid-sweep costs only the level in progress:
 :func:`sweep` reports each level through ``on_level`` and ``dnx perf --resume`` continues from
 there. With ``skip_saturated`` the levels above a flat throughput are left out
-(:func:`dnx.perf.levels.saturated`).
+(:func:`dnx.perf.levels.saturated`). With a ``memory`` probe (:class:`dnx.perf.sweep.memory.MemoryProbe`)
+each level also records the model's memory right after it was measured.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class Progress:
 
 def _measure_batch(analyzer: Analyzer, model: ServedModel, batch: int, opts: SweepOptions, progress: Progress,
                    collected: dict[int, Measurement], runs: list[Run], on_level: Callable[[], None],
-                   skipped: list[int]) -> None:
+                   skipped: list[int], memory: Callable[[ServedModel], dict] | None = None) -> None:
     """Measure one (model, batch size) over ``opts.concurrency``; levels in ``collected`` are kept.
 
     ``collected`` and ``runs`` fill as each level finishes (``on_level`` after each run), so
@@ -100,20 +101,25 @@ def _measure_batch(analyzer: Analyzer, model: ServedModel, batch: int, opts: Swe
             return
         meas = analyzer.measure_level(model.name, c, settings, batch, runs, on_run=on_level,
                                       on_progress=progress.watcher(model.name, batch))
+        if memory is not None:
+            for name, value in memory(model).items():
+                setattr(meas, name, value)
         collected[c] = meas
         progress.level_done(model.name, batch, c)
         on_level()
 
 
 def sweep(models: list[ServedModel], opts: SweepOptions, out_dir: str | os.PathLike,
-          result: SweepResult | None = None, on_level: Callable[[SweepResult], None] | None = None) -> SweepResult:
+          result: SweepResult | None = None, on_level: Callable[[SweepResult], None] | None = None,
+          memory: Callable[[ServedModel], dict] | None = None) -> SweepResult:
     """Run perf_analyzer for every (model, batch size) and concurrency level.
 
     Raw CSVs and logs go to ``<out_dir>/raw/``; :func:`dnx.perf.sweep.report.write_report` turns
     the result into the tidy CSV, report and plots. Pass a partly filled ``result`` to
     continue a sweep (its measured levels are skipped). ``result`` is filled level by level
     and ``on_level(result)`` called after each, so a caller holding it keeps every completed
-    level when this raises (server gone, signal).
+    level when this raises (server gone, signal). ``memory(model)`` (optional) gives the
+    :class:`~dnx.perf.analyzer.Measurement` memory fields read after each level.
     """
     opts.check()
     out_dir = Path(out_dir)
@@ -142,7 +148,7 @@ def sweep(models: list[ServedModel], opts: SweepOptions, out_dir: str | os.PathL
                         on_level(result)
 
                 skipped: list[int] = []
-                _measure_batch(analyzer, m, b, opts, progress, collected, result.runs, saved, skipped)
+                _measure_batch(analyzer, m, b, opts, progress, collected, result.runs, saved, skipped, memory)
                 if skipped:
                     result.saturated[(m.name, b)] = skipped
                     progress.bar.update(len(skipped))
@@ -152,17 +158,17 @@ def sweep(models: list[ServedModel], opts: SweepOptions, out_dir: str | os.PathL
 
 
 def sweep_with_fill(models: list[ServedModel], opts: SweepOptions, out_dir: str | os.PathLike,
-                    cap: int = FILL_CAP) -> SweepResult:
+                    cap: int = FILL_CAP, memory: Callable[[ServedModel], dict] | None = None) -> SweepResult:
     """:func:`sweep`, then each model once more at its fill level when that lies beyond ``opts.concurrency``.
 
     A model tuned to larger batches or more instances only shows its throughput once its
     batches fill (:func:`dnx.perf.levels.fill_level`); the extra level is one more point.
     """
-    result = sweep(models, opts, out_dir)
+    result = sweep(models, opts, out_dir, memory=memory)
     top = max(opts.concurrency.levels())
     for m in models:
         fill = fill_level(m.triton, cap)
         if fill > top:
             one = dataclasses.replace(opts, concurrency=ConcurrencyRange(fill, fill, 1))
-            sweep([m], one, out_dir, result=result)
+            sweep([m], one, out_dir, result=result, memory=memory)
     return result

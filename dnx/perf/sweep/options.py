@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from dnx.errors import InputError
-from dnx.perf.analyzer import LevelSettings
+from dnx.perf.analyzer import SHARED_MEMORY, LevelSettings
 from dnx.perf.levels import ConcurrencyRange
 
 # Measured: `dnx perf` visits about 3.5 windows a level (3 stable + ramp) plus ~1.5 s of start-up;
@@ -42,6 +42,8 @@ class SweepOptions(LevelSettings):
             raise InputError(f"--measurement-mode {self.measurement_mode!r} is unknown; use time_windows or count_windows")
         if self.measurement_request_count < 10:
             raise InputError(f"--measurement-request-count {self.measurement_request_count} is too small; use 10 or more")
+        if self.shared_memory not in SHARED_MEMORY:
+            raise InputError(f"--shared-memory {self.shared_memory!r} is unknown; use none or system")
         if self.stability_percentage is not None and self.stability_percentage <= 0:
             raise InputError(f"--stability-percentage {self.stability_percentage} must be > 0, e.g. 10")
 

@@ -21,7 +21,9 @@ TIDY_COLUMNS = (
     "p50_ms", "p90_ms", "p95_ms", "p99_ms", "avg_ms",
     "server_queue_ms", "server_compute_input_ms", "server_compute_infer_ms", "server_compute_output_ms",
     "client_send_ms", "network_ms", "client_recv_ms", "gpu_utilization", "stable", "window_ms",
+    "shared_memory", "rss_mib", "server_rss_mib", "triton_cpu_memory_mib",
 )
+SHARED_MEMORY_WORDS = {"none": "tensors in the gRPC/HTTP messages", "system": "tensors in system shared memory"}
 
 
 def tidy_rows(result: SweepResult, manifest: dict | None = None) -> list[dict]:
@@ -31,7 +33,8 @@ def tidy_rows(result: SweepResult, manifest: dict | None = None) -> list[dict]:
         precision, runtime = variant_of(model, manifest)
         for m in measurements:
             d = asdict(m)
-            d.update(model=model, precision=precision, runtime=runtime, batch=batch)
+            d.update(model=model, precision=precision, runtime=runtime, batch=batch,
+                     shared_memory=result.options.shared_memory)
             rows.append({k: d[k] for k in TIDY_COLUMNS})
     return rows
 
@@ -61,6 +64,10 @@ def _f(x: float, nd: int = 1) -> str:
     return f"{x:.{nd}f}"
 
 
+def _mib(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0f}"
+
+
 def _render_md(result: SweepResult, rows: list[dict], comparison: list[dict], meta: dict,
                latency_budget_ms: float | None, plots: dict[str, str]) -> str:
     o = result.options
@@ -72,8 +79,12 @@ def _render_md(result: SweepResult, rows: list[dict], comparison: list[dict], me
         f"measurement window {o.measurement_interval_ms} ms"
         + (f", percentile p{o.percentile}" if o.percentile else "")
         + (f", stability {o.stability_percentage:g}%" if o.stability_percentage else ""),
+        f"- perf_analyzer shared memory: `{o.shared_memory}` ({SHARED_MEMORY_WORDS.get(o.shared_memory, '?')})",
         "- throughput is inferences (images) per second; latencies are client-side, in ms; "
         "queue/compute are the server's averages.",
+        "- memory, read after each level: " + (", ".join((meta.get("memory") or {}).get("sources") or []) or "none")
+        + " (RSS MiB: the model's own processes, its backend stubs; Triton CPU MiB: the host's used memory as "
+        "Triton exports it)." + "".join(f" Not read: {n}" for n in (meta.get("memory") or {}).get("notes") or []),
         "- exact perf_analyzer command lines: `commands.txt`; raw CSVs and logs: `raw/`.", "",
     ]
     if result.incomplete:
@@ -119,14 +130,15 @@ def _render_md(result: SweepResult, rows: list[dict], comparison: list[dict], me
                   + ", ".join(f"{g['count']} x {g['kind']}" for g in s["instance_group"])
                   + f", dynamic_batching `{json.dumps(s['dynamic_batching'])}`"
                   + f", parameters `{json.dumps(s['parameters'])}`.", ""]
-        head = ["batch", "conc.", "infer/s", "p50", "p90", "p95", "p99", "avg", "queue", "compute", "stable"]
+        head = ["batch", "conc.", "infer/s", "p50", "p90", "p95", "p99", "avg", "queue", "compute", "stable",
+                "RSS MiB", "Triton CPU MiB"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in (r for r in rows if r["model"] == m.name):
             compute = r["server_compute_input_ms"] + r["server_compute_infer_ms"] + r["server_compute_output_ms"]
             lines.append("| " + " | ".join([
                 str(r["batch"]), str(r["concurrency"]), _f(r["throughput"]), _f(r["p50_ms"]), _f(r["p90_ms"]),
                 _f(r["p95_ms"]), _f(r["p99_ms"]), _f(r["avg_ms"]), _f(r["server_queue_ms"]), _f(compute),
-                "yes" if r["stable"] else "**no**",
+                "yes" if r["stable"] else "**no**", _mib(r["rss_mib"]), _mib(r["triton_cpu_memory_mib"]),
             ]) + " |")
         if m.name in plots:
             lines += ["", f"![{m.name}: throughput vs p99]({plots[m.name]})"]
@@ -182,8 +194,11 @@ def write_plots(rows: list[dict], out_dir: Path) -> dict[str, str]:
 
 def write_report(result: SweepResult, *, latency_budget_ms: float | None = None,
                  manifest: dict | None = None, skipped: dict[str, str] | None = None,
-                 extra: dict | None = None) -> dict[str, Path]:
-    """Write ``results.csv``, ``commands.txt``, ``report.md``, ``report.json`` and plots into the result's folder."""
+                 extra: dict | None = None, memory: dict | None = None) -> dict[str, Path]:
+    """Write ``results.csv``, ``commands.txt``, ``report.md``, ``report.json`` and plots into the result's folder.
+
+    ``memory``: where the rows' memory figures came from (``sources``) and why one was given up (``notes``).
+    """
     out = Path(result.out_dir)
     rows = tidy_rows(result, manifest)
     comparison = compare(rows, latency_budget_ms)
@@ -201,6 +216,7 @@ def write_report(result: SweepResult, *, latency_budget_ms: float | None = None,
         "perf_analyzer": result.perf_analyzer,
         "manifest": manifest,
         "skipped": skipped or {},
+        "memory": memory,
     }
     atomic_write_text(out / "report.md", _render_md(result, rows, comparison, meta, latency_budget_ms, plots))
     o = result.options
@@ -213,7 +229,9 @@ def write_report(result: SweepResult, *, latency_budget_ms: float | None = None,
             "measurement_interval_ms": o.measurement_interval_ms, "percentile": o.percentile,
             "stability_percentage": o.stability_percentage, "max_trials": o.max_trials, "retries": o.retries,
             "collect_metrics": o.collect_metrics, "latency_budget_ms": latency_budget_ms,
+            "shared_memory": o.shared_memory,
         },
+        "memory": memory or {"sources": [], "notes": []},
         "models": {
             m.name: {"precision": p, "runtime": rt, "config": m.summary(), "server_config": m.config}
             for m in result.models for p, rt in [variant_of(m.name, manifest)]

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dnx.errors import InputError, PerfError, ServerError
+from dnx.perf.analyzer import check_shared_memory
 from dnx.perf.results import new_results_dir
 from dnx.perf.served import default_metrics_url, inspect_server, launched_server, measurable, repository_manifest
 from dnx.perf.sweep.loop import SweepResult, sweep
+from dnx.perf.sweep.memory import MemoryProbe
 from dnx.perf.sweep.options import PerfOptions, estimate_sweep_seconds
 from dnx.perf.sweep.report import compare, tidy_rows, write_report
 from dnx.perf.sweep.state import restore, save_state
@@ -37,10 +39,13 @@ def run_perf(opts: PerfOptions, resume: dict | None = None) -> PerfRun:
     """
     s = opts.sweep
     s.check()
+    if not opts.launch:  # a launched server is on this machine; --url may point anywhere
+        check_shared_memory(s.shared_memory, s.url)
     manifest = repository_manifest(opts.repository)
     out = Path(opts.out) if opts.out else new_results_dir("perf")
     out.mkdir(parents=True, exist_ok=True)
     result: SweepResult | None = None
+    memory: MemoryProbe | None = None
     stopped: Interrupted | None = None
     try:
         with contextlib.ExitStack() as stack:
@@ -51,8 +56,10 @@ def run_perf(opts: PerfOptions, resume: dict | None = None) -> PerfRun:
                     manifest = repository_manifest(server.remote.view)
                 url = server.grpc_url if s.protocol == "grpc" else server.http_url
                 metrics_url = server.metrics_url.removeprefix("http://")
+                memory = MemoryProbe(server_pid=server.pid, metrics_url=metrics_url)
             else:
                 url, metrics_url = s.url, s.metrics_url or default_metrics_url(s.url)
+                memory = MemoryProbe.for_url(url, metrics_url)
             models, skipped = measurable(inspect_server(url, s.protocol, opts.models), named=bool(opts.models))
             if opts.models and skipped:
                 raise InputError(f"{', '.join(skipped)}: {'; '.join(skipped.values())}; dnx perf measures fixed-shape "
@@ -69,7 +76,7 @@ def run_perf(opts: PerfOptions, resume: dict | None = None) -> PerfRun:
             if resume:
                 restore(result, resume)
             save_state(opts, result)
-            sweep(models, s, out, result=result, on_level=lambda r: save_state(opts, r))
+            sweep(models, s, out, result=result, on_level=lambda r: save_state(opts, r), memory=memory)
     except (PerfError, ServerError) as exc:
         if result is None:
             raise
@@ -78,7 +85,9 @@ def run_perf(opts: PerfOptions, resume: dict | None = None) -> PerfRun:
         if result is None:
             raise
         result.incomplete, stopped = str(exc), exc
-    paths = write_report(result, latency_budget_ms=opts.latency_budget_ms, manifest=manifest, skipped=skipped)
+    memory_record = {"sources": memory.sources, "notes": memory.notes} if memory is not None else None
+    paths = write_report(result, latency_budget_ms=opts.latency_budget_ms, manifest=manifest, skipped=skipped,
+                         memory=memory_record)
     if result.incomplete:
         kept = (f"{result.points()} of {result.planned()} points measured and kept in {out} (report: {paths['md']}); "
                 f"continue with `dnx perf --resume {out}`")

@@ -40,7 +40,7 @@ class Measurer:
         self.analyzer.raw.mkdir(parents=True, exist_ok=True)
         self.settings = LevelSettings(
             url=url, protocol="grpc", measurement_interval_ms=opts.window_ms, max_trials=opts.max_trials,
-            stability_percentage=opts.stability_percentage, retries=0,
+            stability_percentage=opts.stability_percentage, retries=0, shared_memory=opts.shared_memory,
             timeout_s=opts.window_ms / 1000.0 * (opts.max_trials + 2) * 3 + 60,
         )
         self.costs: list[float] = []

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnx.errors import InputError
+from dnx.perf.analyzer import check_shared_memory
 from dnx.perf.tune.decision import OBJECTIVES, Candidate, Decision
 
 DEFAULT_BUDGET_MINUTES = 14.0  # two variants + baselines of the 4-5 model CPU repository, 2 cores: <= 15 min
@@ -33,6 +34,7 @@ class TuneOptions:
     out: Path | None = None
     progress: bool = True
     wait: bool = False  # wait for another dnx writing the repository instead of failing
+    shared_memory: str = "none"  # perf_analyzer --shared-memory (system: a server on this machine only)
 
     def check(self) -> None:
         """Raise :class:`InputError` for values that cannot work."""
@@ -40,6 +42,7 @@ class TuneOptions:
             raise InputError(f"--objective {self.objective!r} is unknown; choose {' or '.join(OBJECTIVES)}")
         if self.latency_budget_ms is not None and self.latency_budget_ms <= 0:
             raise InputError(f"--latency-budget-ms {self.latency_budget_ms:g} must be > 0, e.g. 50")
+        check_shared_memory(self.shared_memory, self.url or "127.0.0.1")  # None: a launched, local server
         if self.top < 1:
             raise InputError("--top must be >= 1")
         if not self.concurrency or any(c < 1 for c in self.concurrency):

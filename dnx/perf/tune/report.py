@@ -87,7 +87,8 @@ def write_tune_report(result: TuneResult) -> dict[str, Path]:
         + (" (dry run: repository unchanged)" if o.dry_run and not result.interrupted else ""),
         f"- repository `{o.repository}`, server `{result.url}`, objective **{o.objective}**{budget}, "
         f"budget {o.budget_minutes:g} min, concurrency {', '.join(map(str, o.levels))}, perf_analyzer windows "
-        f"{o.window_ms} ms (stability {o.stability_percentage:g} %, up to {o.max_trials} windows)",
+        f"{o.window_ms} ms (stability {o.stability_percentage:g} %, up to {o.max_trials} windows), "
+        f"shared memory `{o.shared_memory}`",
         f"- machine: {m.get('cpu')}, {m.get('cores')} cores"
         + (f" ({', '.join(m['isa'])})" if m.get("isa") else "")
         + f", load average at start {', '.join(map(str, m.get('load_average', [])))}",

@@ -28,7 +28,7 @@ from dnx.errors import DnxError, one_line
 from dnx.model_repository.config_edit import ORIG_NAME, write_config
 from dnx.model_repository.layout import MANIFEST_NAME, atomic_write_bytes, atomic_write_text
 from dnx.model_repository.render import TritonConfig, render_config
-from dnx.perf.served import repository_manifest
+from dnx.perf.served import repository_manifest_json
 from dnx.perf.tune import space
 from dnx.perf.tune.decision import decide
 from dnx.perf.tune.options import TuneResult
@@ -106,7 +106,7 @@ def write_back(result: TuneResult, bases: dict[str, TritonConfig], repo: Path) -
     o = result.options
     result.decisions = decide(result.candidates, o.objective, o.latency_budget_ms)
     # Read and render first: a corrupt manifest or a bad config stops the run before any file changes.
-    manifest = repository_manifest(repo) or {"models": {}}
+    manifest = repository_manifest_json(repo) or {"models": {}}
     winners = {n: space.apply_knobs(bases[n], d.knobs) for n, d in result.decisions.items() if d.write}
     for cfg in winners.values():
         render_config(cfg)

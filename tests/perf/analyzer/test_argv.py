@@ -8,7 +8,10 @@ import subprocess
 import pytest
 
 from dnx.errors import InputError
-from dnx.perf.analyzer import build_argv, cudart_lib_dir, find_perf_analyzer, perf_analyzer_env, shell_line
+from dnx.perf.analyzer import (
+    build_argv, check_shared_memory, cudart_lib_dir, find_perf_analyzer, is_local_host, perf_analyzer_env, shell_line,
+)
+from dnx.perf.analyzer.argv import url_host
 from dnx.perf.levels import ConcurrencyRange
 from dnx.perf.served import default_metrics_url, variant_of
 from dnx.perf.sweep import SweepOptions, compare
@@ -66,6 +69,35 @@ def test_the_installed_perf_analyzer_runs_with_the_environment_we_build():
 def test_default_metrics_url():
     assert default_metrics_url("127.0.0.1:8001") == "127.0.0.1:8002/metrics"
     assert default_metrics_url("myhost") == "myhost:8002/metrics"
+
+
+def test_shared_memory_flag_only_when_asked():
+    kw = dict(url="127.0.0.1:8001", protocol="grpc", batch_size=1, concurrency=ConcurrencyRange(1, 1),
+              measurement_interval_ms=1000, csv_path="o.csv")
+    assert "--shared-memory" not in build_argv("pa", "m", **kw)
+    assert "--shared-memory" not in build_argv("pa", "m", shared_memory="none", **kw)
+    argv = build_argv("pa", "m", shared_memory="system", **kw)
+    assert argv[argv.index("--shared-memory") + 1] == "system" and argv[-2:] == ["-f", "o.csv"]
+
+
+@pytest.mark.parametrize("url,host", [("127.0.0.1:8001", "127.0.0.1"), ("[::1]:8001", "::1"), ("localhost", "localhost"),
+                                      ("http://10.0.0.5:8002/metrics", "10.0.0.5"), ("triton.prod:8001", "triton.prod")])
+def test_url_host(url, host):
+    assert url_host(url) == host
+
+
+def test_system_shared_memory_only_for_a_server_on_this_machine():
+    for url in ("127.0.0.1:8001", "127.0.0.2:1", "localhost:8001", "[::1]:8001"):
+        check_shared_memory("system", url)
+        assert is_local_host(url_host(url))
+    for url in ("10.0.0.5:8001", "triton.prod.example:8001", "[2001:db8::1]:8001"):
+        check_shared_memory("none", url)  # tensors in the messages: any server
+        with pytest.raises(InputError) as exc:
+            check_shared_memory("system", url)
+        msg = str(exc.value)
+        assert "\n" not in msg and url_host(url) in msg and "--shared-memory none" in msg
+    with pytest.raises(InputError, match="use none or system"):
+        check_shared_memory("cuda", "127.0.0.1:8001")
 
 
 @pytest.mark.parametrize("name,expected", [

@@ -82,7 +82,7 @@ def test_quick_bench_writes_benchmarks_md_with_ratios(fp32_repository, onnx_fp32
         duration_s=0.2, warmup=1, min_iterations=2, concurrency=ConcurrencyRange(1, 2),
         measurement_interval_ms=1000, stability_percentage=100, max_trials=3, torch_batches=(1,),
         include_openvino=False, extra_runners=[extra], command="dnx bench --test", progress=False,
-        notes="Tried: nothing yet.", fill_cap=3,
+        notes="Tried: nothing yet.", fill_cap=3, other_concurrency=ConcurrencyRange(1, 1),
     )
     (tmp_path / "BENCHMARKS.md").write_text(f"# Benchmarks\nstale figures 12.3\n{KEEP_MARKER}\n# GPU run\nkept 456\n")
     res = run_bench(opts)
@@ -93,7 +93,17 @@ def test_quick_bench_writes_benchmarks_md_with_ratios(fp32_repository, onnx_fp32
     assert all(t.throughput > 0 for t in res.in_process)
     # c1..c2, then where its batches fill (2 x 1 instance x max batch 8, capped at fill_cap 3).
     assert [(r["model"], r["concurrency"]) for r in res.served] == [("densenet121_onnx", c) for c in (1, 2, 3)]
-    assert len(res.ratios) == 9 and all(r.value > 0 for r in res.ratios)  # 7 + the 2 tuned-target ratios
+    # The second pass, with system shared memory, at c1 only (what --quick does with c1, c2).
+    assert res.shared_memory == "none" and all(r["shared_memory"] == "none" for r in res.served)
+    assert [(r["model"], r["concurrency"], r["shared_memory"]) for r in res.served_other] == [
+        ("densenet121_onnx", 1, "system")]
+    assert all(r["rss_mib"] > 0 for r in res.served + res.served_other)  # the launched server's backend stub
+    assert len(res.ratios) == 10 and all(r.value > 0 for r in res.ratios)  # 7 + 2 tuned-target + shared memory
+    shm = res.ratios[-1]
+    assert shm.name.startswith("best served variant, better of shared memory none/system")
+    better = max(res.served + res.served_other, key=lambda r: r["throughput"])["shared_memory"]
+    assert shm.detail.startswith(f"shared memory {better}: ") and shm.target == (">= 0.9x" if better == "system"
+                                                                                    else ">= 0.8x")
 
     md = (tmp_path / "BENCHMARKS.md").read_text()
     # The bench's own part is rewritten; other runs' sections below the marker are kept, once.
@@ -101,13 +111,17 @@ def test_quick_bench_writes_benchmarks_md_with_ratios(fp32_repository, onnx_fp32
     for needle in ("## Machine", "logical cores", "GiB", "onnxruntime 1.", "torch 2.", "tritonclient 2.50.0",
                    "served best throughput / in-process ONNX Runtime best", ">= 3x",
                    "served p99 at concurrency 1 / in-process ONNX Runtime batch-1 p99",
-                   "| onnxruntime fp32 1-thread | 1 |", "| `densenet121_onnx` | 2 |", "dnx bench --test",
-                   "perf_analyzer -m densenet121_onnx", "--input-data", "Tried: nothing yet.", '"max_batch_size": 8'):
+                   "| onnxruntime fp32 1-thread | 1 |", "dnx bench --test",
+                   "perf_analyzer -m densenet121_onnx", "--input-data", "Tried: nothing yet.", '"max_batch_size": 8',
+                   "--shared-memory system", "| `densenet121_onnx` | system | 1 |", "| `densenet121_onnx` | none | 2 |",
+                   "RSS MiB"):
         assert needle in md, needle
     assert (tmp_path / "res" / "input-data" / "input").stat().st_size == 3 * 224 * 224 * 4
     doc = json.loads((tmp_path / "res" / "bench.json").read_text())
     assert doc["machine"]["cores"] >= 1 and doc["served_configs"]["densenet121_onnx"]["max_batch_size"] == 8
     assert (tmp_path / "res" / "report.md").is_file() and (tmp_path / "res" / "plots").is_dir()
+    assert [r["shared_memory"] for r in doc["served_other"]] == ["system"]
+    assert "`system`" in (tmp_path / "res" / "shared-memory-system" / "report.md").read_text()
 
 
 def test_bench_missing_repository_is_a_one_line_error(tmp_path):
@@ -115,3 +129,19 @@ def test_bench_missing_repository_is_a_one_line_error(tmp_path):
     assert r.exit_code == 1 and r.output.count("\n") == 1 and r.output.startswith("Error: model repository")
     r = CliRunner().invoke(cli, ["bench", "--concurrency", "5:1"])
     assert r.exit_code == 1 and "below start" in r.output
+
+
+def test_shared_memory_ratio_takes_the_better_pass_and_names_it():
+    from dnx.perf.bench.ratios import shared_memory_ratio
+
+    in_process = [timing("onnxruntime", 1, 50.0, 20.0), timing("onnxruntime", 8, 60.0, 150.0)]
+
+    def row(c, thr, mode):
+        return {"model": "densenet121_onnx", "batch": 1, "concurrency": c, "throughput": thr, "p99_ms": 30.0,
+                "shared_memory": mode}
+    (r,) = shared_memory_ratio(in_process, [row(1, 40.0, "none"), row(2, 45.0, "none"), row(1, 56.0, "system")])
+    assert r.value == pytest.approx(56 / 60) and r.target == ">= 0.9x" and r.passed
+    assert r.detail.startswith("shared memory system: densenet121_onnx c1 56.0 infer/s (with none: densenet121_onnx c2 45.0")
+    (r,) = shared_memory_ratio(in_process, [row(1, 50.0, "none"), row(1, 47.0, "system")])
+    assert r.value == pytest.approx(50 / 60) and r.target == ">= 0.8x" and r.detail.startswith("shared memory none:")
+    assert shared_memory_ratio(in_process, [row(1, 50.0, "none")]) == []  # one pass: nothing to choose from

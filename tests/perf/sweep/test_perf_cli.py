@@ -213,3 +213,46 @@ def test_sweep_stops_at_the_first_saturated_level(triton_server, tmp_path):
     else:
         assert first == levels[-1] and skipped == list(range(first + 1, 8)), (thr, skipped)
         assert res.planned() == res.points() == first
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_system_shared_memory_run_says_so_and_records_memory(triton_server, tmp_path):
+    """perf_analyzer --shared-memory system through the real server; each level keeps the model's memory."""
+    r = CliRunner().invoke(cli, ["perf", "--url", triton_server.grpc_url, "--models", "densenet121_onnx",
+                                 "--concurrency", "1:2", "--shared-memory", "system", "--out", str(tmp_path), *FAST])
+    assert r.exit_code == 0, r.output
+    commands = (tmp_path / "commands.txt").read_text().splitlines()
+    assert len(commands) >= 2 and all("--shared-memory system" in c for c in commands)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["complete"] and report["options"]["shared_memory"] == "system"
+    assert "perf_analyzer shared memory: `system`" in (tmp_path / "report.md").read_text()
+    rows = report["results"]
+    assert [x["concurrency"] for x in rows] == [1, 2] and all(x["shared_memory"] == "system" for x in rows)
+    # The session server runs on this machine: found by its port, its model's backend stub measured.
+    assert any("RSS" in s for s in report["memory"]["sources"])
+    assert all(x["rss_mib"] > 0 and x["server_rss_mib"] > 0 for x in rows), rows
+    with (tmp_path / "results.csv").open(newline="") as fh:
+        tidy = list(csv.DictReader(fh))
+    assert all(float(x["rss_mib"]) > 0 and x["shared_memory"] == "system" for x in tidy)
+
+
+@pytest.mark.server
+def test_memory_probe_finds_the_local_server_and_reads_its_metrics(triton_server):
+    from dnx.perf.sweep.memory import MemoryProbe, listening_pid
+
+    assert listening_pid(triton_server.grpc_port) == triton_server.pid
+    (model,) = inspect_server(triton_server.grpc_url, "grpc", ["densenet121_onnx"])
+    got = MemoryProbe(server_pid=triton_server.pid, metrics_url=triton_server.metrics_url)(model)
+    assert got["rss_mib"] > 0 and got["server_rss_mib"] > 0 and got["triton_cpu_memory_mib"] > 0, got
+    dead = MemoryProbe(metrics_url=f"127.0.0.1:{free_port()}/metrics")  # nothing listens: given up once, noted
+    assert dead(model)["triton_cpu_memory_mib"] is None and dead.metrics_url is None and len(dead.notes) == 1
+
+
+def test_system_shared_memory_is_refused_for_a_remote_server(tmp_path):
+    for command in (["perf"], ["tune", "--repository", str(tmp_path)], ["perf", "--protocol", "http"]):
+        r = CliRunner().invoke(cli, [*command, "--url", "10.0.0.5:8001", "--shared-memory", "system",
+                                     "--out", str(tmp_path / "out")])
+        one_line_error(r, "--shared-memory system needs a server on this machine", "10.0.0.5",
+                       "use --shared-memory none")
+    assert not (tmp_path / "out").exists()  # refused before anything ran
