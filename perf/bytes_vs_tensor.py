@@ -7,7 +7,7 @@
 For each variant: a copy of the repository (model files hard-linked) whose ensemble is
 re-rendered over that variant (dnx.model_repository.ensemble.render_ensemble), one local
 tritonserver, perf_analyzer on the variant (one preprocessed photograph as float32 input) and
-on the ensemble (real JPEGs, dnx.perf.images), alternating per concurrency level. Triton's
+on the ensemble (real photographs, dnx.photos), alternating per concurrency level. Triton's
 per-model statistics of the bytes run say where the time goes (preprocess, variant, softmax),
 and an in-process timing splits preprocess_bytes into decoding and the transform.
 

@@ -40,6 +40,9 @@ from dnx.commands.options import (
               help="perf_analyzer --collect-metrics --verbose-csv. Default: on when a model runs on a GPU.")
 @click.option("--metrics-url", help="Server metrics endpoint. Default: <host of --url>:8002/metrics.")
 @click.option("--launch", is_flag=True, help="Start a local server on --repository for the run, stop it after.")
+@click.option("--photos", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Photographs sent to bytes-in (ensemble) models: every JPEG/PNG/WebP under this folder. "
+                   "Default: the shipped photographs plus a generated 12 MP phone JPEG.")
 @repository_option("Model repository, a folder or s3://BUCKET/PREFIX (served with --launch; its "
                    "dnx-manifest.json names precision/runtime).", path_type=str, default="model_repository")
 @click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", show_envvar=True,
@@ -51,7 +54,7 @@ from dnx.commands.options import (
 def command(ctx, models, concurrency, batch_size, url, protocol, shared_memory, out, measurement_mode, measurement_request_count,
             measurement_interval, percentile,
             stability_percentage, max_trials, skip_saturated, retries, latency_budget_ms, collect_metrics, metrics_url,
-            launch, repository, endpoint_url, resume, quiet):
+            launch, photos, repository, endpoint_url, resume, quiet):
     """Sweep concurrency with perf_analyzer and write CSVs, report.md, report.json and plots.
 
     \b
@@ -80,6 +83,7 @@ def command(ctx, models, concurrency, batch_size, url, protocol, shared_memory, 
         measurement_mode=measurement_mode, measurement_request_count=measurement_request_count,
         percentile=percentile, stability_percentage=stability_percentage, max_trials=max_trials,
         retries=retries, metrics_url=metrics_url, progress=not quiet, skip_saturated=skip_saturated,
+        photos=str(photos) if photos else None,
     )
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
 

@@ -27,6 +27,7 @@ class SweepOptions(LevelSettings):
     batch_sizes: tuple[int, ...] = (1,)
     progress: bool = True
     skip_saturated: bool = False  # stop raising concurrency once throughput is flat (see levels.saturated())
+    photos: str | None = None  # folder of photographs for bytes-in (ensemble) models; None: dnx.photos.photo_mix()
 
     def check(self) -> None:
         """Raise :class:`InputError` for values perf_analyzer would reject."""

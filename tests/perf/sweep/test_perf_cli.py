@@ -72,10 +72,12 @@ def test_short_sweep_writes_every_result_file(triton_server, serving_repository,
     commands = (out / "commands.txt").read_text().splitlines()
     assert all("LD_LIBRARY_PATH=" in c for c in commands)
     ensemble_cmds = [c for c in commands if "perf_analyzer -m densenet121 " in c]
-    assert len(ensemble_cmds) >= 4 and all(f"--input-data {out / 'input-data-images.json'}" in c for c in ensemble_cmds)
-    data = json.loads((out / "input-data-images.json").read_text())["data"]
+    assert len(ensemble_cmds) >= 4 and all(f"--input-data {out / 'input-data-photos.json'}" in c for c in ensemble_cmds)
+    data = json.loads((out / "input-data-photos.json").read_text())["data"]
     blobs = [base64.b64decode(d["image"]["b64"]) for d in data]  # BYTES serialization: <u32 length><JPEG>
     assert len(blobs) >= 5 and all(int.from_bytes(b[:4], "little") == len(b) - 4 and b[4:6] == b"\xff\xd8" for b in blobs)
+    # The default mix has real sizes: the shipped photographs and one 12 MP phone JPEG.
+    assert max(len(b) for b in blobs) > 10 * min(len(b) for b in blobs)
     for c in (1, 2):  # 2 models x 2 batch sizes, one run each
         assert sum(f"--concurrency-range {c}:{c}:1 --measurement-interval 1000" in x for x in commands) == 4
     assert report_is_complete(out)
@@ -256,3 +258,26 @@ def test_system_shared_memory_is_refused_for_a_remote_server(tmp_path):
         one_line_error(r, "--shared-memory system needs a server on this machine", "10.0.0.5",
                        "use --shared-memory none")
     assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_photos_folder_is_what_the_ensemble_is_sent(triton_server, serving_repository, tmp_path):
+    """``--photos DIR``: exactly the folder's photographs (any of JPEG/PNG/WebP) go to the bytes-in model."""
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (320, 240), (200, 30, 30)).save(photos / "red.jpg", quality=90)
+    Image.new("RGB", (240, 320), (30, 200, 30)).save(photos / "green.png")
+    out = tmp_path / "results"
+    r = CliRunner().invoke(cli, ["perf", "--url", triton_server.grpc_url, "--models", "densenet121", "--concurrency", "1",
+                                 "--photos", str(photos), "--out", str(out), "--repository", str(serving_repository),
+                                 *FAST])
+    assert r.exit_code == 0, r.output
+    data = json.loads((out / "input-data-photos.json").read_text())["data"]
+    blobs = sorted(base64.b64decode(d["image"]["b64"])[4:6] for d in data)
+    assert blobs == sorted([b"\xff\xd8", PNG[:2]])  # one JPEG and one PNG, as stored
+    assert report_is_complete(out)
+    bad = CliRunner().invoke(cli, ["perf", "--url", triton_server.grpc_url, "--photos", str(tmp_path / "nowhere")])
+    assert bad.exit_code == 2 and "nowhere" in bad.output  # click's own usage error for a missing folder
