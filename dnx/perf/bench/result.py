@@ -53,6 +53,7 @@ class BenchResult:
     results_dir: Path
     photo: str = ""
     untuned: list[dict] = field(default_factory=list)  # tidy perf rows with config.pbtxt.orig loaded (dnx tune)
+    warnings: list[str] = field(default_factory=list)  # e.g. tuned on another CPU (machine.tuned_elsewhere)
 
     def to_json(self) -> dict:
         """``bench.json``: every field, paths as strings, ratios as :meth:`Ratio.to_dict`."""
