@@ -326,3 +326,16 @@ def test_a_winner_without_a_confirmation_is_not_written():
     assert ch["m"].changes
     d = decide(cands, ch)["m"]
     assert not d.write and "not confirmed" in d.reason and d.best_found == "a=2" and cands[0].winner
+
+
+def test_saturation_picks_the_config_faster_at_the_fill_level_that_the_load_objective_keeps_out():
+    cands = [Candidate("m", 0, {"a": 1}, "a=1", points=_pts((1, 100.0, 10.0), (2, 110.0, 18.0), (4, 115.0, 35.0)),
+                       baseline=True),
+             Candidate("m", 1, {"a": 2}, "a=2", points=_pts((1, 60.0, 17.0), (2, 100.0, 20.0), (4, 150.0, 27.0),
+                                                            (16, 200.0, 80.0)))]
+    load = Load.parse("1:4")
+    kept = choices(cands, "load", load, None)["m"]
+    assert not kept.changes and kept.refusal("a=2").kind == "slower"
+    assert [t.label for t in kept.trade_offs] == ["a=2"] and str(kept.trade_offs[0].load) == "4"
+    picked = choices(cands, "saturation", load, None)["m"]
+    assert picked.changes and picked.winner.label == "a=2" and picked.scores["a=2"] == 200.0  # the fill level c16
