@@ -68,6 +68,8 @@ def run_tune(opts: TuneOptions) -> TuneResult:
     """
     opts.check()
     repo = Path(opts.repository)
+    if not opts.dry_run:  # before the lock, whose file beside the folder cannot be made on a read-only file system
+        _check_writable(repo, [])
     with repository_lock(repo, "dnx tune", shared=opts.dry_run, wait=opts.wait):
         return _run(opts, repo, time.monotonic())
 
