@@ -133,6 +133,12 @@ class Decision:
         return out
 
 
+def _won_figure(won: Candidate, choice: Choice, conf: Confirmation | None) -> str:
+    """The chosen config's aggregate: the rerun's when it was measured again, else the search's."""
+    again = next((c for c in conf.rerun.candidates if c.label == won.label), None) if conf is not None else None
+    return figure(again, conf.rerun) if again is not None else figure(won.curve(), choice)
+
+
 def choices(candidates: list[Candidate], objective: str, load: Load, budget: float | None) -> dict[str, Choice | None]:
     """:func:`~dnx.perf.tune.objective.choose` per model over its candidates (None: no current config measured)."""
     out: dict[str, Choice | None] = {}
@@ -188,7 +194,7 @@ def decide(candidates: list[Candidate], choices_: dict[str, Choice | None],
             figure=figure(shown, conf.rerun if conf is not None else choice),
             previous=base.label, previous_figure=figure(conf.rerun.current if conf else base.curve(),
                                                         conf.rerun if conf else choice),
-            best_found=won.label, best_found_figure=figure(won.curve(), choice), gain=gain,
+            best_found=won.label, best_found_figure=_won_figure(won, choice, conf), gain=gain,
             point=record_point(shown, choice), choice=choice, confirmation=conf,
         )
     return out
