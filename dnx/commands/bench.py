@@ -84,4 +84,6 @@ def command(repository, out_md, results, duration, concurrency, measurement_inte
                    f"p99 {r['p99_ms']:7.1f} ms{tuned}")
     for r in res.ratios:
         click.echo(f"{r.name}: {r.value:.2f}x (target {r.target}) {r.verdict}")
+    for w in res.warnings:
+        click.echo(f"Warning: {w}", err=True)
     click.echo(f"Wrote {res.out_md} (details in {res.results_dir})")

@@ -6,19 +6,27 @@ from pathlib import Path
 
 import click
 
-from dnx.commands import int_list
 from dnx.commands.options import (
     concurrency_option, latency_budget_option, models_option, quiet_option, repository_option, shared_memory_option,
     window_options,
 )
 
 
+class _Objective(click.Choice):
+    """The objectives; ``throughput`` (the saturation objective's previous name) is still accepted, unlisted."""
+
+    def convert(self, value, param, ctx):
+        return super().convert("saturation" if value == "throughput" else value, param, ctx)
+
+
 @click.command("tune")
 @repository_option("Model repository to tune (its config.pbtxt files are rewritten unless --dry-run).")
 @models_option("Model to tune (repeat). Default: measure every served model, tune the --top best.", multiple=True)
-@click.option("--objective", type=click.Choice(["throughput", "latency"]), default="throughput", show_default=True,
-              help="throughput: best infer/s (within --latency-budget-ms); latency: lowest p99 at concurrency 1.")
-@latency_budget_option("Only configs whose p99 stays within this budget count.")
+@click.option("--objective", type=_Objective(["load", "saturation", "latency"]), default="load", show_default=True,
+              help="load: best geometric mean of infer/s over --concurrency, never >3% slower than the current "
+                   "config at any level; saturation: best infer/s at any level up to the fill level "
+                   "(--max-concurrency), for batch-heavy services; latency: lowest p99 at the lowest level.")
+@latency_budget_option("Only configs whose p99 stays within this budget (at every level of the load) count.")
 @click.option("--budget-minutes", type=float, default=14.0, show_default=True,
               help="Time for the whole run; the search stops when the next candidate would not fit.")
 @click.option("--url", help="A running server (gRPC host:port, --model-control-mode explicit). Default: launch one.")
@@ -26,9 +34,10 @@ from dnx.commands.options import (
 @click.option("--dry-run", is_flag=True, help="Measure and report only; the repository is not changed.")
 @click.option("--top", type=click.IntRange(min=1), default=2, show_default=True,
               help="Without --models: how many of the best variants to search.")
-@concurrency_option("1,2,4", "Concurrency levels measured per candidate.")
+@concurrency_option("1:16", "The load the server will see: start:end doubles (1:16 is 1,2,4,8,16), or a list "
+                           "(1,2,4), or one level (16).")
 @click.option("--max-concurrency", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Highest level added to fill a candidate's batches (2 x instances x batch).")
+              help="saturation: highest level added to fill a candidate's batches (2 x instances x batch).")
 @window_options(interval_default=1500, interval_type=click.IntRange(min=200),
                 interval_help="perf_analyzer window (ms) per level.",
                 stability_default=15.0, stability_help="perf_analyzer stability threshold between windows.",
@@ -44,16 +53,20 @@ def command(repository, models, objective, latency_budget_ms, budget_minutes, ur
     """Search each model's served settings with perf_analyzer and write the fastest into config.pbtxt.
 
     Candidates (instances, threads, streams, hints, batch sizes, queue delay) are loaded into the
-    running server with load_model(config=...); the previous config is kept as config.pbtxt.orig.
+    running server with load_model(config=...) and measured at every level of the load. The winner
+    and the current config are measured again, interleaved, before anything is written; the
+    previous config is kept as config.pbtxt.orig.
 
     \b
     Examples:
       dnx tune                                           # launch a local server, tune the 2 best variants
       dnx tune --models densenet121_openvino_int8 --budget-minutes 5
+      dnx tune --concurrency 16                          # clients keep 16 requests in flight
       dnx tune --objective latency --dry-run
       dnx tune --url 127.0.0.1:8001 --latency-budget-ms 50
     """
     from dnx.errors import InputError
+    from dnx.perf.tune.curves import Load
     from dnx.perf.tune.options import TuneOptions
     from dnx.perf.tune.run import run_tune
 
@@ -64,17 +77,20 @@ def command(repository, models, objective, latency_budget_ms, budget_minutes, ur
     opts = TuneOptions(
         repository=repository, models=list(models) or None, objective=objective, latency_budget_ms=latency_budget_ms,
         budget_minutes=budget_minutes, url=url, dry_run=dry_run, top=top,
-        concurrency=int_list(concurrency, "--concurrency"), max_concurrency=max_concurrency,
+        concurrency=Load.parse(concurrency).levels, max_concurrency=max_concurrency,
         window_ms=measurement_interval, stability_percentage=stability_percentage, max_trials=max_trials,
         out=out, progress=not quiet, wait=wait, shared_memory=shared_memory,
     )
     res = run_tune(opts)
     for name, d in res.decisions.items():
         if d.written:
-            gain = f"{d.gain:+.1%}" if d.gain is not None else ""
-            click.echo(f"{name:28s} {d.best_found}: {d.best_found_figure} (was {d.previous_figure}, {gain}); "
+            gain = f", {d.gain:+.1%}" if d.gain is not None else ""
+            click.echo(f"{name:28s} {d.winner}: {d.figure} (was {d.previous_figure}{gain}, rerun figures); "
                        "wrote config.pbtxt")
         else:
-            click.echo(f"{name:28s} kept: {d.previous_figure or '-'}" + (f" ({d.reason})" if d.reason else
-                       f"; best found {d.best_found}: {d.best_found_figure}"))
+            click.echo(f"{name:28s} kept: {d.previous_figure or '-'}" + (f" ({d.reason})" if d.reason else ""))
+        for t in d.choice.trade_offs if d.choice else ():
+            click.echo(f"{'':28s} trade-off {t.label}: {t.summary()}"
+                       + ("" if d.written else "; the current config stays unless you state that load")
+                       + f": {t.advice()}")
     click.echo(f"Report: {res.paths['md']}")

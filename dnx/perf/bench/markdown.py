@@ -40,7 +40,8 @@ def render_markdown(res: BenchResult, opts: BenchOptions) -> str:
         f"- CPU: {m['cpu']}, {m['cores']} logical cores, bf16: {'yes' if m['bf16'] else 'no'}"
         + (f"; ISA flags: {', '.join(m['isa'])}" if m.get("isa") else ""),
         f"- RAM: {m['ram_gib']} GiB; load average at start: {', '.join(map(str, m['load_average']))}",
-        f"- OS: {m['os']}; Python {m['python']}", "",
+        f"- OS: {m['os']}; Python {m['python']}",
+        *(f"- **Warning**: {w}" for w in res.warnings), "",
         "## Versions", "",
         ", ".join(f"{k} {v}" for k, v in res.versions.items() if v), "",
         "## Ratios vs targets", "",

@@ -63,6 +63,7 @@ class BenchResult:
     untuned: list[dict] = field(default_factory=list)  # tidy perf rows with config.pbtxt.orig loaded (dnx tune)
     shared_memory: str = "none"  # of ``served`` (the main sweep)
     served_other: list[dict] = field(default_factory=list)  # tidy rows of the pass with the other shared-memory mode
+    warnings: list[str] = field(default_factory=list)  # e.g. tuned on another CPU (machine.tuned_elsewhere)
 
     def to_json(self) -> dict:
         """``bench.json``: every field, paths as strings, ratios as :meth:`Ratio.to_dict`."""

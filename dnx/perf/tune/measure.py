@@ -5,6 +5,13 @@ Each candidate config is loaded into the *running* server with Triton's model-co
 photograph, cosine >= 0.999), and measured with perf_analyzer (:mod:`dnx.perf.analyzer`), one
 concurrency level per run, short windows with the stability check kept (relaxed once, flagged,
 when a level never stabilises).
+
+Under the ``load`` and ``latency`` objectives a candidate is measured at every level of the load,
+the highest first, and stopped as soon as :func:`~dnx.perf.tune.objective.early_refusal` says it
+cannot win (slower than the current config at a level, or over the latency budget). Under
+``saturation`` the levels rise to the fill level and stop past saturation, as before. The
+confirm step (:meth:`Measurer.rerun`) measures the current config and the winner again, back to
+back at every level (:func:`~dnx.perf.tune.objective.rerun_plan`).
 """
 
 from __future__ import annotations
@@ -23,8 +30,13 @@ from dnx.perf.analyzer import Analyzer, LevelSettings
 from dnx.perf.levels import levels_for
 from dnx.perf.served import ModelControl
 from dnx.perf.tune import space
-from dnx.perf.tune.decision import Candidate, figure, score
-from dnx.perf.tune.options import TuneOptions, TuneResult, candidate_estimate_s
+from dnx.perf.tune.curves import Curve, Point, combine
+from dnx.perf.tune.decision import Candidate, choices, curve_of, search_score
+from dnx.perf.tune.objective import Confirmation, confirm, early_refusal, rerun_plan
+from dnx.perf.tune.objective import Decision as Choice
+from dnx.perf.tune.options import (
+    LOAD_ESTIMATE_S, RERUN_ROUNDS, TuneOptions, TuneResult, candidate_estimate_s, confirm_estimate_s, level_estimate_s,
+)
 
 # A level below this share of the best level before it is past saturation.
 SATURATION_SHARE = 0.97
@@ -44,15 +56,25 @@ class Measurer:
             timeout_s=opts.window_ms / 1000.0 * (opts.max_trials + 2) * 3 + 60,
         )
         self.costs: list[float] = []
+        self.level_costs: list[float] = []
+        self.load_costs: list[float] = []
         self.reference: dict[str, np.ndarray] = {}
+        self.confirming = 0  # models whose confirm step the search must leave time for
+        self._reruns = 0
 
     def estimate_s(self) -> float:
         """What the next candidate will cost: the dearest one so far, else a first guess."""
         return max(self.costs) if self.costs else candidate_estimate_s(self.opts)
 
+    def reserve_s(self) -> float:
+        """The time kept for the confirm steps of :attr:`confirming` models, from the costs measured so far."""
+        level = max(self.level_costs, default=level_estimate_s(self.opts))
+        load = max(self.load_costs, default=LOAD_ESTIMATE_S)
+        return self.confirming * confirm_estimate_s(self.opts, level, load)
+
     def check_budget(self) -> None:
-        """Raise :class:`space.BudgetExhausted` when the next candidate would not fit before the deadline."""
-        if time.monotonic() + self.estimate_s() > self.deadline:
+        """Raise :class:`space.BudgetExhausted` when the next candidate (and the confirm steps) would not fit."""
+        if time.monotonic() + self.estimate_s() + self.reserve_s() > self.deadline:
             raise space.BudgetExhausted()
 
     def answer(self, cfg: TritonConfig, image: np.ndarray) -> np.ndarray:
@@ -62,38 +84,68 @@ class Measurer:
         inp.set_data_from_numpy(image)
         return self.control.client.infer(cfg.name, [inp]).as_numpy(cfg.output_name)
 
-    def level(self, model: str, idx: int, c: int) -> dict:
+    def level(self, model: str, idx: int | str, c: int) -> dict:
         """One measured level of candidate ``idx`` at concurrency ``c`` as a point."""
+        t0 = time.monotonic()
         m = self.analyzer.measure_level(model, c, self.settings, stem=f"{model}_cand{idx}_c{{level}}")
+        self.level_costs.append(time.monotonic() - t0)
         return {"concurrency": c, "throughput": m.throughput, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "stable": m.stable}
 
-    def measure(self, cand: Candidate, cfg: TritonConfig, image: np.ndarray) -> Candidate:
-        """Load ``cfg``, check its answer, measure its levels; failures are recorded, not raised."""
+    def load(self, cfg: TritonConfig) -> float:
+        """Load ``cfg`` into the server; returns the seconds it took."""
+        t0 = time.monotonic()
+        self.control.load(cfg.name, config_json(cfg))
+        self.load_costs.append(time.monotonic() - t0)
+        return self.load_costs[-1]
+
+    def _saturation_levels(self, cand: Candidate, cfg: TritonConfig) -> None:
+        """Rising levels up to the fill level; stop past saturation (or over the latency budget)."""
+        best = -1.0
+        levels, fill = levels_for(cfg, self.opts.levels, self.opts.max_concurrency)
+        budget = self.opts.latency_budget_ms
+        for c in levels:
+            p = self.level(cfg.name, cand.index, c)
+            cand.points.append(p)
+            if budget is not None and p["p99_ms"] > budget:
+                break  # higher concurrency only adds latency
+            if p["throughput"] < SATURATION_SHARE * best and c != fill:
+                # Past saturation; only the fill level (the last one, full batches) may still win.
+                if fill is not None:
+                    cand.points.append(self.level(cfg.name, cand.index, fill))
+                break
+            best = max(best, p["throughput"])
+
+    def _load_levels(self, cand: Candidate, cfg: TritonConfig, current: Curve | None) -> None:
+        """Every level of the load, the highest first; stop once the candidate cannot win."""
+        o = self.opts
+        for c in sorted(o.levels, reverse=True):
+            cand.points.append(self.level(cfg.name, cand.index, c))
+            if current is not None and o.objective == "load":
+                why = early_refusal(current, curve_of(cand), o.load, o.latency_budget_ms)
+                if why:
+                    cand.stopped = why
+                    break
+
+    def measure(self, cand: Candidate, cfg: TritonConfig, image: np.ndarray, current: Curve | None = None) -> Candidate:
+        """Load ``cfg``, check its answer, measure its levels; failures are recorded, not raised.
+
+        ``current``: the model's current config as measured (None when ``cand`` is it).
+        """
         self.check_budget()
         t0 = time.monotonic()
+        o = self.opts
         try:
-            self.control.load(cfg.name, config_json(cfg))
-            cand.load_s = time.monotonic() - t0
+            cand.load_s = self.load(cfg)
             out = self.answer(cfg, image)
             ref = self.reference.setdefault(cfg.name, out)
             cos = float(np.dot(out.ravel(), ref.ravel()) / (np.linalg.norm(out) * np.linalg.norm(ref) + 1e-12))
             if out.shape != ref.shape or cos < 0.999:
                 raise RuntimeError(f"answers differ from the untuned model (cosine {cos:.4f})")
-            best = -1.0
-            levels, fill = levels_for(cfg, self.opts.levels, self.opts.max_concurrency)
-            budget = self.opts.latency_budget_ms
-            for c in levels:
-                p = self.level(cfg.name, cand.index, c)
-                cand.points.append(p)
-                if budget is not None and p["p99_ms"] > budget:
-                    break  # higher concurrency only adds latency
-                if p["throughput"] < SATURATION_SHARE * best and c != fill:
-                    # Past saturation; only the fill level (the last one, full batches) may still win.
-                    if fill is not None:
-                        cand.points.append(self.level(cfg.name, cand.index, fill))
-                    break
-                best = max(best, p["throughput"])
-            cand.score = score(cand.points, self.opts.objective, self.opts.latency_budget_ms)
+            if o.objective == "saturation":
+                self._saturation_levels(cand, cfg)
+            else:
+                self._load_levels(cand, cfg, current)
+            cand.score = search_score(current, curve_of(cand), o.objective, o.load, o.latency_budget_ms)
         except ServerError:
             raise
         except (self.control.error_type, RuntimeError, DnxError, OSError) as exc:
@@ -102,6 +154,25 @@ class Measurer:
         cand.seconds = time.monotonic() - t0
         self.costs.append(cand.seconds)
         return cand
+
+    def rerun(self, choice: Choice, base: TritonConfig, winner: TritonConfig) -> Confirmation:
+        """The confirm step: ``base`` and ``winner`` measured again, back to back and interleaved at
+        every level (:func:`~dnx.perf.tune.objective.rerun_plan`), and the decision re-made on those runs.
+
+        Not bound by the search's deadline (:meth:`reserve_s` kept the time for it).
+        """
+        runs: dict[str, list[Point]] = {"current": [], "winner": []}
+        loaded = None
+        for level, who in rerun_plan(choice, RERUN_ROUNDS):
+            cfg = base if who == "current" else winner
+            if loaded != who:
+                self.load(cfg)
+                loaded = who
+            self._reruns += 1
+            p = self.level(cfg.name, f"-rerun{self._reruns}-{who}", level)
+            runs[who].append(Point(level, p["throughput"], p["p99_ms"]))
+        return confirm(combine(choice.current.label, runs["current"]), combine(choice.winner.label, runs["winner"]),
+                       choice)
 
     def close(self) -> None:
         self.control.close()
@@ -122,18 +193,22 @@ def search(result: TuneResult, measurer: Measurer, bases: dict[str, TritonConfig
     total = len(names) + sum(per_model[n] - 1 for n in (tuned or names[:opts.top]))
     bar = tqdm(total=total, unit="cand", desc="tune", disable=not opts.progress, leave=True)
     best_text = {}
+    current: dict[str, Curve] = {}
 
     def evaluate(name: str, knobs: dict, baseline: bool = False) -> float | None:
         cand = Candidate(name, sum(c.model == name for c in result.candidates), dict(knobs), space.describe(knobs),
                          baseline=baseline)
         cfg = bases[name] if baseline else space.apply_knobs(bases[name], knobs)
-        measurer.measure(cand, cfg, image)
+        measurer.measure(cand, cfg, image, None if baseline else current.get(name))
         result.candidates.append(cand)
+        if baseline:
+            current[name] = curve_of(cand)
         bar.update(1)
         mine = [c for c in result.candidates if c.model == name and c.score is not None]
         if mine:
             b = max(mine, key=lambda c: c.score)
-            best_text[name] = f"{name}: {figure(b.score, opts.objective)}"
+            scale = 1000.0 / b.score if opts.objective == "latency" else b.score
+            best_text[name] = f"{name}: " + (f"p99 {scale:.1f} ms" if opts.objective == "latency" else f"{scale:.1f} infer/s")
             bar.set_postfix_str("best " + "; ".join(best_text.values()), refresh=True)
         return cand.score
 
@@ -145,9 +220,33 @@ def search(result: TuneResult, measurer: Measurer, bases: dict[str, TritonConfig
         if tuned is None:
             ranked = sorted((n for n in names if baseline.get(n) is not None), key=lambda n: -baseline[n])
             tuned = ranked[:opts.top]
+        changed = 0  # models searched already whose winner needs its confirm step
         for n in tuned:
             if n in baseline:
+                measurer.confirming = changed + 1  # time for this model's confirm step, and the earlier ones'
                 space.coordinate_search(dims[n], space.knobs_of(bases[n]), lambda knobs, n=n: evaluate(n, knobs),
                                         start_score=baseline[n])
+                mine = [c for c in result.candidates if c.model == n]
+                changed += bool(choices(mine, opts.objective, opts.load, opts.latency_budget_ms)[n].changes)
     finally:
         bar.close()
+
+
+def confirm_winners(result: TuneResult, measurer: Measurer, bases: dict[str, TritonConfig],
+                    choices_: dict[str, Choice | None]) -> None:
+    """The confirm step for every searched model whose choice changes its config: fills ``result.confirmations``.
+
+    A rerun that fails (the winner no longer loads, perf_analyzer fails) leaves the model unconfirmed,
+    so its config stays; the reason is kept in ``result.confirm_errors``.
+    """
+    for name, choice in choices_.items():
+        mine = [c for c in result.candidates if c.model == name]
+        if choice is None or not choice.changes or len(mine) < 2:
+            continue
+        won = next(c for c in mine if c.label == choice.winner.label)
+        try:
+            result.confirmations[name] = measurer.rerun(choice, bases[name], space.apply_knobs(bases[name], won.knobs))
+        except ServerError:
+            raise
+        except (measurer.control.error_type, RuntimeError, DnxError, OSError) as exc:
+            result.confirm_errors[name] = one_line(exc, 300)

@@ -19,10 +19,11 @@ decision on a back-to-back, interleaved rerun of the current config and the winn
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from dnx.errors import InputError
-from dnx.perf.tune.curves import UNSTABLE_SPREAD, Curve, Load, geomean
+from dnx.perf.tune.curves import UNSTABLE_SPREAD, Curve, Load, Point, geomean
 
 OBJECTIVES = ("load", "saturation", "latency")
 DEFAULT_LOAD = "1:16"
@@ -404,13 +405,20 @@ def rerun_plan(decision: Decision, rounds: int = 2) -> list[tuple[int, str]]:
     return order
 
 
+def _extreme(curve: Curve, pick) -> Curve:
+    """``curve`` with each level's throughput the ``pick`` (min or max) of its runs, no repeats."""
+    return Curve(curve.label, tuple(Point(p.concurrency, pick((p.throughput,) + tuple(p.repeats)), p.p99_ms)
+                                    for p in curve.points), knobs=curve.knobs, error=curve.error)
+
+
 def confirm(current_rerun: Curve, winner_rerun: Curve | None, decision: Decision,
             unstable_spread: float = UNSTABLE_SPREAD) -> Confirmation:
     """Does ``decision`` hold on the interleaved rerun (:func:`rerun_plan`, :func:`~curves.combine`)?
 
     It holds when :func:`choose` over the two rerun curves, same objective, load, budget, slack
-    and margin, picks the same winner and neither rerun curve is unstable; otherwise the current
-    config stays. Either way the figures to write are the rerun's (``written``). ``winner_rerun``
+    and margin, picks the same winner, and, when a rerun curve is unstable (its repeats differ by
+    more than ``unstable_spread``), it still picks it with the winner's slowest repeat against the
+    current config's fastest at every level; otherwise the current config stays. Either way the figures to write are the rerun's (``written``). ``winner_rerun``
     is None when the decision keeps the current config (nothing to confirm).
     """
     if current_rerun.label != decision.current.label or (decision.changes and winner_rerun.label != decision.winner.label):
@@ -424,8 +432,17 @@ def confirm(current_rerun: Curve, winner_rerun: Curve | None, decision: Decision
     if again.unstable:
         where = "; ".join(f"{k} at {', '.join(f'c{c} ({share(s)} between repeats)' for c, s in v.items())}"
                           for k, v in again.unstable.items())
-        return Confirmation(False, f"the rerun is unstable ({where}): other load on the machine? The current "
-                                   "config stays; rerun dnx tune on a quiet machine", again, current_rerun)
+        # Unstable figures refuse the winner only where they could change the decision: it must
+        # still win with its slowest repeat against the current config's fastest at every level.
+        worst = _choose(_extreme(current_rerun, max), [_extreme(winner_rerun, min)], decision.load,
+                        decision.latency_budget_ms, decision.slack, decision.objective, decision.min_gain,
+                        math.inf, False)
+        if not (again.changes and worst.changes):
+            return Confirmation(False, f"the rerun is unstable ({where}) and the winner does not win on its slowest "
+                                       "repeats: other load on the machine? The current config stays; rerun dnx tune "
+                                       "on a quiet machine", again, current_rerun)
+        return Confirmation(True, f"holds on the rerun, even on its slowest repeats against the current config's "
+                                  f"fastest (the rerun is unstable: {where}): {again.why}", again, winner_rerun)
     if again.changes:
         return Confirmation(True, f"holds on the rerun: {again.why}", again, winner_rerun)
     r = again.refusal(winner_rerun.label)

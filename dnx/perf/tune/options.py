@@ -7,10 +7,14 @@ from pathlib import Path
 
 from dnx.errors import InputError
 from dnx.perf.analyzer import check_shared_memory
-from dnx.perf.tune.decision import OBJECTIVES, Candidate, Decision
+from dnx.perf.tune.curves import Load
+from dnx.perf.tune.decision import Candidate, Decision
+from dnx.perf.tune.objective import DEFAULT_LOAD, OBJECTIVES, Confirmation
 
 DEFAULT_BUDGET_MINUTES = 14.0  # two variants + baselines of the 4-5 model CPU repository, 2 cores: <= 15 min
 LOAD_ESTIMATE_S = 8.0  # load_model with an OpenVINO compile and warm-up, before anything was measured
+RERUN_ROUNDS = 2  # the confirm step measures each level current, winner, winner, current (objective.rerun_plan)
+ALIASES = {"throughput": "saturation"}  # the previous name of the saturation objective
 
 
 @dataclass
@@ -19,14 +23,14 @@ class TuneOptions:
 
     repository: Path = Path("model_repository")
     models: list[str] | None = None  # None: baseline every served model, tune the `top` best
-    objective: str = "throughput"
+    objective: str = "load"
     latency_budget_ms: float | None = None
     budget_minutes: float = DEFAULT_BUDGET_MINUTES
     url: str | None = None  # None: launch a local server on the repository
     dry_run: bool = False
     top: int = 2
-    concurrency: tuple[int, ...] = (1, 2, 4)
-    max_concurrency: int = 32  # cap of the fill level added per candidate (levels.levels_for)
+    concurrency: tuple[int, ...] = Load.parse(DEFAULT_LOAD).levels  # the load (--concurrency 1:16)
+    max_concurrency: int = 32  # saturation: cap of the fill level added per candidate (levels.levels_for)
     window_ms: int = 1500
     max_trials: int = 6
     stability_percentage: float = 15.0
@@ -38,16 +42,17 @@ class TuneOptions:
 
     def check(self) -> None:
         """Raise :class:`InputError` for values that cannot work."""
+        self.objective = ALIASES.get(self.objective, self.objective)
         if self.objective not in OBJECTIVES:
-            raise InputError(f"--objective {self.objective!r} is unknown; choose {' or '.join(OBJECTIVES)}")
+            raise InputError(f"--objective {self.objective!r} is unknown; choose {', '.join(OBJECTIVES)}")
         if self.latency_budget_ms is not None and self.latency_budget_ms <= 0:
             raise InputError(f"--latency-budget-ms {self.latency_budget_ms:g} must be > 0, e.g. 50")
         check_shared_memory(self.shared_memory, self.url or "127.0.0.1")  # None: a launched, local server
         if self.top < 1:
             raise InputError("--top must be >= 1")
         if not self.concurrency or any(c < 1 for c in self.concurrency):
-            raise InputError(f"--concurrency {list(self.concurrency)} must list levels >= 1, e.g. 1,2,4")
-        if self.max_concurrency < max(self.concurrency):
+            raise InputError(f"--concurrency {list(self.concurrency)} must list levels >= 1, e.g. 1:16")
+        if self.objective == "saturation" and self.max_concurrency < max(self.concurrency):
             raise InputError(f"--max-concurrency {self.max_concurrency} is below --concurrency's highest level "
                              f"{max(self.concurrency)}; raise it (default 32)")
         if not Path(self.repository).is_dir():
@@ -58,14 +63,35 @@ class TuneOptions:
                              f"(about {need:.0f} s here); give at least {need / 60:.1f}")
 
     @property
+    def load(self) -> Load:
+        """The load tuned for (``--concurrency``)."""
+        return Load(tuple(self.concurrency))
+
+    @property
     def levels(self) -> tuple[int, ...]:
-        """Concurrency levels measured per candidate (c1 only for the latency objective)."""
-        return (1,) if self.objective == "latency" else tuple(sorted(set(self.concurrency)))
+        """Concurrency levels measured per candidate (the lowest only for the latency objective)."""
+        lv = self.load.levels
+        return lv[:1] if ALIASES.get(self.objective, self.objective) == "latency" else lv
+
+
+def level_estimate_s(opts: TuneOptions) -> float:
+    """A first guess of one measured level: at least 3 perf_analyzer windows and its start-up."""
+    return 3 * opts.window_ms / 1000.0 + 2.0
 
 
 def candidate_estimate_s(opts: TuneOptions) -> float:
-    """A first guess of one candidate's cost: a load plus at least 3 windows per level (and a fill level)."""
-    return LOAD_ESTIMATE_S + (len(opts.levels) + 1) * (3 * opts.window_ms / 1000.0 + 2.0)
+    """A first guess of one candidate's cost: a load plus every level (saturation: and a fill level)."""
+    fill = 1 if ALIASES.get(opts.objective, opts.objective) == "saturation" else 0
+    return LOAD_ESTIMATE_S + (len(opts.levels) + fill) * level_estimate_s(opts)
+
+
+def confirm_estimate_s(opts: TuneOptions, level_s: float | None = None, load_s: float | None = None) -> float:
+    """What the confirm step of one model costs: :data:`RERUN_ROUNDS` x 2 runs per level and 2 loads per level.
+
+    ``level_s`` / ``load_s``: measured costs so far (default: the first guesses).
+    """
+    n = len(opts.levels) if ALIASES.get(opts.objective, opts.objective) != "saturation" else 2
+    return n * (2 * RERUN_ROUNDS * (level_s or level_estimate_s(opts)) + 2 * (load_s or LOAD_ESTIMATE_S))
 
 
 @dataclass
@@ -76,6 +102,8 @@ class TuneResult:
     options: TuneOptions
     candidates: list[Candidate] = field(default_factory=list)
     decisions: dict[str, Decision] = field(default_factory=dict)
+    confirmations: dict[str, Confirmation] = field(default_factory=dict)
+    confirm_errors: dict[str, str] = field(default_factory=dict)  # model -> why its rerun failed
     paths: dict[str, Path] = field(default_factory=dict)
     machine: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)

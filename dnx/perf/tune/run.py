@@ -2,10 +2,12 @@
 
 The repository is locked (:func:`dnx.locks.repository_lock`: exclusively, shared for
 ``--dry-run``) for the whole run, and only written at the end, when the search finished
-(``--dry-run`` never): each winner that beats the previous config by
-:data:`~dnx.perf.tune.decision.MIN_GAIN` is rendered through the same template, the first
-previous ``config.pbtxt`` kept as ``config.pbtxt.orig``, and ``dnx-manifest.json`` records the
-machine, versions, objective and figures (:mod:`.write_back`). Interrupted (Ctrl-C, SIGTERM),
+(``--dry-run`` never). Each model's winner is chosen by :func:`~dnx.perf.tune.objective.choose`
+(the load-aware objective by default, docs/TUNING-OBJECTIVE.md), then measured again back to
+back with the current config, interleaved at every level (the confirm step); a winner that
+holds there is rendered through the same template, the first previous ``config.pbtxt`` kept as
+``config.pbtxt.orig``, and ``dnx-manifest.json`` records the machine, versions, objective and
+the rerun's figures (:mod:`.write_back`). Interrupted (Ctrl-C, SIGTERM),
 the repository is unchanged, the models of a ``--url`` server are reloaded from it, a launched
 server is stopped, the report keeps what was measured, and :class:`~dnx.signals.Interrupted`
 ends the command with 128 + signal.
@@ -28,8 +30,8 @@ from dnx.model_repository.config_edit import read_config, repository_config_json
 from dnx.perf.results import machine_info, new_results_dir
 from dnx.perf.served import ModelControl, inspect_server, launched_server, measurable, repository_manifest
 from dnx.perf.tune import space
-from dnx.perf.tune.decision import decide
-from dnx.perf.tune.measure import Measurer, search
+from dnx.perf.tune.decision import choices, decide
+from dnx.perf.tune.measure import Measurer, confirm_winners, search
 from dnx.perf.tune.options import TuneOptions, TuneResult
 from dnx.perf.tune.report import write_tune_report
 from dnx.perf.tune.write_back import write_back
@@ -111,11 +113,18 @@ def _run(opts: TuneOptions, repo: Path, t_start: float) -> TuneResult:
             if opts.url is not None:  # leave a shared server as the repository says, whatever happens
                 stack.callback(measurer.control.restore, repo, names)
             search(result, measurer, bases, names, image)
+            chosen = choices(result.candidates, opts.objective, opts.load, opts.latency_budget_ms)
+            confirm_winners(result, measurer, bases, chosen)
         except KeyboardInterrupt as exc:
             result.interrupted = True
             stopped = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
     if result.interrupted or opts.dry_run:
-        result.decisions = decide(result.candidates, opts.objective, opts.latency_budget_ms)
+        chosen = choices(result.candidates, opts.objective, opts.load, opts.latency_budget_ms)
+        result.decisions = decide(result.candidates, chosen, {} if result.interrupted else result.confirmations,
+                                  result.confirm_errors)
+        for d in result.decisions.values():  # nothing is written: say what would have been
+            if d.write:
+                d.write, d.reason = False, f"dry run; it would be written: {d.confirmation.reason}"
     else:
         with terminating():  # a signal deferred during the write-back arrives once it is complete
             try:

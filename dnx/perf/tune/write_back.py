@@ -30,7 +30,7 @@ from dnx.model_repository.layout import MANIFEST_NAME, atomic_write_bytes, atomi
 from dnx.model_repository.render import TritonConfig, render_config
 from dnx.perf.served import repository_manifest_json
 from dnx.perf.tune import space
-from dnx.perf.tune.decision import decide
+from dnx.perf.tune.decision import choices, decide
 from dnx.perf.tune.options import TuneResult
 
 _DEFERRED = (signal.SIGINT, signal.SIGTERM)
@@ -70,12 +70,13 @@ def _manifest(result: TuneResult, manifest: dict, written: dict[str, TritonConfi
     for name, d in result.decisions.items():
         # What the served config measured here: `dnx export` serves the fastest variant in the ensemble.
         if d.point and name in manifest.get("models", {}):
-            manifest["models"][name]["tune"] = {"throughput": d.point["throughput"], "p99_ms": d.point["p99_ms"],
-                                                "concurrency": d.point["concurrency"], "objective": o.objective}
+            manifest["models"][name]["tune"] = {**d.point, "objective": o.objective, "load": str(o.load),
+                                                "confirmed": d.confirmation is not None and d.confirmation.holds}
     manifest["tuning"] = {
         "tuned_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": result.machine, "versions": result.versions, "objective": o.objective,
         "latency_budget_ms": o.latency_budget_ms, "budget_minutes": o.budget_minutes, "concurrency": list(o.levels),
+        "load": str(o.load),
         "report": str(result.out_dir),
         "models": {n: d.manifest_record() for n, d in result.decisions.items()},
     }
@@ -98,13 +99,15 @@ def _restore(repo: Path, previous: dict[str, tuple[bytes | None, bool]]) -> bool
 
 
 def write_back(result: TuneResult, bases: dict[str, TritonConfig], repo: Path) -> None:
-    """Decide each model's winner and write the winners that beat their previous config into ``repo``.
+    """Decide each model's winner and write the confirmed winners into ``repo``.
 
-    Fills ``result.decisions`` (``written`` set for each rewritten config). All or nothing on a
-    failed write: see the module's docstring for what is guaranteed.
+    Fills ``result.decisions`` from ``result.candidates`` and ``result.confirmations`` (a winner
+    without a confirmation that held is not written; ``written`` set for each rewritten config).
+    All or nothing on a failed write: see the module's docstring for what is guaranteed.
     """
     o = result.options
-    result.decisions = decide(result.candidates, o.objective, o.latency_budget_ms)
+    chosen = choices(result.candidates, o.objective, o.load, o.latency_budget_ms)
+    result.decisions = decide(result.candidates, chosen, result.confirmations, result.confirm_errors)
     # Read and render first: a corrupt manifest or a bad config stops the run before any file changes.
     manifest = repository_manifest_json(repo) or {"models": {}}
     winners = {n: space.apply_knobs(bases[n], d.knobs) for n, d in result.decisions.items() if d.write}

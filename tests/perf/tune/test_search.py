@@ -11,7 +11,9 @@ from dnx.model_repository.config_edit import ORIG_SUFFIX, config_from_text, conf
 from dnx.model_repository.render import TritonConfig, parse_config, render_config
 from dnx.perf.levels import fill_level, levels_for
 from dnx.perf.tune import space as t
-from dnx.perf.tune.decision import gain, score
+from dnx.perf.tune.curves import Curve, Load
+from dnx.perf.tune.decision import Candidate, choices, decide, search_score
+from dnx.perf.tune.options import TuneOptions, candidate_estimate_s, confirm_estimate_s
 
 GOLDEN = Path(__file__).parents[2] / "fixtures" / "golden"
 
@@ -37,7 +39,14 @@ def _trt(**kw) -> TritonConfig:
 # ------------------------------------------------------------------ config round trip
 
 
-@pytest.mark.parametrize("golden", sorted(p.name for p in GOLDEN.glob("*.pbtxt")))
+GOLDENS = sorted(p.name for p in GOLDEN.glob("*.pbtxt"))
+
+
+def test_the_golden_configs_are_there():
+    assert GOLDENS, f"no *.pbtxt in {GOLDEN}: the round-trip test below would test nothing"
+
+
+@pytest.mark.parametrize("golden", GOLDENS)
 def test_golden_configs_round_trip_exactly(golden):
     text = (GOLDEN / golden).read_text()
     assert render_config(config_from_text(text)) == text
@@ -139,16 +148,44 @@ def test_unknown_backend_is_refused():
 # ------------------------------------------------------------------ objective
 
 
-def test_throughput_objective_respects_the_latency_budget():
-    pts = [{"concurrency": 1, "throughput": 50.0, "p99_ms": 20.0},
-           {"concurrency": 2, "throughput": 80.0, "p99_ms": 40.0},
-           {"concurrency": 4, "throughput": 90.0, "p99_ms": 90.0}]
-    assert score(pts, "throughput") == 90.0
-    assert score(pts, "throughput", latency_budget_ms=50) == 80.0
-    assert score(pts, "throughput", latency_budget_ms=10) is None
-    assert score(pts, "latency") == -20.0
-    assert gain(-15.0, -20.0, "latency") == pytest.approx(20 / 15 - 1)
-    assert gain(99.0, 90.0, "throughput") == pytest.approx(0.1)
+def _pts(*rows):
+    return [{"concurrency": c, "throughput": thr, "p99_ms": p99} for c, thr, p99 in rows]
+
+
+def test_the_search_score_is_the_objectives_aggregate_and_none_when_a_rule_refuses():
+    load = Load.parse("1:4")
+    cur = Curve.from_dicts("cur", _pts((1, 50.0, 20.0), (2, 80.0, 40.0), (4, 90.0, 90.0)))
+    assert search_score(None, cur, "load", load, None) == pytest.approx((50 * 80 * 90) ** (1 / 3))
+    assert search_score(None, cur, "saturation", load, None) == 90.0
+    assert search_score(None, cur, "saturation", load, 50) == 80.0
+    assert search_score(None, cur, "latency", load, None) == pytest.approx(1000 / 20)
+    # Faster at c4 but 10 % slower at c1: refused under load, fine under saturation.
+    fast_high = Curve.from_dicts("x", _pts((1, 45.0, 20.0), (2, 90.0, 40.0), (4, 140.0, 60.0)))
+    assert search_score(cur, fast_high, "load", load, None) is None
+    assert search_score(cur, fast_high, "saturation", load, None) == 140.0
+    # Not measured at every level (stopped early): no score under load.
+    assert search_score(cur, Curve.from_dicts("y", _pts((4, 100.0, 60.0))), "load", load, None) is None
+
+
+def test_the_budget_estimate_counts_every_level_and_the_confirm_step():
+    load, sat = TuneOptions(), TuneOptions(objective="saturation")
+    assert load.levels == (1, 2, 4, 8, 16) and TuneOptions(objective="latency").levels == (1,)
+    # saturation adds a fill level per candidate; the load objective does not.
+    assert candidate_estimate_s(sat) - candidate_estimate_s(load) == pytest.approx(3 * 1.5 + 2.0)
+    # The confirm step: current, winner, winner, current at each of the 5 levels, 2 loads per level.
+    assert confirm_estimate_s(load, level_s=6.0, load_s=4.0) == 5 * (4 * 6.0 + 2 * 4.0)
+    # 14 minutes (first guesses) hold the baselines of 5 models, the confirm steps of the 2 models
+    # tuned, and still 5 full candidates (refused ones stop early and cost less).
+    left = 14 * 60 - 5 * candidate_estimate_s(load) - 2 * confirm_estimate_s(load)
+    assert left > 5 * candidate_estimate_s(load)
+
+
+def test_throughput_is_the_saturation_objectives_old_name():
+    o = TuneOptions(objective="throughput", repository=GOLDEN)
+    o.check()
+    assert o.objective == "saturation"
+    with pytest.raises(InputError, match="load, saturation, latency"):
+        TuneOptions(objective="fastest", repository=GOLDEN).check()
 
 
 # ------------------------------------------------------------------ search and pruning
@@ -274,11 +311,31 @@ def _best(history):
 
 
 def test_a_failed_previous_config_is_kept_with_a_reason():
-    from dnx.perf.tune.decision import Candidate, decide
-
     pts = [{"concurrency": 1, "throughput": 40.0, "p50_ms": 10.0, "p99_ms": 12.0, "stable": True}]
     cands = [Candidate("m", 0, {"a": 1}, "a=1", status="failed", error="perf_analyzer failed", baseline=True),
              Candidate("m", 1, {"a": 2}, "a=2", points=pts, score=40.0)]
-    d = decide(cands, "throughput", None)["m"]
-    assert not d.write and d.gain is None and "could not be measured" in d.reason
-    assert d.best_found == "a=2" and d.previous_figure == "-" and cands[0].winner
+    d = decide(cands, choices(cands, "load", Load.parse("1"), None))["m"]
+    assert not d.write and d.gain is None and "nothing can be compared" in d.reason
+    assert d.previous_figure == "-" and cands[0].winner
+
+
+def test_a_winner_without_a_confirmation_is_not_written():
+    cands = [Candidate("m", 0, {"a": 1}, "a=1", points=_pts((1, 40.0, 12.0)), baseline=True),
+             Candidate("m", 1, {"a": 2}, "a=2", points=_pts((1, 60.0, 10.0)))]
+    ch = choices(cands, "load", Load.parse("1"), None)
+    assert ch["m"].changes
+    d = decide(cands, ch)["m"]
+    assert not d.write and "not confirmed" in d.reason and d.best_found == "a=2" and cands[0].winner
+
+
+def test_saturation_picks_the_config_faster_at_the_fill_level_that_the_load_objective_keeps_out():
+    cands = [Candidate("m", 0, {"a": 1}, "a=1", points=_pts((1, 100.0, 10.0), (2, 110.0, 18.0), (4, 115.0, 35.0)),
+                       baseline=True),
+             Candidate("m", 1, {"a": 2}, "a=2", points=_pts((1, 60.0, 17.0), (2, 100.0, 20.0), (4, 150.0, 27.0),
+                                                            (16, 200.0, 80.0)))]
+    load = Load.parse("1:4")
+    kept = choices(cands, "load", load, None)["m"]
+    assert not kept.changes and kept.refusal("a=2").kind == "slower"
+    assert [t.label for t in kept.trade_offs] == ["a=2"] and str(kept.trade_offs[0].load) == "4"
+    picked = choices(cands, "saturation", load, None)["m"]
+    assert picked.changes and picked.winner.label == "a=2" and picked.scores["a=2"] == 200.0  # the fill level c16

@@ -12,12 +12,15 @@ from click.testing import CliRunner
 
 from dnx.cli import cli
 from dnx.model_repository.config_edit import read_config
+from dnx.perf.results import machine_info
 from dnx.perf.tune import space as t
-from dnx.perf.tune.decision import Candidate
+from dnx.perf.tune.decision import Candidate, choices
+from dnx.perf.tune.objective import SLACK, confirm
 from dnx.perf.tune.options import TuneOptions, TuneResult
 from dnx.perf.tune.report import write_tune_report
 from dnx.perf.tune.write_back import write_back
 from dnx.serving.server import free_port
+from tests.faults.test_tune_faults import SLOW, _tiny_image_onnx
 from tests.fixtures_server import _link_tree
 from tests.perf.sweep.test_perf_cli import one_line_error
 
@@ -86,14 +89,18 @@ def test_url_and_launch_exclude_each_other(repo_copy):
     one_line_error(r, "--url and --launch")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root bypasses file permissions, so a read-only folder cannot be made")
-def test_read_only_repository(repo_copy):
-    (repo_copy / MODEL).chmod(0o555)
-    try:
-        r = CliRunner().invoke(cli, ["tune", "--repository", str(repo_copy), "--models", MODEL])
-        one_line_error(r, "no write permission", "--dry-run")
-    finally:
-        (repo_copy / MODEL).chmod(0o755)
+def test_the_objective_flag_reaches_the_options(repo_copy):
+    """The estimate in the too-small-budget error counts a fill level only under saturation (and its old name)."""
+    def need(*args):
+        r = CliRunner().invoke(cli, ["tune", "--repository", str(repo_copy), "--budget-minutes", "0.05",
+                                     "--concurrency", "1", *args])
+        one_line_error(r, "is too small to measure one candidate")
+        return r.output.split("(about ")[1].split(" s")[0]
+
+    assert need() == need("--objective", "load") == "14"
+    assert need("--objective", "saturation") == need("--objective", "throughput") == "21"
+    r = CliRunner().invoke(cli, ["tune", "--repository", str(repo_copy), "--concurrency", "16:1"])
+    one_line_error(r, "--concurrency '16:1'", "1:16 is 1,2,4,8,16")
 
 
 # ------------------------------------------------------------------ write-back (pure: measured figures given)
@@ -104,16 +111,25 @@ def _cand(model, idx, knobs, thr, *, baseline=False):
     return Candidate(model, idx, knobs, t.describe(knobs), points=pts, score=thr, baseline=baseline)
 
 
+def _confirmed(res: TuneResult) -> None:
+    """The confirm step as if the rerun measured what the search did (the decision holds)."""
+    o = res.options
+    for name, ch in choices(res.candidates, o.objective, o.load, o.latency_budget_ms).items():
+        if ch.changes:
+            res.confirmations[name] = confirm(ch.current, ch.winner, ch)
+
+
 def test_winner_is_written_through_the_template_with_orig_and_manifest(repo_copy, tmp_path):
     base = read_config(repo_copy / MODEL)
     start = t.knobs_of(base)
     better = {**start, "layout": (2, 1)}
     orig_text = (repo_copy / MODEL / "config.pbtxt").read_text()
-    res = TuneResult(tmp_path / "out", TuneOptions(repository=repo_copy), machine={"cores": 2},
+    res = TuneResult(tmp_path / "out", TuneOptions(repository=repo_copy, concurrency=(1,)), machine={"cores": 2},
                      versions={"onnxruntime": "1.x"})
     res.out_dir.mkdir()
     res.candidates = [_cand(MODEL, 0, start, 30.0, baseline=True), _cand(MODEL, 1, better, 40.0),
                       _cand(MODEL, 2, {**start, "inter": 2}, 30.5)]
+    _confirmed(res)
     write_back(res, {MODEL: base}, repo_copy)
     assert (repo_copy / MODEL / "config.pbtxt.orig").read_text() == orig_text
     now = read_config(repo_copy / MODEL)
@@ -123,12 +139,16 @@ def test_winner_is_written_through_the_template_with_orig_and_manifest(repo_copy
     # The figure `dnx export` reads to choose the ensemble's variant (dnx.model_repository.ensemble).
     assert manifest["models"][MODEL]["tune"]["throughput"] == 40.0
     tuning = manifest["tuning"]
-    assert tuning["objective"] == "throughput" and tuning["machine"] == {"cores": 2} and "onnxruntime" in tuning["versions"]
-    assert tuning["models"][MODEL]["gain"] == pytest.approx(40 / 30 - 1)
+    assert tuning["objective"] == "load" and tuning["machine"] == {"cores": 2} and "onnxruntime" in tuning["versions"]
+    assert tuning["models"][MODEL]["gain"] == pytest.approx(40 / 30 - 1) and tuning["models"][MODEL]["confirmed"]
     paths = write_tune_report(res)
     md = paths["md"].read_text()
-    assert "+33.3%" in md and "inst=2 intra=1" in md
-    assert paths["plot"].read_bytes().startswith(b"\x89PNG")
+    assert "+33.3%" in md and "inst=2 intra=1" in md and "**Rerun**" in md
+    assert paths[f"plot:{MODEL}"] == res.out_dir / f"tune-{MODEL}.png"
+    assert paths[f"plot:{MODEL}"].read_bytes().startswith(b"\x89PNG") and f"](tune-{MODEL}.png)" in md
+    doc = json.loads(paths["json"].read_text())["decisions"][MODEL]
+    assert doc["decision"]["winner"] == t.describe(better)
+    assert doc["decision"]["changes"] and doc["confirmation"]["holds"]
     rows = paths["csv"].read_text().splitlines()
     assert len(rows) == 4 and ",True," in rows[2]  # the winner row is marked
 
@@ -137,7 +157,7 @@ def test_a_gain_within_noise_keeps_the_previous_config(repo_copy, tmp_path):
     base = read_config(repo_copy / MODEL)
     start = t.knobs_of(base)
     before = _digest(repo_copy)
-    res = TuneResult(tmp_path / "out", TuneOptions(repository=repo_copy))
+    res = TuneResult(tmp_path / "out", TuneOptions(repository=repo_copy, concurrency=(1,)))
     res.candidates = [_cand(MODEL, 0, start, 30.0, baseline=True), _cand(MODEL, 1, {**start, "inter": 2}, 30.5)]
     write_back(res, {MODEL: base}, repo_copy)
     after = _digest(repo_copy)
@@ -151,31 +171,66 @@ def test_a_gain_within_noise_keeps_the_previous_config(repo_copy, tmp_path):
 # ------------------------------------------------------------------ a real short tune
 
 
+TINY = "dnx_tiny"
+
+
+@pytest.fixture
+def slow_tiny_repo(tmp_path) -> Path:
+    """One tiny image-shaped ONNX model whose current config is deliberately slow (tests/faults/test_tune_faults.py):
+    a preferred batch of 4 with a 200 ms queue delay, so at concurrency 1 and 2 every request waits the delay."""
+    from dnx.model_repository.render import TritonConfig, render_config
+
+    repo = tmp_path / "model_repository"
+    _tiny_image_onnx(repo / TINY / "1" / "model.onnx", 0.5)
+    cfg = TritonConfig(name=TINY, max_batch_size=4, input_name="input", output_name="logits", input_dims=(3, 224, 224),
+                       output_dims=(1000,), backend="onnxruntime", default_model_filename="model.onnx",
+                       label_filename=None, parameters={"intra_op_thread_count": "1", "inter_op_thread_count": "1"},
+                       **SLOW)
+    (repo / TINY / "config.pbtxt").write_text(render_config(cfg))
+    (repo / "dnx-manifest.json").write_text(json.dumps({"model": "densenet121", "models": {TINY: {}}}) + "\n")
+    return repo
+
+
 @pytest.mark.server
 @pytest.mark.slow
-def test_real_short_tune_of_one_model(repo_copy, tmp_path):
-    out = tmp_path / "tune"
-    before = _digest(repo_copy)
-    r = CliRunner().invoke(cli, ["tune", "--repository", str(repo_copy), "--models", MODEL, "--budget-minutes", "2.5",
-                                 "--out", str(out), *FAST])
+def test_real_short_tune_of_one_model(slow_tiny_repo, tmp_path):
+    """The default (load) objective over c1, c2 writes a confirmed winner that is nowhere slower than the
+    current config in its own rerun figures, and records the machine it was tuned on."""
+    repo, out = slow_tiny_repo, tmp_path / "tune"
+    orig = (repo / TINY / "config.pbtxt").read_text()
+    r = CliRunner().invoke(cli, ["tune", "--repository", str(repo), "--models", TINY, "--budget-minutes", "3",
+                                 "--out", str(out), "--concurrency", "1:2", "--measurement-interval", "300",
+                                 "--stability-percentage", "100", "--max-trials", "3", "-q"])
     assert r.exit_code == 0, r.output
-    assert MODEL in r.output and str(out / "report.md") in r.output
+    assert f"{TINY}" in r.output and "wrote config.pbtxt" in r.output and str(out / "report.md") in r.output
     report = json.loads((out / "report.json").read_text())
+    assert report["options"]["objective"] == "load" and report["load"] == "1:2"
     cands = report["candidates"]
-    assert cands[0]["baseline"] and cands[0]["status"] == "ok" and cands[0]["throughput"] > 0
-    assert len(cands) >= 2, "the budget fits more than the previous config"
-    assert sum(c["winner"] for c in cands) == 1
-    assert all(c["status"] == "ok" or c["error"] for c in cands)
-    assert list(out.glob("raw/*_cand0_c1*.csv"))
-    d = report["decisions"][MODEL]
-    if d["write"]:
-        assert (repo_copy / MODEL / "config.pbtxt.orig").is_file()
-        assert json.loads((repo_copy / "dnx-manifest.json").read_text())["tuning"]["models"][MODEL]["winner"] == d["winner"]
-        assert t.describe(t.knobs_of(read_config(repo_copy / MODEL))).split(" q=")[0] in d["winner"]
-    else:
-        after = _digest(repo_copy)
-        assert {k: v for k, v in after.items() if k != "dnx-manifest.json"} == {
-            k: v for k, v in before.items() if k != "dnx-manifest.json"} and d["reason"]
+    assert cands[0]["baseline"] and cands[0]["status"] == "ok" and len(cands) >= 2
+    assert sum(c["winner"] for c in cands) == 1 and not cands[0]["winner"]
+    assert list(out.glob("raw/*_cand0_c1*.csv")) and list(out.glob("raw/*rerun*"))
+    d = report["decisions"][TINY]
+    assert d["write"] and d["written"] and d["decision"]["changes"] and d["confirmation"]["holds"]
+    # In the rerun's own figures, the written config is at no level more than the slack slower.
+    rerun = {c["label"]: {p["concurrency"]: p["throughput"] for p in c["points"]} for c in d["confirmation"]["rerun"]["curves"]}
+    current, written = rerun[d["previous"]], rerun[d["winner"]]
+    assert set(current) == set(written) == {1, 2}
+    assert all(written[c] >= current[c] * (1 - SLACK) for c in current), (current, written)
+    assert d["confirmation"]["written"]["label"] == d["winner"]
+    # Written: the config, its .orig, the manifest's rerun figures and the machine.
+    assert (repo / TINY / "config.pbtxt.orig").read_text() == orig
+    assert t.describe(t.knobs_of(read_config(repo / TINY))).split(" q=")[0] in d["winner"]
+    manifest = json.loads((repo / "dnx-manifest.json").read_text())
+    tuning = manifest["tuning"]
+    assert tuning["models"][TINY]["winner"] == d["winner"] and tuning["models"][TINY]["confirmed"]
+    here = machine_info()
+    assert {k: tuning["machine"][k] for k in ("cpu", "cores", "isa")} == {k: here[k] for k in ("cpu", "cores", "isa")}
+    assert tuning["load"] == "1:2" and tuning["objective"] == "load"
+    rec = manifest["models"][TINY]["tune"]
+    assert [p["throughput"] for p in rec["curve"]] == [written[1], written[2]] and rec["confirmed"]
+    md = (out / "report.md").read_text()
+    assert "**Rerun**" in md and (out / f"tune-{TINY}.png").read_bytes().startswith(b"\x89PNG")
+    assert here["cpu"] in md
 
 
 @pytest.mark.server

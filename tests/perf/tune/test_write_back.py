@@ -11,15 +11,16 @@ from dnx.model_repository.config_edit import read_config
 from dnx.perf.tune import space as t
 from dnx.perf.tune.options import TuneOptions, TuneResult
 from dnx.perf.tune.write_back import write_back
-from tests.perf.tune.test_tune_cli import MODEL, _cand, _digest, repo_copy  # noqa: F401 - the fixture
+from tests.perf.tune.test_tune_cli import MODEL, _cand, _confirmed, _digest, repo_copy  # noqa: F401 - the fixture
 
 
 def _result(repo, tmp_path):
     base = read_config(repo / MODEL)
     start = t.knobs_of(base)
-    res = TuneResult(tmp_path / "out", TuneOptions(repository=repo), machine={"cores": 2})
+    res = TuneResult(tmp_path / "out", TuneOptions(repository=repo, concurrency=(1,)), machine={"cores": 2})
     res.out_dir.mkdir()
     res.candidates = [_cand(MODEL, 0, start, 30.0, baseline=True), _cand(MODEL, 1, {**start, "layout": (2, 1)}, 40.0)]
+    _confirmed(res)
     return res, {MODEL: base}
 
 
