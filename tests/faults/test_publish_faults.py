@@ -4,7 +4,7 @@ The S3 server is moto's real server over TCP (tests/deploy/conftest.py). ``dnx p
 real process and talks to it through :class:`InspectingProxy`, which reads the requests passing
 through and, at the PUT of a chosen key, either cuts every connection (the server gone) or holds
 the request (the publisher waits on it) so a signal lands exactly there. Readers resolve the
-pointer the way ``dnx serve --repository s3://...`` does (:func:`dnx.deploy.remote.local_copy`)
+pointer the way ``dnx serve --repository s3://...`` does (:func:`dnx.storage.remote.local_copy`)
 and must get the previous version, complete and byte for byte; publishing again completes the new one.
 """
 
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from dnx.deploy.publish import INDEX_NAME, POINTER_NAME, publish, resolve, scan_repository
-from dnx.deploy.remote import local_copy
+from dnx.deploy.publish import publish, scan_repository
+from dnx.storage.published import INDEX_NAME, POINTER_NAME, resolve
+from dnx.storage.remote import local_copy
 from tests.deploy.conftest import moto_server
 from tests.faults.conftest import finish, one_error_line, wait_for
 

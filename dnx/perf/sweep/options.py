@@ -58,7 +58,7 @@ class PerfOptions:
     out: Path | None = None  # None: perf/results/<timestamp>/
     latency_budget_ms: float | None = None
     launch: bool = False  # start a local server for the run and stop it after
-    repository: Path | str = Path("model_repository")  # or s3://BUCKET/PREFIX (see dnx.deploy.remote)
+    repository: Path | str = Path("model_repository")  # or s3://BUCKET/PREFIX (see dnx.storage.remote)
     endpoint_url: str | None = None  # S3-compatible endpoint for an s3:// repository
     collect_metrics: bool | None = None  # None: on when a measured model runs on a GPU
     on_plan: Callable[[int, float], None] | None = None  # called with (points, estimated seconds) before the sweep
