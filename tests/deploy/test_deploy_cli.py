@@ -177,7 +177,7 @@ def test_no_validate_writes_even_an_invalid_manifest(small_published, s3_env, tm
     assert result.exit_code == 0, result.output
     assert "not validated (--no-validate)" in result.output
     assert yaml.safe_load((out / "plain" / "deployment.yaml").read_text())["dnxNotAField"] is True
-    assert {str(p.relative_to(out)) for p in out.rglob("*.yaml")} == set(k.FILES)
+    assert {str(p.relative_to(out)) for p in out.rglob("*.yaml")} == set(k.FILES) | {g for g in k.GENERATED if g.endswith(".yaml")}
 
 
 @pytest.mark.parametrize("version", ["0.1", "9.99"])
