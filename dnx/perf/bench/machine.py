@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dnx.manifest import Manifest
+
 
 def _isa(m: dict) -> list[str]:
     return sorted(m.get("isa") or [])
 
 
-def tuned_elsewhere(manifest: dict | None, machine: dict) -> str | None:
+def tuned_elsewhere(manifest: Manifest | None, machine: dict) -> str | None:
     """A one-line warning when ``manifest``'s ``tuning.machine`` (``dnx tune``) names another CPU model
     or other ISA flags than ``machine`` (:func:`dnx.perf.results.machine_info`); else None."""
-    tuned = ((manifest or {}).get("tuning") or {}).get("machine")
+    tuned = ((manifest.extra.get("tuning") if manifest is not None else None) or {}).get("machine")
     if not isinstance(tuned, dict) or not tuned.get("cpu"):
         return None
     if tuned.get("cpu") == machine.get("cpu") and _isa(tuned) == _isa(machine):
