@@ -171,6 +171,33 @@ def _set_pdeathsig() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+# Run beside a local tritonserver: when dnx dies without stopping it (SIGKILL), PR_SET_PDEATHSIG gives
+# tritonserver a SIGTERM, but Python backend stubs it was still starting or unloading outlive it when
+# its --exit-timeout-secs runs out (seen under load: orphaned stubs for half an hour). The watchdog
+# gets the same SIGTERM and takes the whole process group down: SIGTERM, then SIGKILL after GRACE.
+_WATCHDOG = """
+import os, signal, sys, time
+pgid, grace = int(sys.argv[1]), float(sys.argv[2])
+def alive():
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+def stop(*_):
+    end = time.monotonic() + grace
+    while alive() and time.monotonic() < end:
+        time.sleep(0.2)
+    if alive():
+        os.killpg(pgid, signal.SIGKILL)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+while alive():
+    time.sleep(1)
+"""
+_WATCHDOG_GRACE_S = 12.0  # tritonserver's --exit-timeout-secs=10, and a moment
+
+
 def _log_tail(path: Path, lines: int = 6) -> str:
     """The server log's last error lines (or last lines), joined into one line."""
     try:
@@ -379,6 +406,12 @@ class TritonServer:
                 self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True, preexec_fn=_set_pdeathsig if self.mode == "local" else None,
             )
+        if self.mode == "local":
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-c", _WATCHDOG, str(self._proc.pid), str(_WATCHDOG_GRACE_S)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, preexec_fn=_set_pdeathsig,
+            )
 
     def _get(self, path: str) -> bool:
         try:
@@ -448,6 +481,10 @@ class TritonServer:
                     with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                         subprocess.run(["docker", "rm", "-f", self._container], capture_output=True, timeout=10)
                 proc.wait()
+            watchdog, self._watchdog = getattr(self, "_watchdog", None), None
+            if watchdog is not None:
+                watchdog.kill()
+                watchdog.wait()
             if self._workdir is not None:
                 if getattr(self, "_keep_log", False) and self.log_file and self._workdir in self.log_file.parents:
                     shutil.rmtree(self._workdir / "backends", ignore_errors=True)
