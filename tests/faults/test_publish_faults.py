@@ -25,7 +25,7 @@ import pytest
 from dnx.deploy.publish import publish, scan_repository
 from dnx.storage.published import INDEX_NAME, POINTER_NAME, resolve
 from dnx.storage.remote import local_copy
-from tests.deploy.conftest import moto_server
+from tests.deploy.conftest import TcpProxy, moto_server
 from tests.faults.conftest import finish, one_error_line, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.s3]
@@ -34,45 +34,21 @@ POINTER_PUT = re.compile(rb"PUT [^ ]*/" + re.escape(POINTER_NAME.encode()) + rb"
 FIRST_MODEL_PUT = re.compile(rb"PUT [^ ]*/versions/[0-9a-f]+/tiny_a/1/model\.onnx[ ?]")
 
 
-class InspectingProxy:
+class InspectingProxy(TcpProxy):
     """Forwards 127.0.0.1:<port> to the S3 server; on the first request matching ``trigger``,
     ``cut`` closes every connection and the listener (nothing of that request reaches the server)
     and ``hold`` stops forwarding that connection (the request never arrives; the client waits)."""
 
     def __init__(self, target_port: int, trigger: re.Pattern, action: str):
-        self.target_port, self.trigger, self.action = target_port, trigger, action
+        self.trigger, self.action = trigger, action
         self.triggered = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target_port)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self):
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if self._closed:
-                client.close()
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            with self._lock:
-                self._conns += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
-
-    def _pipe(self, src, dst, inspect: bool):
+    def _pipe(self, src, dst, request: bool):
         tail = b""
         try:
             while data := src.recv(65536):
-                if inspect and not self.triggered.is_set():
+                if request and not self.triggered.is_set():
                     seen, tail = tail + data, (tail + data)[-512:]  # a request line split across two reads
                     if self.trigger.search(seen):
                         self.triggered.set()
@@ -82,27 +58,14 @@ class InspectingProxy:
                 dst.sendall(data)
         except OSError:
             pass
-        if not (inspect and self.triggered.is_set() and self.action == "hold"):
+        if not (request and self.triggered.is_set() and self.action == "hold"):
             for s in (src, dst):
                 try:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
 
-    def close(self):
-        self._closed = True
-        try:  # shutdown wakes the thread blocked in accept()
-            self._listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._listener.close()
-        with self._lock:
-            for s in self._conns:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
+    close = TcpProxy.cut
 
 
 @pytest.fixture(scope="module")
