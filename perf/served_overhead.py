@@ -123,7 +123,9 @@ def perf_point(server, model: str, concurrency: int, shm: str, window_ms: int, o
     csv_path = out / f"{model}_{shm}_c{concurrency}_{time.time_ns()}.csv"
     window = (["--measurement-mode", "count_windows", "--measurement-request-count", str(request_count)]
               if request_count else ["--measurement-interval", str(window_ms)])
-    argv = ["perf_analyzer", "-m", model, "-u", server.grpc_url, "-i", "grpc", "-b", "1",
+    from dnx.perf.analyzer.binary import find_perf_analyzer
+
+    argv = [str(find_perf_analyzer()), "-m", model, "-u", server.grpc_url, "-i", "grpc", "-b", "1",
             "--concurrency-range", f"{concurrency}:{concurrency}", *window,
             "--stability-percentage", "999", "--max-trials", "6", "--shared-memory", shm,
             "--verbose-csv", "-f", str(csv_path)]

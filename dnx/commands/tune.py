@@ -55,13 +55,15 @@ def command(repository, models, objective, latency_budget_ms, budget_minutes, ur
     Candidates (instances, threads, streams, hints, batch sizes, queue delay) are loaded into the
     running server with load_model(config=...) and measured at every level of the load. The winner
     and the current config are measured again, interleaved, before anything is written; the
-    previous config is kept as config.pbtxt.orig.
+    previous config is kept as config.pbtxt.orig. The ensemble's preprocess model (instances,
+    queue delay) is measured through the ensemble, sent real photographs (dnx.photos' mix).
 
     \b
     Examples:
       dnx tune                                           # launch a local server, tune the 2 best variants
       dnx tune --models densenet121_openvino_int8 --budget-minutes 5
       dnx tune --concurrency 16                          # clients keep 16 requests in flight
+      dnx tune --models densenet121_preprocess           # the bytes-in ensemble's decoding
       dnx tune --objective latency --dry-run
       dnx tune --url 127.0.0.1:8001 --latency-budget-ms 50
     """

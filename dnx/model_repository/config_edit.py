@@ -53,6 +53,7 @@ def config_from_text(text: str, where: str = "config.pbtxt") -> TritonConfig:
         max_queue_delay_us=int(msg.dynamic_batching.max_queue_delay_microseconds), parameters=params,
         warmup_batch_sizes=[int(w.batch_size) for w in msg.model_warmup],
         cuda_graphs=bool(msg.optimization.cuda.graphs), trt_accelerator=accel,
+        input_dtype=model_config_pb2.DataType.Name(inp.data_type),
     )
     if parse_config(render_config(cfg)) != msg:
         raise InputError(f"{hint} (re-rendering it would change settings dnx does not manage)")

@@ -39,6 +39,7 @@ class TritonConfig:
     warmup_batch_sizes: list[int] = field(default_factory=lambda: [1])
     cuda_graphs: bool = False
     trt_accelerator: str | None = None  # None | "fp32" | "fp16"
+    input_dtype: str = "TYPE_FP32"  # TYPE_STRING: encoded images (the ensemble's Python preprocess model)
 
     @classmethod
     def from_served(cls, config: dict) -> "TritonConfig":
@@ -149,7 +150,7 @@ def expected_config(cfg: TritonConfig):
     if cfg.default_model_filename:
         msg.default_model_filename = cfg.default_model_filename
     msg.version_policy.latest.num_versions = 1
-    msg.input.add(name=cfg.input_name, data_type=pb.TYPE_FP32, dims=list(cfg.input_dims),
+    msg.input.add(name=cfg.input_name, data_type=pb.DataType.Value(cfg.input_dtype), dims=list(cfg.input_dims),
                   format=pb.ModelInput.FORMAT_NCHW if len(cfg.input_dims) == 3 else pb.ModelInput.FORMAT_NONE)
     out = msg.output.add(name=cfg.output_name, data_type=pb.TYPE_FP32, dims=list(cfg.output_dims))
     if cfg.label_filename:
@@ -169,7 +170,7 @@ def expected_config(cfg: TritonConfig):
     for bs in cfg.warmup_batch_sizes:
         warm = msg.model_warmup.add(name=f"warmup_batch_{bs}", batch_size=bs)
         data = warm.inputs[cfg.input_name]
-        data.data_type = pb.TYPE_FP32
+        data.data_type = pb.DataType.Value(cfg.input_dtype)
         data.dims.extend(cfg.input_dims)
         data.random_data = True
     return msg

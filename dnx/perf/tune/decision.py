@@ -1,7 +1,7 @@
 """``dnx tune``'s measured candidates and its typed per-model :class:`Decision` (pure).
 
 A :class:`Candidate` is one measured config (its points per concurrency level); the choice
-itself is :func:`dnx.perf.tune.objective.choose` over their curves (:func:`curve_of`), and the
+itself is :func:`dnx.perf.tune.objective.challenge` over their curves (:func:`curve_of`), and the
 confirm step :func:`~dnx.perf.tune.objective.confirm`. :func:`decide` wraps both into one
 :class:`Decision` per model, read by the write-back, the report, the manifest and the command.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dnx.perf.tune.curves import Curve, Load, geomean
-from dnx.perf.tune.objective import Confirmation, choose
+from dnx.perf.tune.objective import Confirmation, challenge, choose
 from dnx.perf.tune.objective import Decision as Choice
 
 
@@ -140,7 +140,7 @@ def _won_figure(won: Candidate, choice: Choice, conf: Confirmation | None) -> st
 
 
 def choices(candidates: list[Candidate], objective: str, load: Load, budget: float | None) -> dict[str, Choice | None]:
-    """:func:`~dnx.perf.tune.objective.choose` per model over its candidates (None: no current config measured)."""
+    """:func:`~dnx.perf.tune.objective.challenge` per model over its candidates (None: no current config measured)."""
     out: dict[str, Choice | None] = {}
     for name in dict.fromkeys(c.model for c in candidates):
         mine = [c for c in candidates if c.model == name]
@@ -148,8 +148,8 @@ def choices(candidates: list[Candidate], objective: str, load: Load, budget: flo
         if base is None:
             out[name] = None
             continue
-        out[name] = choose(curve_of(base), [curve_of(c) for c in mine if not c.baseline], load, budget,
-                           objective=objective)
+        out[name] = challenge(curve_of(base), [curve_of(c) for c in mine if not c.baseline], load, budget,
+                              objective=objective)
     return out
 
 

@@ -17,6 +17,7 @@ back at every level (:func:`~dnx.perf.tune.objective.rerun_plan`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 from dnx._lazy import lazy_import
 from dnx.errors import DnxError, ServerError, one_line
 from dnx.model_repository.config_edit import config_json
+from dnx.model_repository.ensemble import IMAGE_INPUT
 from dnx.model_repository.render import TritonConfig
 from dnx.perf.analyzer import Analyzer, LevelSettings
 from dnx.perf.levels import levels_for
@@ -32,11 +34,12 @@ from dnx.perf.served import ModelControl
 from dnx.perf.tune import space
 from dnx.perf.tune.curves import Curve, Point, combine
 from dnx.perf.tune.decision import Candidate, choices, curve_of, search_score
-from dnx.perf.tune.objective import Confirmation, confirm, early_refusal, rerun_plan
+from dnx.perf.tune.objective import NEAR_SLACK, Confirmation, confirm, early_refusal, rerun_plan
 from dnx.perf.tune.objective import Decision as Choice
 from dnx.perf.tune.options import (
     LOAD_ESTIMATE_S, RERUN_ROUNDS, TuneOptions, TuneResult, candidate_estimate_s, confirm_estimate_s, level_estimate_s,
 )
+from dnx.photos import photo_mix, write_input_data
 
 # A level below this share of the best level before it is past saturation.
 SATURATION_SHARE = 0.97
@@ -45,8 +48,13 @@ SATURATION_SHARE = 0.97
 class Measurer:
     """Loads candidates into the server and measures them with perf_analyzer, within a deadline."""
 
-    def __init__(self, url: str, opts: TuneOptions, out_dir: Path, deadline: float):
+    def __init__(self, url: str, opts: TuneOptions, out_dir: Path, deadline: float,
+                 through: dict[str, str] | None = None):
         self.url, self.opts, self.deadline = url, opts, deadline
+        # model -> the ensemble it is measured through (the preprocess model: encoded photographs in)
+        self.through = dict(through or {})
+        self._photos: list[tuple[str, bytes]] | None = None
+        self._photo_settings: LevelSettings | None = None
         self.control = ModelControl(url)
         self.analyzer = Analyzer(out_dir)
         self.analyzer.raw.mkdir(parents=True, exist_ok=True)
@@ -77,17 +85,38 @@ class Measurer:
         if time.monotonic() + self.estimate_s() + self.reserve_s() > self.deadline:
             raise space.BudgetExhausted()
 
+    def photos(self) -> list[tuple[str, bytes]]:
+        """The photographs an ensemble is measured with (:func:`dnx.photos.photo_mix`), made once."""
+        if self._photos is None:
+            self._photos = photo_mix(None)
+        return self._photos
+
+    def _target(self, model: str) -> tuple[str, LevelSettings]:
+        """What perf_analyzer measures for ``model``: itself, or its ensemble fed real photographs."""
+        ensemble = self.through.get(model)
+        if ensemble is None:
+            return model, self.settings
+        if self._photo_settings is None:
+            data = write_input_data(self.analyzer.out_dir / "input-data-photos.json", IMAGE_INPUT, self.photos())
+            self._photo_settings = dataclasses.replace(self.settings, input_data=str(data))
+        return ensemble, self._photo_settings
+
     def answer(self, cfg: TritonConfig, image: np.ndarray) -> np.ndarray:
-        """The served model's output for ``image``."""
+        """The served model's output for ``image`` (the preprocess model: for the first photograph's bytes)."""
         grpc = lazy_import("tritonclient.grpc")
-        inp = grpc.InferInput(cfg.input_name, list(image.shape), "FP32")
-        inp.set_data_from_numpy(image)
+        if space.is_preprocess(cfg):
+            inp = grpc.InferInput(cfg.input_name, [1, 1], "BYTES")
+            inp.set_data_from_numpy(np.array([[self.photos()[0][1]]], dtype=np.object_))
+        else:
+            inp = grpc.InferInput(cfg.input_name, list(image.shape), "FP32")
+            inp.set_data_from_numpy(image)
         return self.control.client.infer(cfg.name, [inp]).as_numpy(cfg.output_name)
 
     def level(self, model: str, idx: int | str, c: int) -> dict:
-        """One measured level of candidate ``idx`` at concurrency ``c`` as a point."""
+        """One measured level of candidate ``idx`` of ``model`` at concurrency ``c`` as a point."""
         t0 = time.monotonic()
-        m = self.analyzer.measure_level(model, c, self.settings, stem=f"{model}_cand{idx}_c{{level}}")
+        target, settings = self._target(model)
+        m = self.analyzer.measure_level(target, c, settings, stem=f"{model}_cand{idx}_c{{level}}")
         self.level_costs.append(time.monotonic() - t0)
         return {"concurrency": c, "throughput": m.throughput, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "stable": m.stable}
 
@@ -121,7 +150,8 @@ class Measurer:
         for c in sorted(o.levels, reverse=True):
             cand.points.append(self.level(cfg.name, cand.index, c))
             if current is not None and o.objective == "load":
-                why = early_refusal(current, curve_of(cand), o.load, o.latency_budget_ms)
+                # Measured on while it may still be a challenger (within NEAR_SLACK): the rerun decides.
+                why = early_refusal(current, curve_of(cand), o.load, o.latency_budget_ms, slack=NEAR_SLACK)
                 if why:
                     cand.stopped = why
                     break

@@ -109,3 +109,4 @@ class TuneResult:
     versions: dict = field(default_factory=dict)
     interrupted: bool = False
     url: str = ""
+    through: dict[str, str] = field(default_factory=dict)  # preprocess model -> the ensemble it is measured on

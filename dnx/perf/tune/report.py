@@ -73,6 +73,8 @@ def write_tune_report(result: TuneResult) -> dict[str, Path]:
         f"perf_analyzer windows {o.window_ms} ms (stability {o.stability_percentage:g} %, up to {o.max_trials} windows), "
         f"shared memory `{o.shared_memory}`",
         f"- machine: {machine_words(m)}, load average at start {', '.join(map(str, m.get('load_average', [])))}",
+        *[f"- `{pre}` is measured through its ensemble `{ens}` (perf_analyzer sends it photographs: the shipped ones "
+          "and a 12 MP phone JPEG); its answers are checked on encoded bytes" for pre, ens in result.through.items()],
         f"- a winner must gain {share(MIN_GAIN)} and hold on a rerun (it and the current config measured again, "
         "back to back, interleaved at every level) before it is written; the figures recorded are the rerun's.", "",
         "## Winners", "",
@@ -109,7 +111,7 @@ def write_tune_report(result: TuneResult) -> dict[str, Path]:
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     doc = {"options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(o).items()},
            "load": str(o.load), "url": result.url, "machine": result.machine, "versions": result.versions,
-           "interrupted": result.interrupted, "decisions": {n: d.to_dict() for n, d in result.decisions.items()},
+           "interrupted": result.interrupted, "measured_through": result.through, "decisions": {n: d.to_dict() for n, d in result.decisions.items()},
            "candidates": rows}
     atomic_write_text(out / "report.json", json.dumps(doc, indent=2, default=str) + "\n")
     return paths

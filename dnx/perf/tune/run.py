@@ -60,6 +60,18 @@ def _tunable(repo: Path, name: str):
     return None
 
 
+def _ensembles_of(repo: Path, ensemble: dict, bases: dict) -> dict[str, str]:
+    """``{preprocess model: its ensemble}`` for the named preprocess models: they are measured through it."""
+    through = {}
+    for name, cfg in bases.items():
+        if space.is_preprocess(cfg):
+            if ensemble.get("preprocess") != name or not ensemble.get("name"):
+                raise InputError(f"{name} is a preprocess model, tuned through its ensemble, but {repo}'s manifest names "
+                                 "no ensemble over it; re-export the repository with `dnx export`")
+            through[name] = ensemble["name"]
+    return through
+
+
 def run_tune(opts: TuneOptions) -> TuneResult:
     """Tune the served models of ``opts.repository`` and (unless ``dry_run``) write the winners back.
 
@@ -75,18 +87,25 @@ def run_tune(opts: TuneOptions) -> TuneResult:
 
 
 def _run(opts: TuneOptions, repo: Path, t_start: float) -> TuneResult:
+    manifest = repository_manifest(repo)
+    ensemble = (manifest.ensemble if manifest is not None else None) or {}
     for name in opts.models or []:
         if not (repo / name / "config.pbtxt").is_file():
             known = sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())
             raise InputError(f"model {name!r} is not in {repo}; choose from: {', '.join(known) or '(none)'}")
+        if name == ensemble.get("name"):
+            raise InputError(f"{name} is an ensemble (its steps are tuned, not it): pass --models "
+                             f"{ensemble.get('preprocess')} to tune its preprocessing through it, or --models "
+                             f"{ensemble.get('variant')} for its variant")
     bases = {n: read_config(repo / n) for n in opts.models or []}
     for cfg in bases.values():
         space.backend_of(cfg)
+    through = _ensembles_of(repo, ensemble, bases)
     if not opts.dry_run:
         _check_writable(repo, list(opts.models or []))
     out = Path(opts.out) if opts.out else new_results_dir("tune")
     out.mkdir(parents=True, exist_ok=True)
-    result = TuneResult(out, opts, machine=machine_info(), versions=library_versions())
+    result = TuneResult(out, opts, machine=machine_info(), versions=library_versions(), through=through)
     image = np.ascontiguousarray(photo_batch(spec_from_manifest(repository_manifest(repo) or {}))[:1])
     stopped: Interrupted | None = None
     with contextlib.ExitStack() as stack:
@@ -94,7 +113,9 @@ def _run(opts: TuneOptions, repo: Path, t_start: float) -> TuneResult:
         stack.enter_context(terminating())
         try:
             if opts.url is None:
-                url = stack.enter_context(launched_server(repo, opts.models, out / "tritonserver.log")).grpc_url
+                # A preprocess model is measured through its ensemble: the server loads that too (and its steps).
+                load = list(dict.fromkeys([*opts.models, *through.values()])) if opts.models else None
+                url = stack.enter_context(launched_server(repo, load, out / "tritonserver.log")).grpc_url
             else:
                 url = opts.url
             result.url = url
@@ -108,7 +129,7 @@ def _run(opts: TuneOptions, repo: Path, t_start: float) -> TuneResult:
                                  "tensorrt_plan configs); pass --models")
             if not opts.dry_run:
                 _check_writable(repo, names)
-            measurer = Measurer(url, opts, out, t_start + opts.budget_minutes * 60)
+            measurer = Measurer(url, opts, out, t_start + opts.budget_minutes * 60, through=through)
             stack.callback(measurer.close)
             if opts.url is not None:  # leave a shared server as the repository says, whatever happens
                 stack.callback(measurer.control.restore, repo, names)

@@ -22,7 +22,7 @@ from dnx.errors import InputError
 from dnx.model_repository.render import TritonConfig
 from dnx.perf.served import backend_kind
 
-BACKENDS = ("onnxruntime", "openvino", "tensorrt_plan")
+BACKENDS = ("onnxruntime", "openvino", "tensorrt_plan", "python")
 
 
 @dataclass(frozen=True)
@@ -31,20 +31,35 @@ class Dimension:
 
     ``ordered``: values have an order along which the objective is assumed unimodal, so the
     search can stop early. ``applies``: whether the knob matters given the other knobs.
+    ``patience``: how many values in a row may score below the best of the walk before it stops
+    (batch sizes: one, because a dip at one size, noise on a shared VM or a kernel that fits it
+    badly, may be followed by a gain at the next: on OpenVINO int8 at c16, dnx tune stopped at
+    max batch 2 (116.5 < 127.7 infer/s at 1) and never measured 4, which Model Analyzer's brute
+    search found best, 154.4).
     """
 
     name: str
     values: tuple
     ordered: bool = True
     applies: Callable[[dict], bool] = lambda knobs: True
+    patience: int = 0  # ordered: values in a row that may score below the walk's best before it stops
 
 
 def backend_of(cfg: TritonConfig) -> str:
-    """``onnxruntime`` | ``openvino`` | ``tensorrt_plan`` (InputError for anything else)."""
+    """``onnxruntime`` | ``openvino`` | ``tensorrt_plan`` | ``python`` (InputError for anything else).
+
+    ``python`` is only the ensemble's preprocess model (encoded images in), measured through its ensemble.
+    """
     kind = backend_kind(cfg)
-    if kind not in BACKENDS:
-        raise InputError(f"{cfg.name}: dnx tune knows the {', '.join(BACKENDS)} backends, not {kind!r}; drop it from --models")
+    if kind not in BACKENDS or (kind == "python" and not is_preprocess(cfg)):
+        raise InputError(f"{cfg.name}: dnx tune knows the onnxruntime, openvino and tensorrt_plan backends and "
+                         f"the ensemble's preprocess model, not {kind!r}; drop it from --models")
     return kind
+
+
+def is_preprocess(cfg: TritonConfig) -> bool:
+    """Whether ``cfg`` is a dnx ensemble's preprocess model (Python backend, encoded images in)."""
+    return backend_kind(cfg) == "python" and cfg.input_dtype == "TYPE_STRING"
 
 
 def _powers(limit: int) -> tuple[int, ...]:
@@ -71,7 +86,7 @@ def search_space(backend: str, cores: int | None = None, max_batch: int = 8, gpu
             Dimension("layout", layouts),
             Dimension("inter", (1, 2), applies=lambda k: cores >= 2),
             # max_batch_size stays (clients may send batches up to it); the batcher's target moves.
-            Dimension("preferred", (0,) + tuple(b for b in batches if b > 1)),
+            Dimension("preferred", (0,) + tuple(b for b in batches if b > 1), patience=1),
             Dimension("queue_us", (0, 1000, 5000), applies=lambda k: k["preferred"] > 0),
         ]
     if backend == "openvino":
@@ -83,8 +98,15 @@ def search_space(backend: str, cores: int | None = None, max_batch: int = 8, gpu
             Dimension("hint", ("LATENCY", "THROUGHPUT"), ordered=False),
             # With several instances each process already gets its share of the threads (backend_common).
             Dimension("threads", threads, ordered=False, applies=lambda k: cores >= 2 and k["layout"][0] == 1),
-            Dimension("max_batch", batches),
+            Dimension("max_batch", batches, patience=1),
             Dimension("queue_us", (0, 1000, 5000), applies=batching),
+        ]
+    if backend == "python":
+        # Each instance is one Python stub decoding one image at a time, on the cores the variant
+        # leaves idle; one more than the cores lets decoding overlap the variant's own waits.
+        return [
+            Dimension("instances", tuple(range(1, cores + 2))),
+            Dimension("queue_us", (0, 1000)),
         ]
     if backend == "tensorrt_plan":
         return [
@@ -125,6 +147,8 @@ def knobs_of(cfg: TritonConfig) -> dict:
         threads = p.get("INFERENCE_NUM_THREADS", "0")
         return {"layout": (cfg.instance_count, streams), "hint": p.get("PERFORMANCE_HINT", "LATENCY").upper(),
                 "threads": int(threads) if threads.isdigit() else 0, "max_batch": cfg.max_batch_size, "queue_us": queue}
+    if backend == "python":
+        return {"instances": cfg.instance_count, "queue_us": queue}
     return {"instances": cfg.instance_count, "dynamic_batching": cfg.dynamic_batching, "queue_us": queue,
             "cuda_graphs": cfg.cuda_graphs, "max_batch": cfg.max_batch_size}
 
@@ -161,6 +185,8 @@ def apply_knobs(base: TritonConfig, knobs: dict) -> TritonConfig:
         return replace(base, instance_count=instances, max_batch_size=mbs, dynamic_batching=True,
                        preferred_batch_sizes=[mbs] if mbs > 1 else [], max_queue_delay_us=queue if mbs > 1 else 0,
                        parameters=params, warmup_batch_sizes=[b for b in base.warmup_batch_sizes if b <= mbs] or [1])
+    if backend == "python":  # the transform's parameters and the batch size the ensemble needs stay
+        return replace(base, instance_count=int(knobs["instances"]), dynamic_batching=True, max_queue_delay_us=queue)
     dyn = bool(knobs["dynamic_batching"])
     preferred = [b for b in (mbs // 2, mbs) if b >= 1] if dyn else []
     return replace(base, instance_count=int(knobs["instances"]), dynamic_batching=dyn,
@@ -209,8 +235,9 @@ def coordinate_search(dims: list[Dimension], start: dict, evaluate: Callable[[di
     ``start_score``: the start's score when it was measured already (it is not evaluated again).
     Returns every candidate with its score, in order (``start`` first); each is evaluated once. Stops early
     when ``evaluate`` raises :class:`BudgetExhausted`. Pruning along ordered dimensions: values
-    are tried away from the current one and the walk stops at the first value that scores below
-    the previous one (or fails); the downward walk is skipped when the upward one improved.
+    are tried away from the current one and the walk stops once more than ``patience`` values in
+    a row score below the best of the walk so far (or one fails); the downward walk is skipped
+    when the upward one improved.
     """
     done: dict[tuple, float | None] = {}
     history: list[tuple[dict, float | None]] = []
@@ -239,7 +266,7 @@ def coordinate_search(dims: list[Dimension], start: dict, evaluate: Callable[[di
             else:
                 walks = [[v for v in dim.values if v != cur]]
             for walk in walks:
-                improved, prev = False, best_score  # best is still base here
+                improved, top, misses = False, best_score, 0  # best is still base here
                 for v in walk:
                     cand = {**base, dim.name: v}
                     if not dim.applies(cand):
@@ -247,9 +274,13 @@ def coordinate_search(dims: list[Dimension], start: dict, evaluate: Callable[[di
                     s = ev(cand)
                     if s is not None and (best_score is None or s > best_score):
                         best, best_score, improved = cand, s, True
-                    if dim.ordered and (s is None or (prev is not None and s < prev)):
-                        break  # pruned: further along this walk cannot win
-                    prev = s
+                    if dim.ordered:
+                        if s is None:
+                            break  # a failure ends the walk
+                        misses = misses + 1 if top is not None and s < top else 0
+                        if misses > dim.patience:
+                            break  # pruned: further along this walk cannot win
+                        top = s if top is None else max(top, s)
                 if improved and dim.ordered:
                     break  # going up helped: do not walk down
     except BudgetExhausted:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from dnx import faults
 from dnx.errors import DnxError, one_line
+from dnx.hashing import sha256_bytes
 from dnx.model_repository.config_edit import ORIG_NAME, write_config
 from dnx.model_repository.layout import MANIFEST_NAME, atomic_write_bytes, atomic_write_text
 from dnx.model_repository.render import TritonConfig, render_config
@@ -62,16 +63,24 @@ def signals_deferred():
 def _manifest(result: TuneResult, manifest: dict, written: dict[str, TritonConfig]) -> dict:
     """The manifest with the written configs, each model's tuned figure and the ``tuning`` record."""
     o = result.options
+    ensemble = manifest.get("ensemble") or {}
     for name, cfg in written.items():
+        if name == ensemble.get("preprocess"):  # the ensemble's step, not a variant: its record is the ensemble's
+            ensemble.update(preprocess_instances=cfg.instance_count, preprocess_queue_delay_us=cfg.max_queue_delay_us)
+            ensemble.setdefault("files", {})[f"{name}/config.pbtxt"] = sha256_bytes(render_config(cfg).encode("utf-8"))
+            continue
         entry = manifest.setdefault("models", {}).setdefault(name, {})
         entry["config"] = {"max_batch_size": cfg.max_batch_size, "instance_count": cfg.instance_count,
                            "instance_kind": cfg.instance_kind, "preferred_batch_sizes": cfg.preferred_batch_sizes,
                            "max_queue_delay_us": cfg.max_queue_delay_us, "parameters": cfg.parameters}
     for name, d in result.decisions.items():
         # What the served config measured here: `dnx export` serves the fastest variant in the ensemble.
+        record = {**(d.point or {}), "objective": o.objective, "load": str(o.load),
+                  "confirmed": d.confirmation is not None and d.confirmation.holds}
         if d.point and name in manifest.get("models", {}):
-            manifest["models"][name]["tune"] = {**d.point, "objective": o.objective, "load": str(o.load),
-                                                "confirmed": d.confirmation is not None and d.confirmation.holds}
+            manifest["models"][name]["tune"] = record
+        elif d.point and name == ensemble.get("preprocess"):  # measured through the ensemble: its figure
+            ensemble["tune"] = record
     manifest["tuning"] = {
         "tuned_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": result.machine, "versions": result.versions, "objective": o.objective,

@@ -233,6 +233,45 @@ def test_real_short_tune_of_one_model(slow_tiny_repo, tmp_path):
     assert here["cpu"] in md
 
 
+def test_naming_the_ensemble_points_at_its_steps(repo_copy):
+    r = CliRunner().invoke(cli, ["tune", "--repository", str(repo_copy), "--models", "densenet121", *FAST])
+    one_line_error(r, "densenet121 is an ensemble", "--models densenet121_preprocess")
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_the_preprocess_model_is_tuned_through_its_ensemble_with_photographs(repo_copy, tmp_path):
+    """Its candidates are measured on the ensemble (perf_analyzer sent the photo mix), its answers checked on
+    encoded bytes; what is written reads back as the template's and the ensemble's manifest record follows it."""
+    repo, out, pre = repo_copy, tmp_path / "tune", "densenet121_preprocess"
+    before = read_config(repo / pre)
+    r = CliRunner().invoke(cli, ["tune", "--repository", str(repo), "--models", pre, "--budget-minutes", "4",
+                                 "--out", str(out), "--concurrency", "1:2", "--measurement-interval", "400",
+                                 "--stability-percentage", "100", "--max-trials", "3", "-q"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    cands = report["candidates"]
+    assert len(cands) >= 2 and all(c["status"] == "ok" for c in cands), [c.get("error") for c in cands]
+    assert {tuple(sorted(json.loads(c["knobs"]))) for c in cands} == {("instances", "queue_us")}
+    # perf_analyzer measured the ensemble, fed the photographs (its BYTES input), not the preprocess model alone.
+    data = json.loads((out / "input-data-photos.json").read_text())
+    assert len(data["data"]) >= 3 and "image" in data["data"][0]
+    assert report["measured_through"] == {pre: "densenet121"}
+    assert f"`{pre}` is measured through its ensemble `densenet121`" in (out / "report.md").read_text()
+    d = report["decisions"][pre]
+    manifest = json.loads((repo / "dnx-manifest.json").read_text())
+    assert pre not in manifest["models"]  # the ensemble's step, not a variant
+    now = read_config(repo / pre)
+    if d["written"]:
+        assert (repo / pre / "config.pbtxt.orig").is_file() and now != before
+        ens = manifest["ensemble"]
+        assert (ens["preprocess_instances"], ens["preprocess_queue_delay_us"]) == (now.instance_count, now.max_queue_delay_us)
+        assert ens["files"][f"{pre}/config.pbtxt"] == hashlib.sha256((repo / pre / "config.pbtxt").read_bytes()).hexdigest()
+    else:
+        assert now == before and not (repo / pre / "config.pbtxt.orig").exists()
+    assert now.parameters == before.parameters  # the transform is never tune's
+
+
 @pytest.mark.server
 @pytest.mark.slow
 def test_sigterm_leaves_the_repository_unchanged_and_keeps_the_candidates(repo_copy, tmp_path):

@@ -58,3 +58,24 @@ def test_a_signal_inside_the_write_back_waits_until_it_is_done(repo_copy, tmp_pa
     assert read_config(repo_copy / MODEL).instance_count == 2  # written in full, then the signal acted
     tuning = json.loads((repo_copy / "dnx-manifest.json").read_text())["tuning"]
     assert tuning["models"][MODEL]["written"] == str(repo_copy / MODEL / "config.pbtxt")
+
+
+def test_a_tuned_preprocess_model_updates_the_ensemble_record_not_the_variants(repo_copy, tmp_path):
+    """The preprocess model is the ensemble's step: its new instances, queue delay and config hash go into
+    the manifest's ``ensemble``; ``models`` (the variants) gains no entry for it."""
+    import hashlib
+
+    pre = "densenet121_preprocess"
+    base = read_config(repo_copy / pre)
+    start = t.knobs_of(base)
+    res = TuneResult(tmp_path / "out", TuneOptions(repository=repo_copy, concurrency=(1,)), machine={"cores": 2})
+    res.out_dir.mkdir()
+    res.candidates = [_cand(pre, 0, start, 20.0, baseline=True), _cand(pre, 1, {**start, "instances": 1}, 30.0)]
+    _confirmed(res)
+    write_back(res, {pre: base}, repo_copy)
+    manifest = json.loads((repo_copy / "dnx-manifest.json").read_text())
+    ens = manifest["ensemble"]
+    assert read_config(repo_copy / pre).instance_count == 1 == ens["preprocess_instances"]
+    assert ens["files"][f"{pre}/config.pbtxt"] == hashlib.sha256((repo_copy / pre / "config.pbtxt").read_bytes()).hexdigest()
+    assert ens["tune"]["confirmed"] and ens["tune"]["throughput"] > 0
+    assert pre not in manifest["models"] and manifest["tuning"]["models"][pre]["written"]

@@ -106,3 +106,36 @@ def test_saturation_reruns_each_configs_best_level():
     assert rerun_levels(d) == (4, 32)
     c = confirm(curve("cur", (121,), levels=(4,)), Curve("mbs=8", (Point(32, 240, 200),)), d)
     assert c.holds and c.written.throughput(32) == 240
+
+
+# ------------------------------------------------------------------ a challenger: refused only within the noise
+
+# make tune, 2026-12-02, OpenVINO bf16 (one window per level): 2 instances x 2 streams against the export default.
+BF16_CURRENT = (49.4, 69.4, 62.0, 64.6, 47.9)
+BF16_TWO_INSTANCES = (47.5, 103.5, 63.8, 95.8, 76.0)  # -3.7 % at c1, +48-59 % at c2, c8, c16
+
+
+def test_a_candidate_slower_only_within_the_noise_is_measured_again_not_refused():
+    from dnx.perf.tune.objective import NEAR_SLACK, SLACK, challenge
+
+    current, two = curve("cur", BF16_CURRENT), curve("inst=2", BF16_TWO_INSTANCES)
+    assert not choose(current, [two]).changes  # the 3 % rule alone refuses it on one window
+    d = challenge(current, [two])
+    assert d.changes and d.challenger and d.slack == SLACK and NEAR_SLACK == 2 * SLACK
+    assert "measured again" in d.why and "% slower than the current config at c1" in d.why
+    # The rerun decides with the 3 % rule: within it at c1 now -> written ...
+    held = confirm(curve("cur", (48.0, 68.0, 63.0, 65.0, 48.0)), curve("inst=2", (47.5, 101.0, 66.0, 94.0, 77.0)), d)
+    assert held.holds and held.written.label == "inst=2"
+    # ... 5 % slower at c1 again -> the current config stays.
+    kept = confirm(curve("cur", (50.0, 69.0, 62.0, 64.0, 48.0)), curve("inst=2", (47.5, 103.0, 64.0, 96.0, 76.0)), d)
+    assert not kept.holds and kept.written.label == "cur"
+    assert json.loads(json.dumps(d.to_dict()))["challenger"] is True
+
+
+def test_a_candidate_far_slower_at_one_level_is_no_challenger():
+    from dnx.perf.tune.objective import challenge
+
+    current, ma = curve("exported", AS_EXPORTED), curve("model analyzer", MODEL_ANALYZER)
+    d = challenge(current, [ma])  # -77 % at c1: a trade-off, not noise
+    assert not d.changes and not d.challenger and d.trade_offs
+    assert challenge(current, [ma], objective="saturation").winner.label == choose(current, [ma], objective="saturation").winner.label
