@@ -12,7 +12,7 @@
 # config (else every batched OpenVINO config fails its warm-up).
 #
 # Then the config as exported and both winners are measured side by side (perf/side_by_side.py:
-# one server, c1, c2, c4, c8, c16 interleaved, $ROUNDS rounds, medians): $OUT/side-by-side/.
+# one server, the $LEVELS levels interleaved, $ROUNDS rounds, medians): $OUT/side-by-side/.
 set -euo pipefail
 REPO=$(realpath "$1"); MODEL=${2:-densenet121_openvino_int8}; OUT=$(realpath -m "${3:-perf/results/model-analyzer}")
 MA_VENV=${MA_VENV:-/work/ma-venv}; DNX=${DNX:-.venv/bin/dnx}; PY=${PY:-.venv/bin/python}

@@ -37,6 +37,12 @@ CASES = {
     "openvino_cpu": _base(name="densenet121_openvino_bf16", backend="openvino",
                           max_batch_size=1,
                           parameters={"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "HINT_BF16": "YES"}),
+    # The ensemble's preprocess model as `dnx tune` rewrites it: the same bytes as its own template's.
+    "python_preprocess": _base(name="densenet121_preprocess", backend="python", input_name="image", input_dims=(1,),
+                               input_dtype="TYPE_STRING", output_name="input", output_dims=(3, 224, 224),
+                               label_filename=None, instance_count=2, warmup_batch_sizes=[],
+                               parameters={"resize": "256", "crop": "224", "interpolation": "bilinear",
+                                           "mean": "0.485,0.456,0.406", "std": "0.229,0.224,0.225"}),
 }
 
 

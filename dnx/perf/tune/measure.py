@@ -68,6 +68,7 @@ class Measurer:
         self.load_costs: list[float] = []
         self.reference: dict[str, np.ndarray] = {}
         self.confirming = 0  # models whose confirm step the search must leave time for
+        self.budget_stops = 0  # candidates not measured because the budget would not cover them
         self._reruns = 0
 
     def estimate_s(self) -> float:
@@ -83,6 +84,7 @@ class Measurer:
     def check_budget(self) -> None:
         """Raise :class:`space.BudgetExhausted` when the next candidate (and the confirm steps) would not fit."""
         if time.monotonic() + self.estimate_s() + self.reserve_s() > self.deadline:
+            self.budget_stops += 1
             raise space.BudgetExhausted()
 
     def photos(self) -> list[tuple[str, bytes]]:

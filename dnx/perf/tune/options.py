@@ -110,3 +110,4 @@ class TuneResult:
     interrupted: bool = False
     url: str = ""
     through: dict[str, str] = field(default_factory=dict)  # preprocess model -> the ensemble it is measured on
+    budget_stopped: bool = False  # the search ended because the next candidate would not fit the budget

@@ -75,6 +75,9 @@ def write_tune_report(result: TuneResult) -> dict[str, Path]:
         f"- machine: {machine_words(m)}, load average at start {', '.join(map(str, m.get('load_average', [])))}",
         *[f"- `{pre}` is measured through its ensemble `{ens}` (perf_analyzer sends it photographs: the shipped ones "
           "and a 12 MP phone JPEG); its answers are checked on encoded bytes" for pre, ens in result.through.items()],
+        *([f"- **the budget ended the search**: {len(result.candidates)} candidates measured, the next one and the "
+           f"confirm step would not have fitted {o.budget_minutes:g} min; pass a larger --budget-minutes to search "
+           "further"] if result.budget_stopped else []),
         f"- a winner must gain {share(MIN_GAIN)} and hold on a rerun (it and the current config measured again, "
         "back to back, interleaved at every level) before it is written; the figures recorded are the rerun's.", "",
         "## Winners", "",
@@ -111,7 +114,8 @@ def write_tune_report(result: TuneResult) -> dict[str, Path]:
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     doc = {"options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(o).items()},
            "load": str(o.load), "url": result.url, "machine": result.machine, "versions": result.versions,
-           "interrupted": result.interrupted, "measured_through": result.through, "decisions": {n: d.to_dict() for n, d in result.decisions.items()},
+           "interrupted": result.interrupted, "measured_through": result.through,
+           "budget_stopped": result.budget_stopped, "decisions": {n: d.to_dict() for n, d in result.decisions.items()},
            "candidates": rows}
     atomic_write_text(out / "report.json", json.dumps(doc, indent=2, default=str) + "\n")
     return paths

@@ -134,6 +134,7 @@ def _run(opts: TuneOptions, repo: Path, t_start: float) -> TuneResult:
             if opts.url is not None:  # leave a shared server as the repository says, whatever happens
                 stack.callback(measurer.control.restore, repo, names)
             search(result, measurer, bases, names, image)
+            result.budget_stopped = measurer.budget_stops > 0
             chosen = choices(result.candidates, opts.objective, opts.load, opts.latency_budget_ms)
             confirm_winners(result, measurer, bases, chosen)
         except KeyboardInterrupt as exc:

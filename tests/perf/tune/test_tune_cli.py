@@ -151,6 +151,10 @@ def test_winner_is_written_through_the_template_with_orig_and_manifest(repo_copy
     assert doc["decision"]["changes"] and doc["confirmation"]["holds"]
     rows = paths["csv"].read_text().splitlines()
     assert len(rows) == 4 and ",True," in rows[2]  # the winner row is marked
+    assert "the budget ended the search" not in md and json.loads(paths["json"].read_text())["budget_stopped"] is False
+    res.budget_stopped = True  # a search the budget cut short says so
+    md = write_tune_report(res)["md"].read_text()
+    assert "**the budget ended the search**: 3 candidates measured" in md and "--budget-minutes" in md
 
 
 def test_a_gain_within_noise_keeps_the_previous_config(repo_copy, tmp_path):
