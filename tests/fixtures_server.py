@@ -135,6 +135,25 @@ def served_model() -> str:
     return SERVED_MODEL
 
 
+def settled(read, interval_s: float = 0.2, tries: int = 25):
+    """``read()`` (a server's statistics) once two reads ``interval_s`` apart agree.
+
+    Triton counts a request just after its response is sent, so a read right after a test's last
+    reply may miss it, or (the read before the next test) count it late: seen as 163 inferences
+    for 160 requests, the previous test's 3 landing in the window.
+    """
+    import time
+
+    prev = read()
+    for _ in range(tries):
+        time.sleep(interval_s)
+        now = read()
+        if now == prev:
+            return now
+        prev = now
+    return prev
+
+
 def concurrent_infer(url: str, model: str, inputs, expected, threads: int, per_thread: int) -> tuple[list[str], float]:
     """``threads`` gRPC clients each send ``per_thread`` batch-1 requests of ``inputs`` (cycled).
 

@@ -1,11 +1,9 @@
 """The Python-based `onnxruntime` backend inside a real tritonserver: parity, batching, bad requests."""
 
-import time
-
 import numpy as np
 import pytest
 
-from tests.fixtures_server import TINY_MODEL, concurrent_infer, mixed_width_requests
+from tests.fixtures_server import TINY_MODEL, concurrent_infer, mixed_width_requests, settled
 
 
 TOL = 1e-4  # same ONNX Runtime, same file: differences come only from thread scheduling
@@ -60,15 +58,11 @@ def test_concurrent_clients_are_batched(triton_server, served_model, photo_input
         return int(m.get("inference_count", 0)), int(m.get("execution_count", 0))
 
     threads_n, per_thread = 8, 20
-    before = stats()
+    before = settled(stats)
     errors, worst = concurrent_infer(triton_server.grpc_url, served_model, photo_inputs, reference_logits,
                                      threads_n, per_thread)
     assert not errors, errors[:3]
-    # Triton updates its statistics just after the last response is sent: let them settle.
-    deadline = time.monotonic() + 5
-    while stats()[0] - before[0] < threads_n * per_thread and time.monotonic() < deadline:
-        time.sleep(0.1)
-    inferences, executions = (a - b for a, b in zip(stats(), before))
+    inferences, executions = (a - b for a, b in zip(settled(stats), before))
     print(f"{inferences} inferences in {executions} executions; worst abs error {worst:.3g}")
     assert inferences == threads_n * per_thread
     assert executions < inferences, "the dynamic batcher never formed a batch > 1"

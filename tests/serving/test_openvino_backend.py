@@ -14,7 +14,7 @@ import pytest
 from dnx.exporter import openvino as ovx
 from dnx.runtimes import openvino as ov_rt
 from tests.exporter.test_openvino import cosine_and_max_abs, quantize_qdq
-from tests.fixtures_server import _tiny_onnx, concurrent_infer, mixed_width_requests
+from tests.fixtures_server import _tiny_onnx, concurrent_infer, mixed_width_requests, settled
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -157,11 +157,11 @@ def _stats(url, model):
 def test_concurrent_clients_are_batched(ov_server, ov_repository, photo_array):
     name, variant = next((n, v) for n, v in ov_repository[1].items() if v.precision == "int8")
     local = _local(variant)(photo_array)
-    before = _stats(ov_server.grpc_url, name)
+    before = settled(lambda: _stats(ov_server.grpc_url, name))
     threads_n, per_thread = 6, 8
     errors, worst = concurrent_infer(ov_server.grpc_url, name, photo_array, local, threads_n, per_thread)
     assert not errors, errors[:3]
-    after = _stats(ov_server.grpc_url, name)
+    after = settled(lambda: _stats(ov_server.grpc_url, name))
     inferences, executions = after[0] - before[0], after[1] - before[1]
     batched = after[2].get(2, 0) - before[2].get(2, 0)
     print(f"{inferences} inferences in {executions} executions, {batched} of batch 2; worst abs error {worst:.3g}")
