@@ -106,7 +106,7 @@ def _run(opts: TuneOptions, repo: Path, t_start: float) -> TuneResult:
     out = Path(opts.out) if opts.out else new_results_dir("tune")
     out.mkdir(parents=True, exist_ok=True)
     result = TuneResult(out, opts, machine=machine_info(), versions=library_versions(), through=through)
-    image = np.ascontiguousarray(photo_batch(spec_from_manifest(repository_manifest(repo) or {}))[:1])
+    image = np.ascontiguousarray(photo_batch(spec_from_manifest(manifest or {}))[:1])
     stopped: Interrupted | None = None
     with contextlib.ExitStack() as stack:
         # SIGINT/SIGTERM (once or more): stop measuring, stop the server, report what was measured.
