@@ -135,7 +135,8 @@ class Decision:
 
 def _won_figure(won: Candidate, choice: Choice, conf: Confirmation | None) -> str:
     """The chosen config's aggregate: the rerun's when it was measured again, else the search's."""
-    again = next((c for c in conf.rerun.candidates if c.label == won.label), None) if conf is not None else None
+    again = next((c for c in (conf.rerun.current, *conf.rerun.candidates) if c.label == won.label), None) \
+        if conf is not None else None
     return figure(again, conf.rerun) if again is not None else figure(won.curve(), choice)
 
 
@@ -184,10 +185,11 @@ def decide(candidates: list[Candidate], choices_: dict[str, Choice | None],
             reason = f"{choice.why}; not confirmed (dry run, interrupted, or no time left for the rerun)"
         else:
             reason = conf.reason
-        kept = by_label[choice.winner.label] if write else base
+        # The final round may pick a runner-up over the search's winner (objective.confirm).
+        kept = by_label[conf.written.label] if write else base
         kept.winner = True
         shown = conf.written if conf is not None else kept.curve()
-        won = by_label.get(choice.winner.label, base)
+        won = kept if write else by_label.get(choice.winner.label, base)
         gain = (conf.rerun.gain if conf is not None and conf.holds else choice.gain) if choice.changes else None
         out[name] = Decision(
             winner=kept.label, knobs=kept.knobs, reason="" if write else reason, write=write,

@@ -10,8 +10,9 @@ Under the ``load`` and ``latency`` objectives a candidate is measured at every l
 the highest first, and stopped as soon as :func:`~dnx.perf.tune.objective.early_refusal` says it
 cannot win (slower than the current config at a level, or over the latency budget). Under
 ``saturation`` the levels rise to the fill level and stop past saturation, as before. The
-confirm step (:meth:`Measurer.rerun`) measures the current config and the winner again, back to
-back at every level (:func:`~dnx.perf.tune.objective.rerun_plan`).
+confirm step (:meth:`Measurer.rerun`) measures the current config and the winner again, with the
+runners-up the search could not tell from it (:func:`~dnx.perf.tune.objective.runners_up`), back
+to back at every level (:func:`~dnx.perf.tune.objective.rerun_plan`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dnx.perf.served import ModelControl
 from dnx.perf.tune import space
 from dnx.perf.tune.curves import Curve, Point, combine
 from dnx.perf.tune.decision import Candidate, choices, curve_of, search_score
-from dnx.perf.tune.objective import NEAR_SLACK, Confirmation, confirm, early_refusal, rerun_plan
+from dnx.perf.tune.objective import NEAR_SLACK, Confirmation, confirm, early_refusal, rerun_plan, runners_up
 from dnx.perf.tune.objective import Decision as Choice
 from dnx.perf.tune.options import (
     LOAD_ESTIMATE_S, RERUN_ROUNDS, TuneOptions, TuneResult, candidate_estimate_s, confirm_estimate_s, level_estimate_s,
@@ -187,24 +188,27 @@ class Measurer:
         self.costs.append(cand.seconds)
         return cand
 
-    def rerun(self, choice: Choice, base: TritonConfig, winner: TritonConfig) -> Confirmation:
-        """The confirm step: ``base`` and ``winner`` measured again, back to back and interleaved at
+    def rerun(self, choice: Choice, configs: dict[str, TritonConfig], runners: tuple[Curve, ...] = ()) -> Confirmation:
+        """The confirm step (the final round): the current config, the winner and ``runners``
+        (``configs``: label -> config for each) measured again, back to back and interleaved at
         every level (:func:`~dnx.perf.tune.objective.rerun_plan`), and the decision re-made on those runs.
 
         Not bound by the search's deadline (:meth:`reserve_s` kept the time for it).
         """
-        runs: dict[str, list[Point]] = {"current": [], "winner": []}
+        runs: dict[str, list[Point]] = {label: [] for label in configs}
         loaded = None
-        for level, who in rerun_plan(choice, RERUN_ROUNDS):
-            cfg = base if who == "current" else winner
-            if loaded != who:
+        for level, label in rerun_plan(choice, RERUN_ROUNDS, runners):
+            cfg = configs[label]
+            if loaded != label:
                 self.load(cfg)
-                loaded = who
+                loaded = label
             self._reruns += 1
+            who = "current" if label == choice.current.label else "winner" if label == choice.winner.label else "runner"
             p = self.level(cfg.name, f"-rerun{self._reruns}-{who}", level)
-            runs[who].append(Point(level, p["throughput"], p["p99_ms"]))
-        return confirm(combine(choice.current.label, runs["current"]), combine(choice.winner.label, runs["winner"]),
-                       choice)
+            runs[label].append(Point(level, p["throughput"], p["p99_ms"]))
+        again = {label: combine(label, pts) for label, pts in runs.items()}
+        return confirm(again[choice.current.label], again[choice.winner.label], choice,
+                       runners=tuple(again[r.label] for r in runners))
 
     def close(self) -> None:
         self.control.close()
@@ -275,9 +279,13 @@ def confirm_winners(result: TuneResult, measurer: Measurer, bases: dict[str, Tri
         mine = [c for c in result.candidates if c.model == name]
         if choice is None or not choice.changes or len(mine) < 2:
             continue
-        won = next(c for c in mine if c.label == choice.winner.label)
+        runners = runners_up(choice, RERUN_ROUNDS)
+        by_label = {c.label: c for c in mine}
+        configs = {choice.current.label: bases[name]}
+        configs.update({c.label: space.apply_knobs(bases[name], by_label[c.label].knobs)
+                        for c in (choice.winner, *runners)})
         try:
-            result.confirmations[name] = measurer.rerun(choice, bases[name], space.apply_knobs(bases[name], won.knobs))
+            result.confirmations[name] = measurer.rerun(choice, configs, runners)
         except ServerError:
             raise
         except (measurer.control.error_type, RuntimeError, DnxError, OSError) as exc:

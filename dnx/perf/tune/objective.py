@@ -14,7 +14,8 @@ Objectives (:data:`OBJECTIVES`):
 Candidates faster at some levels but more than ``slack`` slower at others are *trade-offs*: the
 decision names them and the load under which they would be chosen, so a report can say "this
 config stays unless you state that load (``--concurrency 8:16``)". :func:`confirm` re-makes the
-decision on a back-to-back, interleaved rerun of the current config and the winner;
+decision on a back-to-back, interleaved rerun of the current config and the winner, with the
+runners-up the search could not tell from it (:func:`runners_up`: the final round);
 :func:`challenge` sends a trade-off that is slower only within the noise (:data:`NEAR_SLACK`)
 to that rerun instead of refusing it on one window.
 """
@@ -35,6 +36,13 @@ SLACK = 0.03  # a winner is never more than this much slower than the current co
 # current config, it wins only if the 3 % rule holds there (:func:`challenge`, :func:`confirm`).
 NEAR_SLACK = 2 * SLACK
 MIN_GAIN = 0.03  # ... and beats it by at least this much in aggregate (measurement noise)
+# The final round: candidates whose search score is within this share of the winner's are ties on
+# one window each. Measured on the AMX VM: OpenVINO int8 max batch 4 at c16 scored 113.1 infer/s in
+# dnx tune's search and 178.4 in Model Analyzer's the same hour; dnx wrote max batch 2 (155.0),
+# which max batch 4 then beat in each of 6 interleaved rounds (+16 %).
+FINALIST_BAND = 0.30
+MAX_RUNNERS_UP = 3  # measured again with the winner, at most
+RERUN_WINDOWS = 20  # ... and only while the final round stays within this many perf_analyzer runs per model
 _EPS = 1e-9  # exactly `slack` slower / exactly `min_gain` faster count as within the rule
 
 
@@ -418,22 +426,62 @@ class Confirmation:
                 "rerun": {k: v for k, v in self.rerun.to_dict().items() if k != "trade_offs"}}
 
 
-def rerun_levels(decision: Decision) -> tuple[int, ...]:
+def rerun_levels(decision: Decision, runners: tuple[Curve, ...] = ()) -> tuple[int, ...]:
     """The levels the confirm step measures: the load's (saturation: each config's best level)."""
     if decision.objective == "saturation":
         best = lambda c: max(c.points, key=lambda p: p.throughput).concurrency if c.points else None  # noqa: E731
-        return tuple(sorted({x for x in (best(decision.current), best(decision.winner)) if x is not None}))
+        return tuple(sorted({x for c in (decision.current, decision.winner, *runners) if (x := best(c)) is not None}))
     return _levels(decision.objective, decision.load)
 
 
-def rerun_plan(decision: Decision, rounds: int = 2) -> list[tuple[int, str]]:
-    """``(level, "current" | "winner")`` in measuring order: back to back at each level, ABBA
-    (current, winner, winner, current, ...) so a drift in the machine's load hits both alike."""
+def rerun_configs(levels: int, rounds: int) -> int:
+    """How many configs the final round measures (current, winner, runners-up) for ``levels`` levels x ``rounds``.
+
+    At least the two of the confirm step; more while the round stays within :data:`RERUN_WINDOWS`
+    runs: ``--concurrency 16`` gets 5 (3 runners-up), the default 1:16 (5 levels) gets 2.
+    """
+    return min(2 + MAX_RUNNERS_UP, max(2, RERUN_WINDOWS // max(1, levels * rounds)))
+
+
+def runners_up(decision: Decision, rounds: int = 2, band: float = FINALIST_BAND) -> tuple[Curve, ...]:
+    """The candidates measured again with the winner in the final round, best search score first.
+
+    A runner-up scored within ``band`` of the winner (one window each on a VM that drifts by
+    that much: a tie), broke no rule but the noise (failed, over the latency budget, unmeasured
+    or more than :data:`NEAR_SLACK` slower than the current config at some level: out), and fits
+    :func:`rerun_configs`. None when the decision keeps the current config.
+    """
+    if not decision.changes:
+        return ()
+    top = decision.scores.get(decision.winner.label)
+    if not top:
+        return ()
+    room = rerun_configs(len(rerun_levels(decision)), rounds) - 2
+    levels = _levels(decision.objective, decision.load)
+    out = []
+    for c in decision.candidates:
+        s = decision.scores.get(c.label)
+        if c.label == decision.winner.label or s is None or s < (1 - band) * top - _EPS:
+            continue
+        r = decision.refusal(c.label)
+        if r is not None and r.kind in ("failed", "budget", "unmeasured"):
+            continue
+        if r is not None and r.kind == "slower" and any(x < -NEAR_SLACK - _EPS for _, x in _changes(decision.current, c, levels)):
+            continue
+        out.append(c)
+    out.sort(key=lambda c: -decision.scores[c.label])  # sort() is stable: ties keep the search's order
+    return tuple(out[:max(0, room)])
+
+
+def rerun_plan(decision: Decision, rounds: int = 2, runners: tuple[Curve, ...] = ()) -> list[tuple[int, str]]:
+    """``(level, config label)`` in measuring order: back to back at each level, the order reversed
+    every other round (two configs: ABBA, current, winner, winner, current), so a drift in the
+    machine's load hits each config alike. ``runners``: the final round's runners-up (:func:`runners_up`)."""
+    configs = [decision.current.label, decision.winner.label] + [r.label for r in runners]
     order = []
-    for c in rerun_levels(decision):
+    for c in rerun_levels(decision, runners):
         for i in range(rounds):
-            pair = ("current", "winner") if i % 2 == 0 else ("winner", "current")
-            order += [(c, who) for who in pair]
+            order += [(c, label) for label in (configs if i % 2 == 0 else configs[::-1])]
     return order
 
 
@@ -444,39 +492,50 @@ def _extreme(curve: Curve, pick) -> Curve:
 
 
 def confirm(current_rerun: Curve, winner_rerun: Curve | None, decision: Decision,
-            unstable_spread: float = UNSTABLE_SPREAD) -> Confirmation:
+            unstable_spread: float = UNSTABLE_SPREAD, runners: tuple[Curve, ...] = ()) -> Confirmation:
     """Does ``decision`` hold on the interleaved rerun (:func:`rerun_plan`, :func:`~curves.combine`)?
 
-    It holds when :func:`choose` over the two rerun curves, same objective, load, budget, slack
-    and margin, picks the same winner, and, when a rerun curve is unstable (its repeats differ by
-    more than ``unstable_spread``), it still picks it with the winner's slowest repeat against the
-    current config's fastest at every level; otherwise the current config stays. Either way the figures to write are the rerun's (``written``). ``winner_rerun``
-    is None when the decision keeps the current config (nothing to confirm).
+    It holds when :func:`choose` over the rerun curves (the current config, the winner and the
+    final round's ``runners``), same objective, load, budget, slack and margin, picks a
+    candidate, and, when a rerun curve is unstable (its repeats differ by more than
+    ``unstable_spread``), it still picks it with that candidate's slowest repeat against the current
+    config's fastest at every level; otherwise the current config stays. The candidate picked may
+    be a runner-up: the search had one window per candidate, the final round has several, back to
+    back. Either way the figures to write are the rerun's (``written``). ``winner_rerun`` is None
+    when the decision keeps the current config (nothing to confirm).
     """
-    if current_rerun.label != decision.current.label or (decision.changes and winner_rerun.label != decision.winner.label):
-        raise ValueError(f"rerun curves {current_rerun.label!r}, {winner_rerun.label!r} are not the decision's "
-                         f"{decision.current.label!r}, {decision.winner.label!r}")
-    cands = [winner_rerun] if decision.changes else []
+    known = {c.label for c in decision.candidates}
+    if current_rerun.label != decision.current.label or (decision.changes and winner_rerun.label != decision.winner.label) \
+            or any(r.label not in known for r in runners):
+        raise ValueError(f"rerun curves {current_rerun.label!r}, {getattr(winner_rerun, 'label', None)!r}, "
+                         f"{[r.label for r in runners]} are not the decision's {decision.current.label!r}, "
+                         f"{decision.winner.label!r} and its candidates")
+    cands = [winner_rerun, *runners] if decision.changes else []
     again = _choose(current_rerun, cands, decision.load, decision.latency_budget_ms, decision.slack,
                     decision.objective, decision.min_gain, unstable_spread, False)
     if not decision.changes:
         return Confirmation(True, "the current config stays; its rerun figures are recorded", again, current_rerun)
-    if again.unstable:
+    picked = again.winner
+    instead = (f"the final round picks {picked.label} over the search's {decision.winner.label}: "
+               if again.changes and picked.label != decision.winner.label else "")
+    mine = {k: v for k, v in again.unstable.items() if k in (current_rerun.label, picked.label)}
+    if again.changes and mine:
         where = "; ".join(f"{k} at {', '.join(f'c{c} ({share(s)} between repeats)' for c, s in v.items())}"
-                          for k, v in again.unstable.items())
-        # Unstable figures refuse the winner only where they could change the decision: it must
+                          for k, v in mine.items())
+        # Unstable figures refuse the pick only where they could change the decision: it must
         # still win with its slowest repeat against the current config's fastest at every level.
-        worst = _choose(_extreme(current_rerun, max), [_extreme(winner_rerun, min)], decision.load,
+        worst = _choose(_extreme(current_rerun, max), [_extreme(picked, min)], decision.load,
                         decision.latency_budget_ms, decision.slack, decision.objective, decision.min_gain,
                         math.inf, False)
-        if not (again.changes and worst.changes):
-            return Confirmation(False, f"the rerun is unstable ({where}) and the winner does not win on its slowest "
-                                       "repeats: other load on the machine? The current config stays; rerun dnx tune "
-                                       "on a quiet machine", again, current_rerun)
-        return Confirmation(True, f"holds on the rerun, even on its slowest repeats against the current config's "
-                                  f"fastest (the rerun is unstable: {where}): {again.why}", again, winner_rerun)
+        if not worst.changes:
+            return Confirmation(False, f"the rerun is unstable ({where}) and {instead or 'the winner '}"
+                                       f"{'does' if not instead else 'it does'} not win on its slowest repeats: other "
+                                       "load on the machine? The current config stays; rerun dnx tune on a quiet "
+                                       "machine", again, current_rerun)
+        return Confirmation(True, f"{instead}holds on the rerun, even on its slowest repeats against the current "
+                                  f"config's fastest (the rerun is unstable: {where}): {again.why}", again, picked)
     if again.changes:
-        return Confirmation(True, f"holds on the rerun: {again.why}", again, winner_rerun)
+        return Confirmation(True, f"{instead}holds on the rerun: {again.why}", again, picked)
     r = again.refusal(winner_rerun.label)
     return Confirmation(False, f"does not hold on the rerun ({r.reason if r else again.why}): the current config stays",
                         again, current_rerun)

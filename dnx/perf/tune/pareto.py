@@ -227,8 +227,9 @@ def report_markdown(decision: Decision, curves: list[Curve] | None = None, confi
         lines.append("")
     if confirmation is not None:
         w = confirmation.written
-        lines += [f"**Rerun** (current config and winner back to back, interleaved at every level): "
-                  f"{confirmation.reason}.", "",
+        others = [c.label for c in confirmation.rerun.candidates if c.label != d.winner.label]
+        who = "current config and winner" + (f", with the runners-up {', '.join(f'`{o}`' for o in others)}," if others else "")
+        lines += [f"**Rerun** ({who} back to back, interleaved at every level): {confirmation.reason}.", "",
                   f"Figures recorded for `{w.label}` (the rerun's): "
                   + ", ".join(f"c{p.concurrency} {p.throughput:.1f} infer/s (p99 {p.p99_ms:.1f} ms)" for p in w.points)
                   + ".", ""]

@@ -79,7 +79,8 @@ def write_tune_report(result: TuneResult) -> dict[str, Path]:
            f"confirm step would not have fitted {o.budget_minutes:g} min; pass a larger --budget-minutes to search "
            "further"] if result.budget_stopped else []),
         f"- a winner must gain {share(MIN_GAIN)} and hold on a rerun (it and the current config measured again, "
-        "back to back, interleaved at every level) before it is written; the figures recorded are the rerun's.", "",
+        "back to back, interleaved at every level, with the runners-up within the noise of it where they fit) before "
+        "it is written; the figures recorded are the rerun's.", "",
         "## Winners", "",
         "| model | current config | current | chosen | chosen figure | gain | written |",
         "|---|---|---|---|---|---|---|",

@@ -371,6 +371,25 @@ def test_a_winner_without_a_confirmation_is_not_written():
     assert not d.write and "not confirmed" in d.reason and d.best_found == "a=2" and cands[0].winner
 
 
+def test_a_runner_up_that_wins_the_final_round_is_what_gets_written():
+    from dnx.perf.tune.curves import Point, combine
+    from dnx.perf.tune.objective import confirm, runners_up
+
+    cands = [Candidate("m", 0, {"mbs": 1}, "mbs=1", points=_pts((16, 80.0, 200.0)), baseline=True),
+             Candidate("m", 1, {"mbs": 2}, "mbs=2", points=_pts((16, 155.0, 130.0))),
+             Candidate("m", 2, {"mbs": 4}, "mbs=4", points=_pts((16, 113.0, 220.0)))]
+    ch = choices(cands, "load", Load.parse("16"), None)
+    assert ch["m"].winner.label == "mbs=2"
+    runners = runners_up(ch["m"])
+    assert [r.label for r in runners] == ["mbs=4"]
+    again = lambda label, t: combine(label, [Point(16, t, 150.0), Point(16, t + 2, 150.0)])  # noqa: E731
+    conf = confirm(again("mbs=1", 72.0), again("mbs=2", 134.0), ch["m"], runners=(again("mbs=4", 156.0),))
+    d = decide(cands, ch, {"m": conf})["m"]
+    assert d.write and d.winner == "mbs=4" and d.knobs == {"mbs": 4} and d.best_found == "mbs=4"
+    assert cands[2].winner and not cands[1].winner
+    assert d.point["throughput"] == 157.0 and d.figure == "157.0 infer/s"  # the final round's median
+
+
 def test_saturation_picks_the_config_faster_at_the_fill_level_that_the_load_objective_keeps_out():
     cands = [Candidate("m", 0, {"a": 1}, "a=1", points=_pts((1, 100.0, 10.0), (2, 110.0, 18.0), (4, 115.0, 35.0)),
                        baseline=True),

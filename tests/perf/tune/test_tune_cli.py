@@ -221,6 +221,19 @@ def test_real_short_tune_of_one_model(slow_tiny_repo, tmp_path):
     assert set(current) == set(written) == {1, 2}
     assert all(written[c] >= current[c] * (1 - SLACK) for c in current), (current, written)
     assert d["confirmation"]["written"]["label"] == d["winner"]
+    # The final round: the current config, the search's winner and the runners-up within the band of it.
+    from dnx.perf.tune.objective import FINALIST_BAND, rerun_configs
+
+    def geomean_c1_c2(c):  # the load objective's aggregate, from the search's own points
+        pts = {p["concurrency"]: p["throughput"] for p in json.loads(c["points"])}
+        return (pts[1] * pts[2]) ** 0.5 if {1, 2} <= set(pts) else 0.0
+
+    scores = {c["label"]: geomean_c1_c2(c) for c in cands}
+    search_winner = d["decision"]["winner"]
+    runners = set(rerun) - {d["previous"], search_winner}
+    assert search_winner in rerun and len(rerun) <= rerun_configs(2, 2)
+    assert all(scores[r] >= (1 - FINALIST_BAND) * scores[search_winner] - 1e-6 for r in runners), (scores, runners)
+    assert bool(runners) == bool(list(out.glob("raw/*rerun*-runner_c*.csv"))), runners
     # Written: the config, its .orig, the manifest's rerun figures and the machine.
     assert (repo / TINY / "config.pbtxt.orig").read_text() == orig
     assert t.describe(t.knobs_of(read_config(repo / TINY))).split(" q=")[0] in d["winner"]
