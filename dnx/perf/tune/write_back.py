@@ -25,7 +25,7 @@ from pathlib import Path
 
 from dnx import faults
 from dnx.errors import DnxError, one_line
-from dnx.hashing import sha256_bytes
+from dnx.hashing import sha256_file
 from dnx.model_repository.config_edit import ORIG_NAME, write_config
 from dnx.model_repository.layout import MANIFEST_NAME, atomic_write_bytes, atomic_write_text
 from dnx.model_repository.render import TritonConfig, render_config
@@ -60,14 +60,15 @@ def signals_deferred():
             signal.raise_signal(held[0])  # now the previous handler acts on it
 
 
-def _manifest(result: TuneResult, manifest: dict, written: dict[str, TritonConfig]) -> dict:
-    """The manifest with the written configs, each model's tuned figure and the ``tuning`` record."""
+def _manifest(result: TuneResult, manifest: dict, written: dict[str, TritonConfig], repo: Path) -> dict:
+    """The manifest with the written configs (in ``repo`` by now), each model's tuned figure and the ``tuning`` record."""
     o = result.options
     ensemble = manifest.get("ensemble") or {}
     for name, cfg in written.items():
         if name == ensemble.get("preprocess"):  # the ensemble's step, not a variant: its record is the ensemble's
             ensemble.update(preprocess_instances=cfg.instance_count, preprocess_queue_delay_us=cfg.max_queue_delay_us)
-            ensemble.setdefault("files", {})[f"{name}/config.pbtxt"] = sha256_bytes(render_config(cfg).encode("utf-8"))
+            # The file as written, hashed as `dnx export` records the ensemble's files (ensemble.py).
+            ensemble.setdefault("files", {})[f"{name}/config.pbtxt"] = sha256_file(repo / name / "config.pbtxt")
             continue
         entry = manifest.setdefault("models", {}).setdefault(name, {})
         entry["config"] = {"max_batch_size": cfg.max_batch_size, "instance_count": cfg.instance_count,
@@ -132,7 +133,7 @@ def write_back(result: TuneResult, bases: dict[str, TritonConfig], repo: Path) -
                 result.decisions[name].written = str(path)
                 if len(previous) == 1:
                     faults.point("tune-write-back:after-first-config")
-            text = json.dumps(_manifest(result, manifest, winners), indent=2) + "\n"
+            text = json.dumps(_manifest(result, manifest, winners, repo), indent=2) + "\n"
             faults.point("tune-write-back:before-manifest")
             atomic_write_text(repo / MANIFEST_NAME, text)
         except OSError as exc:
