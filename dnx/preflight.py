@@ -5,6 +5,8 @@ that cannot succeed stops at once with one line saying how to fix it: unusable f
 combinations, an unwritable ``--out`` or cache folder, a missing or non-PyTorch ``--weights``
 file, ``--weights imagenet`` with neither network nor a cached copy, missing calibration images.
 Checks that need the exported model (parity, state-dict keys and shapes) stay in the pipeline.
+Warnings (returned, printed by the CLI before the work): INT8 calibrating on generic or synthetic
+images, and an ``--out`` whose configs ``dnx tune`` rewrote (the export replaces them).
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def preflight(options) -> list[str]:
     _check_flags(options)
     _check_out(Path(options.out))
     _check_weights(options.weights, spec)
-    return _check_calibration(options) if "int8" in options.precisions else []
+    warnings = _check_calibration(options) if "int8" in options.precisions else []
+    return warnings + _tuned_configs(Path(options.out))
 
 
 def _check_flags(o) -> None:
@@ -73,6 +76,25 @@ def _check_flags(o) -> None:
 def _check_out(out: Path) -> None:
     check_writable_parent(out)
     _probe_write(out.resolve().parent, f"cannot write {out}", "--out")
+
+
+def tuned_models(out: Path) -> list[str]:
+    """The models of repository ``out`` whose config.pbtxt ``dnx tune`` rewrote (it keeps the untuned one beside it)."""
+    from dnx.model_repository.config_edit import ORIG_NAME
+
+    try:
+        return sorted(p.parent.name for p in out.glob(f"*/{ORIG_NAME}") if p.is_file())
+    except OSError:
+        return []
+
+
+def _tuned_configs(out: Path) -> list[str]:
+    # An export replaces the whole repository, tuned configs included: say so before the work, not after.
+    tuned = tuned_models(out)
+    if not tuned:
+        return []
+    return [f"{out} has configs tuned by `dnx tune` ({', '.join(tuned)}); this export replaces them with the "
+            "exported defaults: run `dnx tune` (or `make tune`) again after it"]
 
 
 def _writable_folder(path: Path, flag: str) -> None:

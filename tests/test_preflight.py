@@ -172,3 +172,17 @@ def test_cli_reports_an_error_without_the_warnings(tmp_path):
                                  str(tmp_path / "a" / "b"), "--cache-dir", str(tmp_path / "c")])
     assert r.exit_code == 1 and "does not exist; create it or pass another --out" in r.output
     assert "Warning: INT8 calibrates on the" not in r.output  # errors come first, before warnings
+
+
+def test_re_exporting_over_tuned_configs_warns_which_ones(tmp_path):
+    repo = tmp_path / "repo"
+    for name in ("densenet121_openvino_int8", "densenet121_preprocess", "densenet121_onnx"):
+        (repo / name).mkdir(parents=True)
+        (repo / name / "config.pbtxt").write_text('name: "x"\n')
+    assert preflight(_opts(tmp_path, precisions=("fp32",))) == []  # exported, never tuned
+    for name in ("densenet121_preprocess", "densenet121_openvino_int8"):
+        (repo / name / "config.pbtxt.orig").write_text('name: "x"\n')  # what dnx tune leaves beside a rewrite
+    (warning,) = preflight(_opts(tmp_path, precisions=("fp32",)))
+    assert "(densenet121_openvino_int8, densenet121_preprocess)" in warning and "densenet121_onnx" not in warning
+    assert "run `dnx tune` (or `make tune`) again" in warning and "\n" not in warning
+

@@ -75,6 +75,8 @@ def test_failed_run_leaves_previous_repository_intact(fp32_repository, tmp_path,
 
     repo = tmp_path / "model_repository"
     shutil.copytree(fp32_repository, repo)
+    # As `dnx tune` leaves a model it rewrote: the failed re-export must keep the tuned config too.
+    shutil.copy(repo / "densenet121_onnx" / "config.pbtxt", repo / "densenet121_onnx" / "config.pbtxt.orig")
     before = _tree(repo)
 
     def boom(ctx):
@@ -85,6 +87,7 @@ def test_failed_run_leaves_previous_repository_intact(fp32_repository, tmp_path,
     r = CliRunner().invoke(cli, ["export", "--weights", "random", "--target", "cpu", "--runtime", "onnxruntime",
                                  "--out", str(repo), "-q"])
     assert r.exit_code == 1 and "left unchanged" in r.output and "injected failure" in r.output
+    assert f"Warning: {repo} has configs tuned by `dnx tune` (densenet121_onnx)" in r.stderr
     assert _tree(repo) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [".model_repository.dnx-lock", "model_repository"]
 

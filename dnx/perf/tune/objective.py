@@ -447,8 +447,9 @@ def runners_up(decision: Decision, rounds: int = 2, band: float = FINALIST_BAND)
     """The candidates measured again with the winner in the final round, best search score first.
 
     A runner-up scored within ``band`` of the winner (one window each on a VM that drifts by
-    that much: a tie), broke no rule but the noise (failed, over the latency budget, unmeasured
-    or more than :data:`NEAR_SLACK` slower than the current config at some level: out), and fits
+    that much: a tie), broke no rule but the noise (the search's rules with :data:`NEAR_SLACK` in
+    place of the slack, as :func:`challenge` applies them: failed, over the latency budget,
+    unmeasured or more than NEAR_SLACK slower than the current config at some level: out), and fits
     :func:`rerun_configs`. None when the decision keeps the current config.
     """
     if not decision.changes:
@@ -457,16 +458,14 @@ def runners_up(decision: Decision, rounds: int = 2, band: float = FINALIST_BAND)
     if not top:
         return ()
     room = rerun_configs(len(rerun_levels(decision)), rounds) - 2
-    levels = _levels(decision.objective, decision.load)
     out = []
     for c in decision.candidates:
         s = decision.scores.get(c.label)
         if c.label == decision.winner.label or s is None or s < (1 - band) * top - _EPS:
             continue
-        r = decision.refusal(c.label)
-        if r is not None and r.kind in ("failed", "budget", "unmeasured"):
-            continue
-        if r is not None and r.kind == "slower" and any(x < -NEAR_SLACK - _EPS for _, x in _changes(decision.current, c, levels)):
+        # The search's rules with the noise allowance, exactly as challenge() applies them.
+        if _refusal(c, decision.current, decision.objective, decision.load, decision.latency_budget_ms,
+                    NEAR_SLACK, decision.min_gain) is not None:
             continue
         out.append(c)
     out.sort(key=lambda c: -decision.scores[c.label])  # sort() is stable: ties keep the search's order

@@ -198,3 +198,21 @@ def test_the_default_load_gets_no_runners_up_and_a_far_slower_one_is_none():
     assert [r.label for r in runners_up(d)] == ["close"]  # 10 % slower at c1 is a trade-off, not a tie
     with pytest.raises(ValueError, match="not the decision's"):
         confirm(cur, d.winner, d, runners=(curve("unknown", (1.0, 1.0, 1.0), levels=three),))
+
+
+def test_runners_up_follow_the_challenger_rule_where_the_current_config_breaks_the_budget():
+    from dnx.perf.tune.objective import challenge, runners_up
+
+    three = (1, 2, 4)
+    # The current config breaks the 50 ms budget at c4, so its c4 throughput is no reference there.
+    cur = curve("cur", (100.0, 100.0, 100.0), p99=(10.0, 20.0, 60.0), levels=three)
+    win = curve("win", (120.0, 130.0, 110.0), p99=(9.0, 16.0, 40.0), levels=three)
+    near = curve("near", (96.0, 140.0, 90.0), p99=(11.0, 15.0, 45.0), levels=three)  # -4 % at c1, -10 % at c4
+    far = curve("slow at c1", (90.0, 150.0, 170.0), p99=(12.0, 14.0, 24.0), levels=three)
+    d = choose(cur, [win, near, far], "1,2,4", latency_budget_ms=50)
+    assert d.winner.label == "win"
+    assert d.refusal("near").kind == "slower"  # 4 % at c1: over the 3 % rule, within the noise
+    assert [r.label for r in runners_up(d)] == ["near"]
+    # The same rule that makes a challenger of a winner slower only within the noise.
+    only_near = challenge(cur, [near], "1,2,4", latency_budget_ms=50)
+    assert only_near.challenger and only_near.winner.label == "near"
