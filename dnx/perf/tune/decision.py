@@ -154,14 +154,24 @@ def choices(candidates: list[Candidate], objective: str, load: Load, budget: flo
     return out
 
 
+def unsearched_why(result) -> str:
+    """Why a model the search was to tune (a :class:`~dnx.perf.tune.options.TuneResult`'s) got no candidate."""
+    if result.interrupted:
+        return "the run was interrupted before its turn"
+    return "the budget ended the search before its turn; pass a larger --budget-minutes"
+
+
 def decide(candidates: list[Candidate], choices_: dict[str, Choice | None],
-           confirmations: dict[str, Confirmation] | None = None, errors: dict[str, str] | None = None
+           confirmations: dict[str, Confirmation] | None = None, errors: dict[str, str] | None = None,
+           searched: tuple[str, ...] = (), unsearched_why: str = "the budget ended the search before its turn"
            ) -> dict[str, Decision]:
     """Each model's :class:`Decision`; marks the kept / written candidate (``winner=True``).
 
     A config is written only when the model was searched, the choice changes it, and the
     confirm step (``confirmations``) held; the figures are the rerun's when there was one.
-    ``errors``: model -> why its rerun failed.
+    ``errors``: model -> why its rerun failed. ``searched``: the models the search was to tune
+    (``--models`` or the ``--top`` best); one of them with nothing but its current config measured
+    is reported with ``unsearched_why``, the others as outside the ``--top``.
     """
     confirmations, errors = confirmations or {}, errors or {}
     out = {}
@@ -176,7 +186,8 @@ def decide(candidates: list[Candidate], choices_: dict[str, Choice | None],
         tuned = len(mine) > 1
         write = bool(tuned and choice.changes and conf is not None and conf.holds)
         if not tuned:
-            reason = "not searched (only the --top best variants are tuned)"
+            reason = (f"not searched: {unsearched_why}" if name in searched
+                      else "not searched (only the --top best variants are tuned)")
         elif not choice.changes:
             reason = choice.why
         elif conf is None and name in errors:

@@ -256,6 +256,7 @@ def search(result: TuneResult, measurer: Measurer, bases: dict[str, TritonConfig
         if tuned is None:
             ranked = sorted((n for n in names if baseline.get(n) is not None), key=lambda n: -baseline[n])
             tuned = ranked[:opts.top]
+        result.searched = tuple(tuned)
         changed = 0  # models searched already whose winner needs its confirm step
         for n in tuned:
             if n in baseline:

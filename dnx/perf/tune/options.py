@@ -114,3 +114,4 @@ class TuneResult:
     url: str = ""
     through: dict[str, str] = field(default_factory=dict)  # preprocess model -> the ensemble it is measured on
     budget_stopped: bool = False  # the search ended because the next candidate would not fit the budget
+    searched: tuple[str, ...] = ()  # the models the search was to tune (--models, or the --top best)

@@ -30,7 +30,7 @@ from dnx.model_repository.config_edit import read_config, repository_config_json
 from dnx.perf.results import machine_info, new_results_dir
 from dnx.perf.served import ModelControl, inspect_server, launched_server, measurable, repository_manifest
 from dnx.perf.tune import space
-from dnx.perf.tune.decision import choices, decide
+from dnx.perf.tune.decision import choices, decide, unsearched_why
 from dnx.perf.tune.measure import Measurer, confirm_winners, search
 from dnx.perf.tune.options import TuneOptions, TuneResult
 from dnx.perf.tune.report import write_tune_report
@@ -143,7 +143,8 @@ def _run(opts: TuneOptions, repo: Path, t_start: float) -> TuneResult:
     if result.interrupted or opts.dry_run:
         chosen = choices(result.candidates, opts.objective, opts.load, opts.latency_budget_ms)
         result.decisions = decide(result.candidates, chosen, {} if result.interrupted else result.confirmations,
-                                  result.confirm_errors)
+                                  result.confirm_errors, searched=result.searched,
+                                  unsearched_why=unsearched_why(result))
         for d in result.decisions.values():  # nothing is written: say what would have been
             if d.write:
                 d.write, d.reason = False, f"dry run; it would be written: {d.confirmation.reason}"

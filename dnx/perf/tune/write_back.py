@@ -31,7 +31,7 @@ from dnx.model_repository.layout import MANIFEST_NAME, atomic_write_bytes, atomi
 from dnx.model_repository.render import TritonConfig, render_config
 from dnx.perf.served import repository_manifest_json
 from dnx.perf.tune import space
-from dnx.perf.tune.decision import choices, decide
+from dnx.perf.tune.decision import choices, decide, unsearched_why
 from dnx.perf.tune.options import TuneResult
 
 _DEFERRED = (signal.SIGINT, signal.SIGTERM)
@@ -117,7 +117,8 @@ def write_back(result: TuneResult, bases: dict[str, TritonConfig], repo: Path) -
     """
     o = result.options
     chosen = choices(result.candidates, o.objective, o.load, o.latency_budget_ms)
-    result.decisions = decide(result.candidates, chosen, result.confirmations, result.confirm_errors)
+    result.decisions = decide(result.candidates, chosen, result.confirmations, result.confirm_errors,
+                              searched=result.searched, unsearched_why=unsearched_why(result))
     # Read and render first: a corrupt manifest or a bad config stops the run before any file changes.
     manifest = repository_manifest_json(repo) or {"models": {}}
     winners = {n: space.apply_knobs(bases[n], d.knobs) for n, d in result.decisions.items() if d.write}

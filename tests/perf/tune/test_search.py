@@ -401,3 +401,19 @@ def test_saturation_picks_the_config_faster_at_the_fill_level_that_the_load_obje
     assert [t.label for t in kept.trade_offs] == ["a=2"] and str(kept.trade_offs[0].load) == "4"
     picked = choices(cands, "saturation", load, None)["m"]
     assert picked.changes and picked.winner.label == "a=2" and picked.scores["a=2"] == 200.0  # the fill level c16
+
+
+def test_a_top_model_the_budget_left_unsearched_says_so_not_that_it_was_outside_the_top():
+    from types import SimpleNamespace
+
+    from dnx.perf.tune.decision import unsearched_why
+
+    cands = [Candidate("a", 0, {"x": 1}, "x=1", points=_pts((1, 60.0, 12.0)), baseline=True),
+             Candidate("a", 1, {"x": 2}, "x=2", points=_pts((1, 61.0, 12.0))),
+             Candidate("b", 0, {"x": 1}, "x=1", points=_pts((1, 40.0, 12.0)), baseline=True),
+             Candidate("c", 0, {"x": 1}, "x=1", points=_pts((1, 30.0, 12.0)), baseline=True)]
+    why = unsearched_why(SimpleNamespace(interrupted=False))
+    d = decide(cands, choices(cands, "load", Load.parse("1"), None), searched=("a", "b"), unsearched_why=why)
+    assert d["b"].reason == "not searched: the budget ended the search before its turn; pass a larger --budget-minutes"
+    assert d["c"].reason == "not searched (only the --top best variants are tuned)"
+    assert unsearched_why(SimpleNamespace(interrupted=True)) == "the run was interrupted before its turn"
