@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dnx.errors import InputError, WeightsError
 from dnx.exporter.calibration import NO_BUNDLED_IMAGES, bundled_photographs, bundled_warning
-from dnx.model_repository.config_edit import ORIG_NAME
+from dnx.model_repository.config_edit import tuned_models
 from dnx.model_repository.layout import check_writable_parent
 from dnx.preprocess import IMAGE_SUFFIXES
 from dnx.spec import get_spec
@@ -77,14 +77,6 @@ def _check_flags(o) -> None:
 def _check_out(out: Path) -> None:
     check_writable_parent(out)
     _probe_write(out.resolve().parent, f"cannot write {out}", "--out")
-
-
-def tuned_models(out: Path) -> list[str]:
-    """The models of repository ``out`` whose config.pbtxt ``dnx tune`` rewrote (it keeps the untuned one beside it)."""
-    try:
-        return sorted(p.parent.name for p in out.glob(f"*/{ORIG_NAME}") if p.is_file())
-    except OSError:
-        return []
 
 
 def _tuned_configs(out: Path) -> list[str]:

@@ -94,6 +94,14 @@ def previous_config_json(model_dir: str | os.PathLike) -> str | None:
     return load_model_json(orig.read_text(encoding="utf-8")) if orig.is_file() else None
 
 
+def tuned_models(repository: str | os.PathLike) -> list[str]:
+    """The models of ``repository`` whose config.pbtxt ``dnx tune`` rewrote (each keeps its ``config.pbtxt.orig``)."""
+    try:
+        return sorted(p.parent.name for p in Path(repository).glob(f"*/{ORIG_NAME}") if p.is_file())
+    except OSError:
+        return []
+
+
 def write_config(model_dir: str | os.PathLike, cfg: TritonConfig) -> Path:
     """Render ``cfg`` into ``<model_dir>/config.pbtxt`` atomically, keeping the first previous one as
     ``config.pbtxt.orig`` (never overwritten, so it stays the untuned config)."""

@@ -163,7 +163,7 @@ def unsearched_why(result) -> str:
 
 def decide(candidates: list[Candidate], choices_: dict[str, Choice | None],
            confirmations: dict[str, Confirmation] | None = None, errors: dict[str, str] | None = None,
-           searched: tuple[str, ...] = (), unsearched_why: str = "the budget ended the search before its turn"
+           searched: tuple[str, ...] = (), unsearched_why: str = ""
            ) -> dict[str, Decision]:
     """Each model's :class:`Decision`; marks the kept / written candidate (``winner=True``).
 
