@@ -26,6 +26,8 @@ PHONE_QUALITY = 90
 NOISE_LEVELS = 3.0
 # perf_analyzer reads the whole JSON into memory and every request sends one entry.
 MAX_MIX_BYTES = 512 << 20
+# The file a sweep or a tune writes the mix to in its output folder, for perf_analyzer --input-data.
+MIX_INPUT_DATA = "input-data-photos.json"
 
 
 def synthesize(size: tuple[int, int], source: str | Path | None = None, *, quality: int = PHONE_QUALITY,

@@ -23,7 +23,7 @@ from dnx.perf.analyzer import Analyzer, Measurement, Run
 from dnx.perf.levels import FILL_CAP, ConcurrencyRange, fill_level, saturated, saturation_floor
 from dnx.perf.served import ServedModel
 from dnx.perf.sweep.options import SweepOptions
-from dnx.photos import photo_mix, write_input_data
+from dnx.photos import MIX_INPUT_DATA, photo_mix, write_input_data
 
 
 @dataclass
@@ -93,7 +93,7 @@ def _measure_batch(analyzer: Analyzer, model: ServedModel, batch: int, opts: Swe
     if model.string_inputs and not str(input_data or "").endswith(".json"):
         # Random bytes are not images (every request would fail): send real photographs of real sizes,
         # the shipped ones plus a 12 MP phone JPEG unless --photos names a folder.
-        input_data = str(write_input_data(analyzer.out_dir / "input-data-photos.json", model.string_inputs[0],
+        input_data = str(write_input_data(analyzer.out_dir / MIX_INPUT_DATA, model.string_inputs[0],
                                           photo_mix(opts.photos)))
     settings = dataclasses.replace(opts, input_data=input_data)
     todo = [c for c in opts.concurrency.levels() if c not in collected]

@@ -40,7 +40,7 @@ from dnx.perf.tune.objective import Decision as Choice
 from dnx.perf.tune.options import (
     LOAD_ESTIMATE_S, RERUN_ROUNDS, TuneOptions, TuneResult, candidate_estimate_s, confirm_estimate_s, level_estimate_s,
 )
-from dnx.photos import photo_mix, write_input_data
+from dnx.photos import MIX_INPUT_DATA, photo_mix, write_input_data
 
 # A level below this share of the best level before it is past saturation.
 SATURATION_SHARE = 0.97
@@ -100,7 +100,7 @@ class Measurer:
         if ensemble is None:
             return model, self.settings
         if self._photo_settings is None:
-            data = write_input_data(self.analyzer.out_dir / "input-data-photos.json", IMAGE_INPUT, self.photos())
+            data = write_input_data(self.analyzer.out_dir / MIX_INPUT_DATA, IMAGE_INPUT, self.photos())
             self._photo_settings = dataclasses.replace(self.settings, input_data=str(data))
         return ensemble, self._photo_settings
 

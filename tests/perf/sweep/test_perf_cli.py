@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from dnx.cli import cli
 from dnx.perf.served import inspect_server
+from dnx.photos import MIX_INPUT_DATA
 from dnx.serving.server import free_port
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -72,8 +73,8 @@ def test_short_sweep_writes_every_result_file(triton_server, serving_repository,
     commands = (out / "commands.txt").read_text().splitlines()
     assert all("LD_LIBRARY_PATH=" in c for c in commands)
     ensemble_cmds = [c for c in commands if "perf_analyzer -m densenet121 " in c]
-    assert len(ensemble_cmds) >= 4 and all(f"--input-data {out / 'input-data-photos.json'}" in c for c in ensemble_cmds)
-    data = json.loads((out / "input-data-photos.json").read_text())["data"]
+    assert len(ensemble_cmds) >= 4 and all(f"--input-data {out / MIX_INPUT_DATA}" in c for c in ensemble_cmds)
+    data = json.loads((out / MIX_INPUT_DATA).read_text())["data"]
     blobs = [base64.b64decode(d["image"]["b64"]) for d in data]  # BYTES serialization: <u32 length><JPEG>
     assert len(blobs) >= 5 and all(int.from_bytes(b[:4], "little") == len(b) - 4 and b[4:6] == b"\xff\xd8" for b in blobs)
     # The default mix has real sizes: the shipped photographs and one 12 MP phone JPEG.
@@ -274,7 +275,7 @@ def test_photos_folder_is_what_the_ensemble_is_sent(triton_server, serving_repos
                                  "--photos", str(photos), "--out", str(out), "--repository", str(serving_repository),
                                  *FAST])
     assert r.exit_code == 0, r.output
-    data = json.loads((out / "input-data-photos.json").read_text())["data"]
+    data = json.loads((out / MIX_INPUT_DATA).read_text())["data"]
     blobs = sorted(base64.b64decode(d["image"]["b64"])[4:6] for d in data)
     assert blobs == sorted([b"\xff\xd8", PNG[:2]])  # one JPEG and one PNG, as stored
     assert report_is_complete(out)

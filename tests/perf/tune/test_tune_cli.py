@@ -16,6 +16,7 @@ from dnx.perf.results import machine_info
 from dnx.perf.tune import space as t
 from dnx.perf.tune.decision import Candidate, choices
 from dnx.perf.tune.objective import SLACK, confirm
+from dnx.photos import MIX_INPUT_DATA
 from dnx.perf.tune.options import TuneOptions, TuneResult
 from dnx.perf.tune.report import write_tune_report
 from dnx.perf.tune.write_back import write_back
@@ -271,7 +272,7 @@ def test_the_preprocess_model_is_tuned_through_its_ensemble_with_photographs(rep
     assert len(cands) >= 2 and all(c["status"] == "ok" for c in cands), [c.get("error") for c in cands]
     assert {tuple(sorted(json.loads(c["knobs"]))) for c in cands} == {("instances", "queue_us")}
     # perf_analyzer measured the ensemble, fed the photographs (its BYTES input), not the preprocess model alone.
-    data = json.loads((out / "input-data-photos.json").read_text())
+    data = json.loads((out / MIX_INPUT_DATA).read_text())
     assert len(data["data"]) >= 3 and "image" in data["data"][0]
     assert report["measured_through"] == {pre: "densenet121"}
     assert f"`{pre}` is measured through its ensemble `densenet121`" in (out / "report.md").read_text()
