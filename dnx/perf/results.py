@@ -61,9 +61,14 @@ def machine_info() -> dict:
 
 
 def best_row(rows: list[dict], model: str | None = None, batch: int | None = None) -> dict | None:
-    """The highest-throughput row (of ``model`` at ``batch`` when given; the first one on ties), or None."""
+    """The highest-throughput row (of ``model`` at ``batch`` when given; the first one on ties), or None.
+
+    Rows whose window never met perf_analyzer's stability check (``stable`` false) count only when
+    none of the others did: on a noisy machine the highest figure is often an unstable window, and
+    a ratio or a "best" quoted from it would not be reproduced.
+    """
     mine = [r for r in rows if (model is None or r["model"] == model) and (batch is None or r["batch"] == batch)]
-    return max(mine, key=lambda r: r["throughput"], default=None)
+    return max([r for r in mine if r.get("stable", True)] or mine, key=lambda r: r["throughput"], default=None)
 
 
 def best_per_model(rows: list[dict]) -> dict[str, dict]:

@@ -34,3 +34,15 @@ def test_best_row_and_best_per_model_keep_the_first_on_ties():
     assert best_row(rows, "a", batch=1)["concurrency"] == 2
     assert best_row(rows, "c") is None
     assert {m: r["concurrency"] for m, r in best_per_model(rows).items()} == {"a": 1, "b": 1}
+
+
+def test_best_row_quotes_a_stable_window_over_a_higher_unstable_one():
+    """dnx bench of 2026-12-02 12:46 UTC: c8 134.1 infer/s unstable, c16 111.8 stable; the ratio quoted c8."""
+    rows = [{"model": "a", "batch": 1, "concurrency": 8, "throughput": 134.1, "stable": False},
+            {"model": "a", "batch": 1, "concurrency": 12, "throughput": 108.8, "stable": True},
+            {"model": "a", "batch": 1, "concurrency": 16, "throughput": 111.8, "stable": True}]
+    assert best_row(rows)["concurrency"] == 16
+    assert best_per_model(rows)["a"]["throughput"] == 111.8
+    for r in rows:
+        r["stable"] = False  # none stable: the best of what there is, not nothing
+    assert best_row(rows)["concurrency"] == 8

@@ -50,6 +50,9 @@ def render_markdown(res: BenchResult, opts: BenchOptions) -> str:
     for r in res.ratios:
         verdict = "**FAIL**" if r.verdict == "FAIL" else r.verdict
         lines.append(f"| {r.name} | {_fmt(r.value, 2)}x | {r.target} | {verdict} | {r.detail} |")
+    if any(not row.get("stable", True) for row in res.served + res.served_other):
+        lines += ["", "Served figures in the ratios are each model's best *stable* level; a level marked unstable "
+                      "below counts only where none of that model's levels was stable."]
     lines += ["", "## In-process", "",
               f"Each point runs for ~{opts.duration_s:g} s (at least {opts.min_iterations} runs) after {opts.warmup} warm-up "
               "runs; throughput = batch x iterations / time.", "",

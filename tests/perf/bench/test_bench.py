@@ -145,3 +145,29 @@ def test_shared_memory_ratio_takes_the_better_pass_and_names_it():
     (r,) = shared_memory_ratio(in_process, [row(1, 50.0, "none"), row(1, 47.0, "system")])
     assert r.value == pytest.approx(50 / 60) and r.target == ">= 0.8x" and r.detail.startswith("shared memory none:")
     assert shared_memory_ratio(in_process, [row(1, 50.0, "none")]) == []  # one pass: nothing to choose from
+    unstable = row(2, 70.0, "system") | {"stable": False}
+    (r,) = shared_memory_ratio(in_process, [row(1, 40.0, "none"), row(1, 52.0, "system"), unstable])
+    assert r.value == pytest.approx(52 / 60) and r.passed is False and "c1 52.0 infer/s" in r.detail
+
+
+def test_benchmarks_md_says_the_ratios_quote_stable_levels_when_one_was_unstable(tmp_path):
+    from dnx.perf.bench.markdown import render_markdown
+    from dnx.perf.bench.ratios import tuned_ratios
+    from dnx.perf.bench.result import BenchResult
+    from dnx.perf.results import machine_info
+
+    def row(c, thr, stable):
+        return {"model": "densenet121_openvino_int8", "batch": 1, "concurrency": c, "throughput": thr, "p50_ms": 50.0,
+                "p99_ms": 90.0, "server_queue_ms": 10.0, "server_compute_input_ms": 0.5, "server_compute_infer_ms": 30.0,
+                "server_compute_output_ms": 0.1, "stable": stable, "shared_memory": "system"}
+    served = [row(8, 134.1, False), row(16, 111.8, True)]
+    in_process = [timing("openvino", 8, 140.5, 120.0, precision="int8")]
+    ratios = tuned_ratios(in_process, served, "densenet121_onnx")
+    assert "c16 111.8 infer/s" in ratios[0].detail and ratios[0].passed is False  # 0.80x < 0.9x
+
+    def md(rows):
+        res = BenchResult(machine=machine_info(), versions={}, in_process=in_process, served=rows, served_configs={},
+                          ratios=ratios, commands=[], out_md=tmp_path / "B.md", results_dir=tmp_path)
+        return render_markdown(res, BenchOptions(repository=tmp_path))
+    assert "each model's best *stable* level" in md(served)
+    assert "best *stable* level" not in md([row(16, 111.8, True)])
