@@ -16,10 +16,10 @@ from dnx.perf.results import machine_info
 from dnx.perf.tune import space as t
 from dnx.perf.tune.decision import Candidate, choices
 from dnx.perf.tune.objective import SLACK, confirm
-from dnx.photos import MIX_INPUT_DATA
 from dnx.perf.tune.options import TuneOptions, TuneResult
 from dnx.perf.tune.report import write_tune_report
 from dnx.perf.tune.write_back import write_back
+from dnx.photos import MIX_INPUT_DATA
 from dnx.serving.server import free_port
 from tests.faults.test_tune_faults import SLOW, _tiny_image_onnx
 from tests.fixtures_server import _link_tree
