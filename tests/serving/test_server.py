@@ -38,6 +38,9 @@ def test_loads_servable_models_and_skips_plans(triton_server, served_model):
     assert "--grpc-address=127.0.0.1" in argv and "--http-address=127.0.0.1" in argv
     log = triton_server.log_file.read_text()
     assert f"successfully loaded '{served_model}'" in log
+    # Every config dnx renders is whole: the server must not start a Python stub per load to
+    # auto-complete it (the backends' table in the log echoes each backend's settings).
+    assert '"auto-complete-config":"false"' in log and '"auto-complete-config":"true"' not in log
 
 
 def test_busy_port_is_refused_before_launch(triton_server, serving_repository):
