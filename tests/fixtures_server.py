@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -109,8 +110,9 @@ def triton_server_factory():
         return started[key]
 
     yield factory
-    for server in started.values():
-        server.stop()
+    # All at once: each waits seconds for its models' stubs to stop, and they share nothing.
+    with ThreadPoolExecutor(max_workers=max(1, len(started))) as pool:
+        list(pool.map(lambda server: server.stop(), started.values()))
 
 
 @pytest.fixture(scope="session")
