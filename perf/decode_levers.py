@@ -86,6 +86,15 @@ def scaled_decode() -> None:
             print(size, p.stem[:10], f"today {m0:.4f}/{q0:.3f}", " | ".join(row), flush=True)
 
 
+def _best_ms(fn, repeats: int = 3) -> float:
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        runs.append((time.perf_counter() - t0) * 1000)
+    return min(runs)
+
+
 def reducing_gap() -> None:
     from PIL import Image
 
@@ -111,25 +120,11 @@ def reducing_gap() -> None:
             outs = [preprocess_bytes(b, SPEC) for _, b in blobs]
             worst = max(differences(o, r) for o, r in zip(outs, refs))
             cos = centred_cosines(torch_forward(model, np.stack(outs)), ref_logits)
-            runs = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                for b in twelve:
-                    preprocess_bytes(b, SPEC)
-                runs.append((time.perf_counter() - t0) * 1000 / len(twelve))
+            ms = _best_ms(lambda: [preprocess_bytes(b, SPEC) for b in twelve]) / len(twelve)
             print(f"reducing_gap {g}: worst mean/p99.9 {worst[0]:.4f}/{worst[1]:.3f}, "
-                  f"min centred cosine {cos.min():.6f}, 12 MP {min(runs):.1f} ms", flush=True)
+                  f"min centred cosine {cos.min():.6f}, 12 MP {ms:.1f} ms", flush=True)
     finally:
         Image.Image.resize = resize
-
-
-def _best_ms(fn, repeats: int = 3) -> float:
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        runs.append((time.perf_counter() - t0) * 1000)
-    return min(runs)
 
 
 def large_scaled() -> None:

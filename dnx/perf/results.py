@@ -60,6 +60,11 @@ def machine_info() -> dict:
     }
 
 
+def is_stable(row: dict) -> bool:
+    """Whether a result row's window met perf_analyzer's stability check (rows that do not say count as stable)."""
+    return row.get("stable", True)
+
+
 def best_row(rows: list[dict], model: str | None = None, batch: int | None = None) -> dict | None:
     """The highest-throughput row (of ``model`` at ``batch`` when given; the first one on ties), or None.
 
@@ -68,7 +73,7 @@ def best_row(rows: list[dict], model: str | None = None, batch: int | None = Non
     a ratio or a "best" quoted from it would not be reproduced.
     """
     mine = [r for r in rows if (model is None or r["model"] == model) and (batch is None or r["batch"] == batch)]
-    return max([r for r in mine if r.get("stable", True)] or mine, key=lambda r: r["throughput"], default=None)
+    return max([r for r in mine if is_stable(r)] or mine, key=lambda r: r["throughput"], default=None)
 
 
 def best_per_model(rows: list[dict]) -> dict[str, dict]:

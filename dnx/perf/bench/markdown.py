@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dnx.perf.bench.result import BenchOptions, BenchResult
 from dnx.perf.bench.untuned import untuned_markdown
+from dnx.perf.results import is_stable
 from dnx.perf.served import repository_calibration
 
 KEEP_MARKER = "<!-- dnx bench keeps everything below this line -->"
@@ -50,7 +51,7 @@ def render_markdown(res: BenchResult, opts: BenchOptions) -> str:
     for r in res.ratios:
         verdict = "**FAIL**" if r.verdict == "FAIL" else r.verdict
         lines.append(f"| {r.name} | {_fmt(r.value, 2)}x | {r.target} | {verdict} | {r.detail} |")
-    if any(not row.get("stable", True) for row in res.served + res.served_other):
+    if not all(map(is_stable, res.served + res.served_other)):
         lines += ["", "Served figures in the ratios are each model's best *stable* level; a level marked unstable "
                       "below counts only where none of that model's levels was stable."]
     lines += ["", "## In-process", "",
