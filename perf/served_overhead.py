@@ -220,6 +220,23 @@ def in_process(repository: Path, model: str, seconds: float) -> dict[str, dict]:
     queue.wait_all()
     out["async b1, 2 streams, 4 in flight"] = {"ips": n / (time.perf_counter() - start), "p50_ms": float("nan"),
                                                "p99_ms": float("nan"), "cpu_ms": (time.process_time() - cpu) / n * 1000}
+    del queue, compiled
+    if batch > 1:
+        # The served config's batches, full, as bench's fastest in-process run keeps them in flight.
+        compiled = compile_model(path, {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2"}, batch=batch)
+        queue = ov.AsyncInferQueue(compiled, 4)
+        full = np.concatenate([x] * batch)
+        for _ in range(8):
+            queue.start_async([full], share_inputs=True)
+        queue.wait_all()
+        n, start, cpu = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - start < seconds:
+            queue.start_async([full], share_inputs=True)
+            n += 1
+        queue.wait_all()
+        out[f"async b{batch}, 2 streams, 4 in flight"] = {
+            "ips": n * batch / (time.perf_counter() - start), "p50_ms": float("nan"), "p99_ms": float("nan"),
+            "cpu_ms": (time.process_time() - cpu) / (n * batch) * 1000}
     return out
 
 
@@ -236,10 +253,12 @@ def render(results: dict, args) -> str:
              f"Medians of {args.rounds} interleaved rounds, perf_analyzer windows "
              f"{f'of {args.request_count} requests' if args.request_count else f'{args.window_ms} ms'}, batch 1. "
              "Server columns: perf_analyzer's verbose CSV (us per request); CPU: utime+stime per request "
-             "Triton counted; stub - in-process: the stub's CPU less the in-process sync run's.", "",
+             "Triton counted; stub - in-process: the stub's CPU less the in-process sync run's; all three: "
+             "tritonserver + stubs + perf_analyzer; cores / all three: the infer/s that CPU accounting allows "
+             "with every core busy.", "",
              f"Command: `{' '.join(sys.argv)}`", ""]
     for model, res in results.items():
-        lines += [f"## {model}", "", "| in-process | img/s | p50 ms | p99 ms | CPU ms/inference |", "|---|---|---|---|---|"]
+        lines += [f"## {model}", "", "| in-process | img/s | p50 ms | p99 ms | CPU ms/image |", "|---|---|---|---|---|"]
         best = 0.0
         for name, pts in res["in_process"].items():
             m = _median(pts)
@@ -249,18 +268,46 @@ def render(results: dict, args) -> str:
         sync_p99, sync_cpu = sync["p99_ms"], sync["cpu_ms"]
         lines += ["", "| backends | tensors | c | infer/s | / best in-process | p50 ms | p99 ms | p99 / in-process b1 "
                   "| queue us | compute in us | compute infer us | compute out us | CPU ms/req server | stub | stub - in-process "
-                  "| perf_analyzer | batch |", "|" + "---|" * 17]
+                  "| perf_analyzer | all three | cores / all three | batch |", "|" + "---|" * 19]
         for key, pts in res["served"].items():
             label, shm, c = key.split("|")
             m = _median(pts)
+            # What the CPU accounting alone allows: every core busy with these three processes' work.
+            total, cores = m["cpu_server_ms"] + m["cpu_stub_ms"] + m["cpu_client_ms"], os.cpu_count() or 1
             lines.append(
                 f"| {label} | {'system shm' if shm == 'system' else 'gRPC'} | {c} | {m['ips']:.1f} | {m['ips'] / best:.2f} "
                 f"| {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['p99_ms'] / sync_p99:.2f} | {m['queue']:.0f} | {m['c_in']:.0f} "
                 f"| {m['infer']:.0f} | {m['c_out']:.0f} | {m['cpu_server_ms']:.2f} | {m['cpu_stub_ms']:.2f} "
                 f"| {m['cpu_stub_ms'] - sync_cpu:+.2f} "
-                f"| {m['cpu_client_ms']:.2f} | {m['batch']:.2f} |")
-        lines.append("")
+                f"| {m['cpu_client_ms']:.2f} | {total:.2f} | {cores * 1000 / total:.1f} | {m['batch']:.2f} |")
+        lines += ["", *_per_round(res)]
     return "\n".join(lines)
+
+
+def _per_round(res: dict) -> list[str]:
+    """Each round's served infer/s over that round's fastest in-process run, and the median of those ratios.
+
+    The in-process runs and the served points of one round are minutes apart at most; the
+    machine's speed drifts more than that between rounds, so a ratio within a round is the
+    figure to quote, and its spread over the rounds says how far one run can be trusted.
+    """
+    rounds = min(len(pts) for pts in [*res["in_process"].values(), *res["served"].values()])
+    keys = list(res["served"])
+    lines = ["| round | fastest in-process img/s | " + " | ".join(
+        f"{k.split('|')[0]} {'shm' if k.split('|')[1] == 'system' else 'gRPC'} c{k.split('|')[2]}: infer/s, ratio"
+        for k in keys) + " |", "|" + "---|" * (2 + len(keys))]
+    ratios = {k: [] for k in keys}
+    for r in range(rounds):
+        fastest = max(pts[r]["ips"] for pts in res["in_process"].values())
+        cells = []
+        for k in keys:
+            ips = res["served"][k][r]["ips"]
+            ratios[k].append(ips / fastest)
+            cells.append(f"{ips:.1f}, {ips / fastest:.2f}")
+        lines.append(f"| {r + 1} | {fastest:.1f} | " + " | ".join(cells) + " |")
+    lines.append("| median (min-max) | | " + " | ".join(
+        f"{statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f})" for v in ratios.values()) + " |")
+    return lines + [""]
 
 
 def _cpu_model() -> str:
