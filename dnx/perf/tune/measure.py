@@ -206,7 +206,8 @@ class Measurer:
             who = "current" if label == choice.current.label else "winner" if label == choice.winner.label else "runner"
             p = self.level(cfg.name, f"-rerun{self._reruns}-{who}", level)
             runs[label].append(Point(level, p["throughput"], p["p99_ms"]))
-        again = {label: combine(label, pts) for label, pts in runs.items()}
+        # With their knobs: within the noise margin the final round prefers the config that changes less.
+        again = {label: combine(label, pts, knobs=space.knobs_of(configs[label])) for label, pts in runs.items()}
         return confirm(again[choice.current.label], again[choice.winner.label], choice,
                        runners=tuple(again[r.label] for r in runners))
 

@@ -322,9 +322,15 @@ def _choose(current, candidates, load, budget, slack, objective, min_gain, sprea
             why += f"; {len(trade)} {'is' if len(trade) == 1 else 'are'} faster at some levels only (trade-offs below)"
         return make(current, why, None, refused)
     best = max(ok, key=lambda c: (scores[c.label], -_p99_gm(c, load)))  # max() keeps the first on ties
+    top = best
+    best = _simplest_close(current, ok, best, scores, base, min_gain, current_ok)
     gain = scores[best.label] / base - 1.0 if base else None
     others = [Refusal(c.label, "not-best", f"meets the rules; {_fig(scores[c.label], objective)} is below "
                                            f"{best.label}'s {_fig(scores[best.label], objective)}")
+              if scores[c.label] <= scores[best.label] else
+              Refusal(c.label, "not-best", f"meets the rules; {_fig(scores[c.label], objective)} is within the "
+                                           f"{share(min_gain)} noise margin of {best.label}'s "
+                                           f"{_fig(scores[best.label], objective)}, which changes fewer settings")
               for c in ok if c is not best]
     if current_ok and (gain is None or gain < min_gain - _EPS):
         why = (f"the best candidate that meets the rules, {best.label}, gains {pct(gain or 0)} "
@@ -332,8 +338,39 @@ def _choose(current, candidates, load, budget, slack, objective, min_gain, sprea
                f"below the {share(min_gain)} noise margin: the current config stays")
         return make(current, why, gain, refused + [Refusal(best.label, "no-gain", f"gains {pct(gain or 0)}, "
                                                   f"below the {share(min_gain)} noise margin")] + others)
-    return make(best, _why_win(current, best, objective, load, budget, slack, scores, gain, current_ok), gain,
-                refused + others)
+    why = _why_win(current, best, objective, load, budget, slack, scores, gain, current_ok)
+    if best is not top:
+        why += (f"; chosen over {top.label} ({_fig(scores[top.label], objective)}, within the {share(min_gain)} "
+                f"noise margin of it) as it changes fewer settings ({_distance(current, best)} against "
+                f"{_distance(current, top)})")
+    return make(best, why, gain, refused + others)
+
+
+def _distance(current: Curve, cand: Curve) -> int:
+    """How many of the search's knobs ``cand`` sets otherwise than ``current`` (0 when either has none)."""
+    if not current.knobs or not cand.knobs:
+        return 0
+    return sum(current.knobs.get(k) != cand.knobs.get(k) for k in set(current.knobs) | set(cand.knobs))
+
+
+def _simplest_close(current, ok, best, scores, base, min_gain, current_ok) -> Curve:
+    """Among the candidates within ``min_gain`` (the noise margin) of ``best``'s score, the one that
+    changes fewest knobs from ``current`` (then the higher score): a person reading the plot does
+    not add a queue delay or another stream for a gain this machine cannot tell from noise. Each one
+    must still gain the margin over ``current`` on its own."""
+    top = scores[best.label]
+    if not top:
+        return best
+
+    def eligible(c):
+        s = scores[c.label]
+        return s >= top * (1.0 - min_gain) - _EPS and (not current_ok or not base or s / base - 1.0 >= min_gain - _EPS)
+
+    if not eligible(best):
+        return best  # the best does not gain the margin itself: the caller keeps the current config
+    # best first, so that a tie in distance and score keeps it
+    close = [best] + [c for c in ok if c is not best and eligible(c)]
+    return min(close, key=lambda c: (_distance(current, c), -scores[c.label]))
 
 
 def _levels(objective: str, load: Load) -> tuple[int, ...]:

@@ -216,3 +216,19 @@ def test_runners_up_follow_the_challenger_rule_where_the_current_config_breaks_t
     # The same rule that makes a challenger of a winner slower only within the noise.
     only_near = challenge(cur, [near], "1,2,4", latency_budget_ms=50)
     assert only_near.challenger and only_near.winner.label == "near"
+
+
+def test_the_final_round_prefers_the_runner_up_that_changes_less_when_they_tie():
+    base = {"layout": (1, 1), "hint": "LATENCY", "threads": 0, "max_batch": 1, "queue_us": 0}
+    knobs = {"exported": base, "mbs=4 q=5000us": {**base, "layout": (2, 2), "max_batch": 4, "queue_us": 5000},
+             "mbs=4": {**base, "layout": (2, 2), "max_batch": 4}}
+    search = {"exported": 75.3, "mbs=4 q=5000us": 164.0, "mbs=4": 136.8}
+    curves = {k: Curve(k, curve(k, (v,), levels=(16,)).points, knobs=knobs[k]) for k, v in search.items()}
+    d = choose(curves["exported"], [curves["mbs=4 q=5000us"], curves["mbs=4"]], "16")
+    assert d.winner.label == "mbs=4 q=5000us"
+    # Back to back the two are within 3 %: the one without the queue delay is written.
+    again = {"exported": 81.6, "mbs=4 q=5000us": 166.2, "mbs=4": 163.9}
+    rerun = {k: Curve(k, curve(k, (v,), levels=(16,)).points, knobs=knobs[k]) for k, v in again.items()}
+    c = confirm(rerun["exported"], rerun["mbs=4 q=5000us"], d, runners=(rerun["mbs=4"],))
+    assert c.holds and c.written.label == "mbs=4" and c.written.throughput(16) == 163.9
+    assert "changes fewer settings" in c.reason

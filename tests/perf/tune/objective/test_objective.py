@@ -280,3 +280,36 @@ def test_decision_to_dict_is_json(issue_table):
 def test_percent_words():
     assert (pct(0.27), pct(-0.034), pct(0.0996), share(0.03), share(0.55), share(0.031)) == \
         ("+27 %", "-3.4 %", "+10 %", "3 %", "55 %", "3.1 %")
+
+
+# ------------------------------------------------------------------ ties within the noise margin
+
+
+def _knobbed(label, throughputs, **knobs):
+    c = curve(label, throughputs)
+    base = {"layout": (1, 1), "hint": "LATENCY", "threads": 0, "max_batch": 1, "queue_us": 0}
+    return Curve(c.label, c.points, knobs={**base, **knobs})
+
+
+def test_within_the_noise_margin_the_config_that_changes_less_wins():
+    current = _knobbed("exported", FLAT)
+    delay = _knobbed("mbs=4 q=5000us", (120, 150, 160, 170, 175), layout=(2, 2), max_batch=4, queue_us=5000)
+    plain = _knobbed("mbs=4", (119, 149, 158, 168, 173), layout=(2, 2), max_batch=4)  # 1.1 % below: noise
+    d = choose(current, [delay, plain])
+    assert d.winner is plain
+    assert "chosen over mbs=4 q=5000us" in d.why and "changes fewer settings (2 against 3)" in d.why
+    assert "within the 3 % noise margin of mbs=4's" in d.refusal("mbs=4 q=5000us").reason
+    # Beyond the margin the faster one stays the winner, whatever it changes.
+    far = _knobbed("mbs=4", (112, 140, 148, 158, 160), layout=(2, 2), max_batch=4)  # 6-9 % below
+    assert choose(current, [delay, far]).winner is delay
+    # Curves without knobs (nothing to compare) keep the highest score, as before.
+    assert choose(curve("exported", FLAT), [curve("a", (120, 150, 160, 170, 175)),
+                                            curve("b", (119, 149, 158, 168, 173))]).winner.label == "a"
+
+
+def test_the_simpler_config_must_gain_the_margin_itself():
+    current = _knobbed("exported", FLAT)
+    best = _knobbed("inst=2", (104.5,) * 5, layout=(2, 2))  # +4.5 %: a winner
+    simpler = _knobbed("threads=1", (102.0,) * 5, threads=1)  # within 3 % of it, but only +2 % over the current
+    d = choose(current, [best, simpler])
+    assert d.winner is best
