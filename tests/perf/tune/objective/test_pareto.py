@@ -118,3 +118,16 @@ def test_markdown_for_a_no_gain_decision_says_so():
     md = report_markdown(d, [cur, *d.candidates])
     assert "gain less than 3 % on the geometric mean, within measurement noise" in md
     assert "`same+` dominates it by less than the noise margin" in md
+
+
+def test_markdown_says_why_a_config_within_the_noise_of_the_best_was_chosen():
+    base = {"layout": (1, 1), "max_batch": 1, "queue_us": 0}
+    current = Curve("exported", curve("exported", AS_EXPORTED).points, knobs=base)
+    delay = Curve("mbs=4 q=5000us", curve("q", (130, 140, 150, 170, 200)).points,
+                  knobs={**base, "layout": (2, 2), "max_batch": 4, "queue_us": 5000})
+    plain = Curve("mbs=4", curve("p", (128, 139, 149, 168, 198)).points, knobs={**base, "layout": (2, 2), "max_batch": 4})
+    d = choose(current, [delay, plain])
+    assert d.winner.label == "mbs=4"
+    md = report_markdown(d, heading="##")
+    assert "within 3 % of the highest geometric mean (`mbs=4 q=5000us`) and changes fewer settings" in md
+    assert "it is within the noise margin of the Pareto front over the load" in md  # the delay dominates it
