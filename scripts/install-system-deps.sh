@@ -8,7 +8,9 @@
 # DRY_RUN=1 prints the apt packages it would install ("apt: a b", or "apt: (none)") and stops.
 set -euo pipefail
 need=()
-ldconfig -p 2>/dev/null | grep -q 'libb64\.so\.0d' || need+=(libb64-0d)
+# Not `ldconfig -p | grep -q`: with pipefail, grep -q quitting at the first match can kill
+# ldconfig with SIGPIPE, and the pipeline then reads as "not found" (seen once in the suite).
+grep -q 'libb64\.so\.0d' <<<"$(ldconfig -p 2>/dev/null || true)" || need+=(libb64-0d)
 if command -v apt-get >/dev/null && ! command -v promtool >/dev/null; then
   need+=(prometheus)
 fi
