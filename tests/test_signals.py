@@ -45,3 +45,32 @@ def test_plain_keyboard_interrupt_becomes_interrupted():
         with terminating():
             raise KeyboardInterrupt
     assert info.value.signum == signal.SIGINT
+
+
+def test_a_signal_whose_exception_was_swallowed_is_not_lost():
+    """A library's bare ``except:`` (or a ``__del__``) eats the Interrupted: check() and the exit still raise."""
+    from dnx.signals import check
+
+    steps = []
+    with pytest.raises(Interrupted) as info:
+        with terminating():
+            check()  # nothing arrived yet: no-op
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):
+                    pass
+            except KeyboardInterrupt:
+                steps.append("swallowed")
+            with pytest.raises(Interrupted):
+                check()
+            steps.append("went on")
+    assert steps == ["swallowed", "went on"] and info.value.signum == signal.SIGTERM
+    # Even without a check() the block does not end as if nothing had happened.
+    with pytest.raises(Interrupted):
+        with terminating():
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):
+                    pass
+            except KeyboardInterrupt:
+                pass

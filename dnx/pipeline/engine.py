@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from dnx import faults
 from dnx.errors import DnxError, InputError, one_line
 from dnx.manifest import Manifest
 from dnx.model_repository.layout import tree_bytes
@@ -138,6 +139,7 @@ def run_stage(stage: Stage, ctx: Context) -> StageResult:
     """Run one stage; any exception but a user error (:class:`InputError`) becomes its FAILED line."""
     t0 = time.perf_counter()
     try:
+        faults.point(f"export-stage:{stage.name}")
         result = stage.run(ctx)
     except InputError:
         raise  # a user error stops the run with its own one-line message

@@ -15,6 +15,7 @@ from dnx.locks import repository_lock
 from dnx.manifest import Manifest, write_manifest
 from dnx.model_repository.layout import StagedRepository, remove_orphans, tree_bytes
 from dnx.parity import ParityReport
+from dnx import signals
 from dnx.pipeline import stages
 from dnx.pipeline.engine import Context, Stage, StageResult, Status, disk_full_reason, run_stage, skip_rest
 from dnx.pipeline.options import ExportOptions, default_precisions, default_runtimes, resolve_target
@@ -102,6 +103,7 @@ def _export(options: ExportOptions, spec: ModelSpec, target: str, target_reason:
                 return failed()
         check_serve_variant(ctx)
         for i, stage in enumerate(steps):
+            signals.check()  # a signal whose exception a library swallowed stops the run here
             if not stage.when(ctx):
                 report(StageResult(stage.name, Status.SKIPPED, stage.why_not(ctx)))
                 continue
@@ -112,6 +114,7 @@ def _export(options: ExportOptions, spec: ModelSpec, target: str, target_reason:
                 return failed(gate=not stage.required)
         ctx.manifest.stages = [r.to_dict() for r in ctx.results]
         write_manifest(staged.path, ctx.manifest)
+        signals.check()  # never swap the repository in after a signal
         repo = staged.commit()
     return ExportResult(repo, ctx.results, ctx.manifest, committed=True, parity=ctx.parity)
 

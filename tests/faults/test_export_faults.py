@@ -109,6 +109,23 @@ def test_signal_during_export_leaves_the_previous_repository(dnx, previous, sig,
     assert beside(previous) == []
 
 
+@pytest.mark.parametrize("stage", ["torch_to_onnx", "write_repository"])
+def test_a_swallowed_signal_still_stops_the_export_before_the_swap(dnx, previous, stage):
+    """SIGTERM whose exception a library swallows (dnx.faults' SIGTERM-swallowed, a real signal):
+    the stage goes on, but no later stage starts and the repository is not swapped in.
+
+    Seen once in the suite: a SIGTERM right after the work folder appeared, an export that
+    finished and exited 0 (the handler's exception raised where it was dropped)."""
+    before = tree_digest(previous)
+    r = dnx.run(*EXPORT, "--out", previous, DNX_FAULT=f"export-stage:{stage}:SIGTERM-swallowed", timeout=600)
+
+    assert r.returncode == 128 + signal.SIGTERM, r.stderr[-2000:]
+    assert one_error_line(r.stderr) == (f"Error: interrupted by SIGTERM; {previous} left unchanged, "
+                                        "temporary folders removed")
+    assert tree_digest(previous) == before
+    assert beside(previous) == [] and dnx.leftovers() == []
+
+
 def test_sigkill_leftovers_are_removed_by_the_next_run(dnx, previous):
     before = tree_digest(previous)
     proc = dnx.start(*EXPORT, "--out", previous)
