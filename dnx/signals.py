@@ -103,8 +103,10 @@ def terminating(restore: bool = True):
     previous = {sig: signal.signal(sig, _handler) for sig in SIGNALS}
     try:
         yield
-        if _state["received"] is not None:
-            # Its Interrupted was swallowed on the way (see check()): the exit still says so.
+        if _state["received"] is not None and not saved["depth"]:
+            # The outermost block ends normally after a signal: its Interrupted was swallowed on the
+            # way (see check()), and the exit still says so. Inner blocks may end normally: dnx code
+            # inside them (tune's report, perf's partial results) catches it and raises it later.
             raise Interrupted(_state["received"])
     except Interrupted:
         raise

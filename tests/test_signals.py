@@ -74,3 +74,21 @@ def test_a_signal_whose_exception_was_swallowed_is_not_lost():
                     pass
             except KeyboardInterrupt:
                 pass
+
+
+def test_an_inner_block_may_catch_the_signal_and_raise_it_later():
+    """tune and perf catch Interrupted inside a nested terminating(), write what they kept, raise after."""
+    kept = []
+    with pytest.raises(Interrupted) as info:
+        with terminating():
+            stopped = None
+            with terminating():
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    for _ in range(1000):
+                        pass
+                except Interrupted as exc:
+                    stopped = exc
+            kept.append("report written")  # reached: the inner block ended normally
+            raise stopped.with_detail("kept X")
+    assert kept == ["report written"] and str(info.value) == "interrupted by SIGTERM; kept X"
