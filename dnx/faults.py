@@ -4,8 +4,8 @@ A test sets ``DNX_FAULT=<point>:<action>[,<point>:<action>...]`` in the environm
 ``dnx`` process; when that process reaches :func:`point` with a listed name it either raises an
 ``OSError`` (``error``: a write that failed, as on a full disk) or sends itself a signal
 (``SIGTERM``, ``SIGINT``, ``SIGKILL``; ``SIGTERM-swallowed``: sent and its exception swallowed
-on the spot, as a library's bare ``except:`` would), exactly where the promise is at stake (say, between the
-first rewritten config and the manifest). Production runs never set the variable.
+on the spot, as a library's bare ``except:`` would), exactly where the promise is at stake (say,
+between the first rewritten config and the manifest). Production runs never set the variable.
 """
 
 from __future__ import annotations

@@ -63,8 +63,8 @@ def check() -> None:
     The handler raises in whatever Python code the main thread runs at that instant: inside a
     ``__del__``, a weakref callback or a library's bare ``except:`` the exception is printed or
     dropped, and the run would go on (an export under SIGTERM once finished and exited 0 in the
-    test suite, not reproduced since; this is the explanation that fits). Callers check between steps that must not start after a signal: the export's
-    stages and its swap of the repository.
+    test suite, not reproduced since; this is the explanation that fits). Callers check between
+    steps that must not start after a signal: the export's stages and its swap of the repository.
     """
     got = _state["received"]
     if got is not None:

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from dnx import signals
 from dnx.errors import InputError
 from dnx.locks import repository_lock
 from dnx.manifest import Manifest, write_manifest
 from dnx.model_repository.layout import StagedRepository, remove_orphans, tree_bytes
 from dnx.parity import ParityReport
-from dnx import signals
 from dnx.pipeline import stages
 from dnx.pipeline.engine import Context, Stage, StageResult, Status, disk_full_reason, run_stage, skip_rest
 from dnx.pipeline.options import ExportOptions, default_precisions, default_runtimes, resolve_target

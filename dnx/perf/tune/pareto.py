@@ -249,7 +249,8 @@ def _why_plot(d: Decision, curves: list[Curve], on_front: set[str]) -> str:
         at_front = [c for c in d.load.levels if win in front_at(curves, c)]
         where = f"; at {', '.join(f'c{c}' for c in at_front)} it is on that level's front too" if at_front else ""
         # Rule 7: a config within the noise margin of the highest geometric mean that changes fewer settings.
-        ahead = sorted((r.label for r in d.refused if r.kind == "not-best" and (d.scores.get(r.label) or 0) > d.scores[win]),
+        ahead = sorted((r.label for r in d.refused
+                        if r.kind == "not-best" and (d.scores.get(r.label) or 0) > d.scores[win]),
                        key=lambda label: -d.scores[label])
         rank = (f"it is within {share(d.min_gain)} of the highest geometric mean (`{ahead[0]}`) and changes fewer "
                 "settings" if ahead else "it has the highest geometric mean")
