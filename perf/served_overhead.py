@@ -179,6 +179,25 @@ def _timed(fn, seconds: float) -> dict:
             "p99_ms": float(np.percentile(ms, 99)), "cpu_ms": cpu_ms}
 
 
+THROUGHPUT_2 = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2"}
+
+
+def _async(ov, compiled, batch: np.ndarray, seconds: float) -> dict:
+    """An AsyncInferQueue(4) kept full with ``batch`` for ``seconds``: img/s and CPU ms per image."""
+    queue = ov.AsyncInferQueue(compiled, 4)
+    for _ in range(8):
+        queue.start_async([batch], share_inputs=True)
+    queue.wait_all()
+    n, start, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < seconds:
+        queue.start_async([batch], share_inputs=True)
+        n += 1
+    queue.wait_all()
+    images = n * len(batch)
+    return {"ips": images / (time.perf_counter() - start), "p50_ms": float("nan"), "p99_ms": float("nan"),
+            "cpu_ms": (time.process_time() - cpu) / images * 1000}
+
+
 def in_process(repository: Path, model: str, seconds: float) -> dict[str, dict]:
     """In-process figures for ``model``'s file with its config's parameters (``name -> {ips, p50, p99}``)."""
     from dnx.runtimes import backend_common as common
@@ -208,35 +227,12 @@ def in_process(repository: Path, model: str, seconds: float) -> dict[str, dict]:
     out = {f"sync 1 image{f' padded to {batch}' if batch > 1 else ''} (config)":
            _timed(lambda: req.infer([padded], share_inputs=True), seconds)}
     del req, compiled
-    compiled = compile_model(path, {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2"}, batch=1 if batch else 0)
-    queue = ov.AsyncInferQueue(compiled, 4)
-    for _ in range(8):
-        queue.start_async([x], share_inputs=True)
-    queue.wait_all()
-    n, start, cpu = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - start < seconds:
-        queue.start_async([x], share_inputs=True)
-        n += 1
-    queue.wait_all()
-    out["async b1, 2 streams, 4 in flight"] = {"ips": n / (time.perf_counter() - start), "p50_ms": float("nan"),
-                                               "p99_ms": float("nan"), "cpu_ms": (time.process_time() - cpu) / n * 1000}
-    del queue, compiled
+    out["async b1, 2 streams, 4 in flight"] = _async(ov, compile_model(path, THROUGHPUT_2, batch=1 if batch else 0),
+                                                     x, seconds)
     if batch > 1:
         # The served config's batches, full, as bench's fastest in-process run keeps them in flight.
-        compiled = compile_model(path, {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2"}, batch=batch)
-        queue = ov.AsyncInferQueue(compiled, 4)
-        full = np.concatenate([x] * batch)
-        for _ in range(8):
-            queue.start_async([full], share_inputs=True)
-        queue.wait_all()
-        n, start, cpu = 0, time.perf_counter(), time.process_time()
-        while time.perf_counter() - start < seconds:
-            queue.start_async([full], share_inputs=True)
-            n += 1
-        queue.wait_all()
-        out[f"async b{batch}, 2 streams, 4 in flight"] = {
-            "ips": n * batch / (time.perf_counter() - start), "p50_ms": float("nan"), "p99_ms": float("nan"),
-            "cpu_ms": (time.process_time() - cpu) / (n * batch) * 1000}
+        out[f"async b{batch}, 2 streams, 4 in flight"] = _async(ov, compile_model(path, THROUGHPUT_2, batch=batch),
+                                                               np.concatenate([x] * batch), seconds)
     return out
 
 
