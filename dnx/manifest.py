@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dnx import __version__
+from dnx.cpu import this_cpu
 from dnx.errors import InputError
 from dnx.model_repository.layout import MANIFEST_NAME, atomic_write_text
 
@@ -158,7 +159,7 @@ def new_manifest(spec, weights: dict, options: dict) -> Manifest:
                "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                "preprocessing": spec.preprocessing(),
                "host": {"python": platform.python_version(), "machine": platform.machine(),
-                        "system": platform.system()},
+                        "system": platform.system(), "cpu": this_cpu().to_dict()},
                "versions": library_versions()},
     )
 

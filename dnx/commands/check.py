@@ -48,6 +48,8 @@ def command(urls, protocol, repository, golden, endpoint_url, models, requests, 
     report = check(list(urls), protocol=protocol, repository=repository, golden=golden, endpoint_url=endpoint_url,
                    models=[m for m in (models or "").split(",") if m] or None, requests=requests,
                    concurrency=concurrency, p99_ms=p99_ms, latency_model=latency_model, timeout=timeout)
+    for warning in report.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

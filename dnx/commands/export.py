@@ -19,7 +19,7 @@ def _int_list(ctx, param, value):
 @click.option("--model", default="densenet121", show_default=True,
               help="torchvision classifier: densenet121, resnet50, mobilenet_v3_large, efficientnet_b0, convnext_tiny.")
 @click.option("--serve-variant", help="Variant behind the <model> ensemble (bytes in, probabilities out). Default: "
-                                      "the fastest with a throughput recorded in the previous manifest at --out, "
+                                      "the fastest on this CPU by the export's own timing (--speed-seconds), "
                                       "else the most accurate that passed its gate.")
 @click.option("--precision", "precisions", multiple=True, type=click.Choice(PRECISIONS),
               help="Precision variant to build; repeat for several. Default: fp32 (+ bf16 OpenVINO on CPU).")
@@ -50,6 +50,9 @@ def _int_list(ctx, param, value):
               help="Calibration range method (max: best measured parity on DenseNet-121, and fastest).")
 @click.option("--calib-synthetic", is_flag=True,
               help="Calibrate INT8 on random data instead of the bundled photographs (or when --calib-dir has no images).")
+@click.option("--speed-seconds", type=click.FloatRange(min=0), default=1.5, show_default=True,
+              help="In-process timing of each CPU variant that passed its gate, interleaved, on this CPU "
+                   "(chooses the served variant; 0: none).")
 @click.option("--keep-failing", is_flag=True, help="Write variants that fail their parity gate anyway.")
 @click.option("--cuda-graphs", is_flag=True, help="Enable CUDA graphs in TensorRT model configs.")
 @click.option("--workspace-mib", type=click.IntRange(min=64), default=4096, show_default=True,

@@ -57,6 +57,8 @@ def command(repository, endpoint_url, s3_sync, mode, host, grpc_port, http_port,
             click.echo(f"  loaded   {name}")
         for name, reason in server.skipped.items():
             click.echo(f"  skipped  {name}: {reason}")
+        for warning in server.cpu_warnings():
+            click.echo(f"Warning: {warning}", err=True)
         click.echo(f"log: {server.log_file}   (Ctrl-C to stop)")
 
     server = TritonServer(

@@ -29,6 +29,7 @@ import numpy as np
 
 from dnx._lazy import lazy_import
 from dnx.errors import DnxError, InputError, MissingDependencyError
+from dnx.cpu import SAFE_INT8_WEIGHT
 from dnx.exporter.calibration import (
     DEFAULT_CACHE_DIR,
     DEFAULT_METHOD,
@@ -178,8 +179,30 @@ class Fp16FromOnnx:
         }
 
 
+def int8_weights(model) -> dict[str, np.ndarray]:
+    """The int8 weight tensor of every quantized Conv/Gemm/MatMul of ``model``, by node name.
+
+    A weight is quantized when the node's second input comes from a DequantizeLinear of an int8
+    initializer (the Q/DQ form both quantizers write).
+    """
+    numpy_helper = lazy_import("onnx.numpy_helper")
+    inits = {i.name: i for i in model.graph.initializer}
+    dq = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.input) < 2:
+            continue
+        src = dq.get(node.input[1])
+        if src is not None and src.input[0] in inits:
+            w = numpy_helper.to_array(inits[src.input[0]])
+            if w.dtype == np.int8:
+                out[node.name or node.output[0]] = w
+    return out
+
+
 def qdq_summary(model) -> dict:
-    """Q/DQ node counts and zero-point facts of a quantized model (TensorRT needs int8, zero point 0)."""
+    """Q/DQ node counts and zero-point facts of a quantized model (TensorRT needs int8, zero point 0),
+    and the largest int8 weight magnitude (at most 64 makes it exact on every x86 CPU, see dnx.cpu)."""
     numpy_helper = lazy_import("onnx.numpy_helper")
     inits = {i.name: i for i in model.graph.initializer}
     consts = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant"}
@@ -208,6 +231,8 @@ def qdq_summary(model) -> dict:
         "zero_point_dtypes": sorted(zp_dtypes),
         "nonzero_zero_points": zp_nonzero,
         "symmetric_int8": zp_dtypes == {"int8"} and zp_nonzero == 0,
+        "max_abs_weight": max((int(np.abs(w.astype(np.int16)).max(initial=0)) for w in int8_weights(model).values()),
+                              default=None),
     }
 
 
@@ -221,8 +246,13 @@ class Int8FromOnnx:
     ``cache_dir``, keyed by the source hash, the calibration set hash, method and count.
 
     ``symmetric=False`` gives uint8 activations with zero points instead: ONNX Runtime's CPU
-    kernels then fuse every Conv+Relu into QLinearConv (about 2x FP32 here), but TensorRT
-    rejects non-zero zero points, so that flavour is for CPU serving only.
+    kernels then fuse every Conv+Relu into QLinearConv, but TensorRT rejects non-zero zero
+    points, so that flavour is for CPU serving only.
+
+    ``weight_bits=7`` keeps every weight inside +-64 (ONNX Runtime's ``reduce_range``): CPUs
+    without VNNI then cannot saturate their 16-bit pair sums, so the graph computes the same
+    numbers on every x86 CPU (:mod:`dnx.cpu`). GPUs have no such limit: the TensorRT graph
+    keeps 8 bits.
     """
 
     # Histogram bins for entropy: ORT's default of 128 equals its 128 quantized bins, which
@@ -241,6 +271,7 @@ class Int8FromOnnx:
         method: str = DEFAULT_METHOD,
         per_channel: bool = True,
         symmetric: bool = True,
+        weight_bits: int = 8,
         nodes_to_exclude: list[str] | None = None,
         cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
         progress: bool = True,
@@ -248,7 +279,9 @@ class Int8FromOnnx:
     ):
         self.src = _check_source(src)
         self.calibration, self.method = calibration, check_method(method)
-        self.per_channel, self.symmetric = per_channel, symmetric
+        if weight_bits not in (7, 8):
+            raise InputError(f"int8 weights are 7 or 8 bits, not {weight_bits}")
+        self.per_channel, self.symmetric, self.weight_bits = per_channel, symmetric, weight_bits
         self.nodes_to_exclude = list(nodes_to_exclude or [])
         self.cache = CalibrationCache(cache_dir) if cache_dir is not None else None
         self.progress, self.spec = progress, spec
@@ -259,7 +292,8 @@ class Int8FromOnnx:
             "quantizer": f"onnxruntime {_version('onnxruntime')} quantize_static",
             "format": "QDQ",
             "activations": "int8 symmetric per-tensor" if self.symmetric else "uint8 asymmetric per-tensor",
-            "weights": f"int8 symmetric {'per-channel' if self.per_channel else 'per-tensor'}",
+            "weights": f"int8 symmetric {'per-channel' if self.per_channel else 'per-tensor'}"
+                       + (", 7-bit range [-64, 64]" if self.weight_bits == 7 else ""),
             "bias": "float",
             "pre_process": "quant_pre_process",
             "op_types": list(self.OP_TYPES),
@@ -286,6 +320,9 @@ class Int8FromOnnx:
                 summary = qdq_summary(onnx.load(str(out)))
                 if summary["quantize_linear"] == 0 or (self.symmetric and not summary["symmetric_int8"]):
                     raise DnxError(f"the quantizer did not produce the expected Q/DQ nodes ({summary}); report this bug")
+                if self.weight_bits == 7 and (summary["max_abs_weight"] or 0) > SAFE_INT8_WEIGHT:
+                    raise DnxError(f"the quantizer wrote int8 weights up to {summary['max_abs_weight']}, beyond the "
+                                   f"7-bit range +-{SAFE_INT8_WEIGHT} asked for; report this bug")
                 meta = {"qdq": summary, "timings": timings, "recipe": recipe}
                 if self.cache is not None:
                     self.cache.put(key, out, ranges, meta)
@@ -299,6 +336,7 @@ class Int8FromOnnx:
             "calibration": self.calibration.describe(self.method),
             "qdq": meta["qdq"],
             "tensorrt_compatible": meta["qdq"]["symmetric_int8"],
+            "weight_bits": self.weight_bits,
             "cache_hit": cached is not None,
             "cache_key": key,
             "cache_path": str(self.cache.entry(key)) if self.cache is not None else None,
@@ -350,6 +388,7 @@ class Int8FromOnnx:
                 nodes_to_exclude=self.nodes_to_exclude,
                 calibrate_method=ort_method,
                 calibration_cache_path=str(ranges),
+                reduce_range=self.weight_bits == 7,  # weights only: activations keep their 8 bits
                 extra_options={"ActivationSymmetric": self.symmetric, "WeightSymmetric": True, "QuantizeBias": False},
             )
         t3 = time.perf_counter()

@@ -29,7 +29,7 @@ from dnx.model_repository.layout import LABELS_NAME, atomic_write_text, model_di
 from dnx.model_repository.render import TritonConfig, parse_config, render_config
 
 if TYPE_CHECKING:  # dnx.manifest imports this package; the records are only read here
-    from dnx.manifest import Manifest, ModelRecord
+    from dnx.manifest import ModelRecord
 
 PREPROCESS_SOURCE = Path(__file__).parent / "python" / "preprocess_model.py"
 PREPROCESS_LIBRARY = Path(__file__).resolve().parent.parent / "preprocess.py"
@@ -125,42 +125,32 @@ def softmax_onnx(path: Path, spec, opset: int = 17) -> None:
     onnx.save(model, str(path))
 
 
-def choose_variant(models: dict[str, ModelRecord], requested: str | None,
-                   measured: dict | None = None) -> tuple[str, str]:
+def choose_variant(models: dict[str, ModelRecord], requested: str | None = None) -> tuple[str, str]:
     """The variant the ensemble serves and why: ``(name, reason)``.
 
     ``models`` maps written model names to their manifest records. ``requested`` (``--serve-variant``)
-    wins; else the fastest variant in ``measured`` (name -> infer/s, as ``dnx tune``/``make bench``
-    record it in the manifest) that was written; else the most accurate variant that passed its
-    gate: fp32 before bf16/fp16 before int8, ONNX Runtime first.
+    wins; else the fastest variant that passed its gate by the ``speed`` record the export measured
+    on this CPU (:mod:`dnx.pipeline.speed`); else the most accurate variant that passed its gate:
+    fp32 before bf16/fp16 before int8, ONNX Runtime first. A figure from another run is never
+    used: it may come from another CPU, where another precision wins.
     """
     if requested:
         if requested not in models:
             raise InputError(f"--serve-variant {requested!r} was not built; choose one of: {', '.join(models)}")
         return requested, "--serve-variant"
-    fast = {n: v for n, v in (measured or {}).items() if n in models and isinstance(v, (int, float))}
-    if fast:
-        best = max(fast, key=fast.get)
-        return best, f"fastest measured ({fast[best]:.1f} infer/s)"
-    order = {"fp32": 0, "bf16": 1, "fp16": 1, "int8": 2}
-    runtimes = {"onnxruntime": 0, "openvino": 1, "tensorrt": 2}
     passed = {n: r for n, r in models.items() if r.passed}
     if not passed:
         raise InputError("no variant passed its parity gate; the ensemble needs one (fix the gate failures or pass --serve-variant)")
+    fast = {n: r.get("speed")["best"] for n, r in passed.items()
+            if isinstance(r.get("speed"), dict) and isinstance(r.get("speed").get("best"), (int, float))}
+    if fast:
+        best = max(fast, key=fast.get)
+        cpu = (passed[best].get("speed").get("cpu") or {}).get("model") or "this CPU"
+        return best, f"fastest on {cpu}: {fast[best]:.1f} img/s in-process"
+    order = {"fp32": 0, "bf16": 1, "fp16": 1, "int8": 2}
+    runtimes = {"onnxruntime": 0, "openvino": 1, "tensorrt": 2}
     best = min(passed, key=lambda n: (order.get(passed[n].precision, 9), runtimes.get(passed[n].runtime, 9)))
     return best, "most accurate variant that passed its gate"
-
-
-def measured_throughput(manifest: Manifest | None) -> dict[str, float]:
-    """Best measured infer/s per model from a previous manifest (``dnx tune`` / ``make bench`` records)."""
-    out: dict[str, float] = {}
-    for name, entry in (manifest.models if manifest is not None else {}).items():
-        for key in ("tune", "tuning", "bench", "perf"):
-            rec = entry.get(key)
-            value = rec.get("throughput") if isinstance(rec, dict) else None
-            if isinstance(value, (int, float)):
-                out[name] = max(out.get(name, 0.0), float(value))
-    return out
 
 
 def write_bytes_path(repo: Path, spec, variant: str, variant_max_batch: int, labels: str, *,

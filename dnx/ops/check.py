@@ -19,6 +19,7 @@ golden set lists:
 
 from __future__ import annotations
 
+import ipaddress
 import tempfile
 import threading
 import time
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from dnx._lazy import lazy_import
+from dnx.cpu import this_cpu, unsafe_variants
 from dnx.errors import DnxError, InputError, ServerError, one_line
 from dnx.manifest import read_manifest
 from dnx.ops import golden as g
@@ -62,6 +64,7 @@ class CheckReport:
     source: str
     findings: list[Finding] = field(default_factory=list)
     latency: dict[str, dict] = field(default_factory=dict)  # url -> {"model", "p50_ms", "p99_ms", ...}
+    warnings: list[str] = field(default_factory=list)  # e.g. a variant whose numerics this CPU does not meet
 
     @property
     def passed(self) -> bool:
@@ -75,7 +78,7 @@ class CheckReport:
     def to_dict(self) -> dict:
         """JSON-ready form (``dnx check --json``)."""
         return {"passed": self.passed, "golden": self.source, "findings": [asdict(f) for f in self.findings],
-                "latency": self.latency}
+                "latency": self.latency, "warnings": self.warnings}
 
     def format_table(self) -> str:
         """One line per finding: replica, model, check, PASS/FAIL, figure."""
@@ -326,6 +329,14 @@ def _latency(rep_args: tuple, model: str, rec: dict, inputs: dict, requests: int
 # --------------------------------------------------------------------------- the check
 
 
+def _on_this_machine(url: str) -> bool:
+    host = url.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check(urls: list[str], *, protocol: str = "grpc", repository: str | None = None, golden: str | None = None,
           endpoint_url: str | None = None, models: list[str] | None = None, requests: int = 0, concurrency: int = 1,
           p99_ms: float | None = None, latency_model: str | None = None,
@@ -358,6 +369,9 @@ def check(urls: list[str], *, protocol: str = "grpc", repository: str | None = N
     if latency_model and latency_model not in doc["models"]:
         raise InputError(f"--latency-model {latency_model!r} is not in the golden set; choose from {', '.join(names)}")
     report = CheckReport(source)
+    if _manifest and all(_on_this_machine(u) for u in urls):  # a remote server's CPU is not known here
+        report.warnings = unsafe_variants({n: e for n, e in (_manifest.get("models") or {}).items() if n in names},
+                                          this_cpu())
     for url in urls:
         rep = _Replica(url, protocol, timeout)
         try:

@@ -14,38 +14,22 @@ import platform
 from pathlib import Path
 
 from dnx._lazy import has_module
+from dnx.cpu import ISA_FLAGS, this_cpu  # noqa: F401 - ISA_FLAGS re-exported
 from dnx.runtimes.openvino import cpu_supports_bf16
 
 RESULTS_ROOT = Path("perf/results")
 # The folder name of each command's results (as they have always been named).
 _FOLDER_FORMATS = {"perf": "%Y%m%dT%H%M%SZ", "bench": "bench-%Y%m%dT%H%M%SZ", "tune": "%Y%m%dT%H%M%SZ-tune"}
-# /proc/cpuinfo flags that change which variant wins (VNNI for int8, bf16/fp16 and AMX for the hints).
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16")
-
-
 def new_results_dir(kind: str, root: str | os.PathLike = RESULTS_ROOT) -> Path:
     """``<root>/<UTC timestamp>`` named for ``kind`` (``perf``, ``bench`` or ``tune``); not created."""
     return Path(root) / _dt.datetime.now(_dt.timezone.utc).strftime(_FOLDER_FORMATS[kind])
 
 
-def _cpuinfo(text: str) -> tuple[str | None, list[str]]:
-    """``(model name, ISA flags of interest)`` from /proc/cpuinfo text (pure)."""
-    model, flags = None, set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and model is None:
-            model = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
-    return model, [f for f in ISA_FLAGS if f in flags]
-
-
 def machine_info() -> dict:
     """CPU model, cores, ISA flags, RAM, load, OS and Python of this machine."""
-    cpu, isa, ram_gib = platform.processor() or platform.machine(), [], None
+    here, ram_gib = this_cpu(), None
+    cpu, isa = here.model, list(here.flags)
     try:
-        model, isa = _cpuinfo(Path("/proc/cpuinfo").read_text())
-        cpu = model or cpu
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 ram_gib = round(int(line.split()[1]) / 1024 / 1024, 1)

@@ -95,9 +95,14 @@ CALIBRATION_NOTES = {"synthetic": "INT8 calibrated on SYNTHETIC data",
                      "bundled": "INT8 calibrated on bundled generic photographs (not production)"}
 
 
+def int8_calibration(onnx_info: dict[str, dict]) -> dict:
+    """The calibration record of the export's INT8 graphs (all of them share one calibration set)."""
+    return next((info["calibration"] for key, info in onnx_info.items()
+                 if key.startswith("int8") and info.get("calibration")), {})
+
+
 def calibration_note(onnx_info: dict[str, dict], precision: str) -> str:
     """The note an INT8 variant carries when its calibration data is not production data ("" otherwise)."""
-    info = onnx_info.get("int8") or onnx_info.get("int8_cpu") or {}
-    calib = info.get("calibration", {})
+    calib = int8_calibration(onnx_info)
     kind = calib.get("kind") or ("synthetic" if calib.get("synthetic") else "images")
     return CALIBRATION_NOTES.get(kind, "") if precision == "int8" else ""

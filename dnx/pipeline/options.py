@@ -46,6 +46,7 @@ class ExportOptions:
     progress: bool = True
     model: str = "densenet121"
     serve_variant: str | None = None  # the variant behind the <model> ensemble; None: see choose_variant
+    speed_seconds: float = 1.5  # in-process timing per CPU variant (dnx.pipeline.speed); 0: none
 
     def check(self) -> None:
         """Raise :class:`InputError` for option values that cannot work."""
@@ -67,6 +68,8 @@ class ExportOptions:
             raise InputError("--threads must be at least 1")
         if self.calib_samples < 1:
             raise InputError("--calib-samples must be at least 1")
+        if not self.speed_seconds >= 0:
+            raise InputError(f"--speed-seconds must be 0 or more (got {self.speed_seconds})")
 
     def record(self, target: str, reason: str) -> dict:
         """The options as the manifest records them, with the resolved target and why."""

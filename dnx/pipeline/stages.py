@@ -6,6 +6,7 @@ returns a :class:`StageResult`; :data:`STAGES` says when each runs and why not o
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -19,6 +20,7 @@ from dnx.pipeline.engine import Context, Stage, StageResult, Status
 from dnx.pipeline.entries import (CALIBRATION_NOTES, ModelEntry, calibration_note, openvino_entry,
                                   with_serving_defaults)
 from dnx.pipeline.options import ENGINES_HOW
+from dnx.pipeline.speed import stage_speed
 from dnx.preprocess import probe_inputs
 from dnx.runtimes import onnxruntime, openvino, tensorrt
 
@@ -51,31 +53,57 @@ def stage_fp16_onnx(ctx: Context) -> StageResult:
     return StageResult("fp16_onnx", Status.OK, "", {"fp32_nodes": len(info["fp32_nodes"]), "seconds": info["seconds"]})
 
 
-def stage_int8_onnx(ctx: Context) -> StageResult:
-    """INT8 ONNX graphs with explicit Q/DQ, calibrated on images (cached).
+@dataclass(frozen=True)
+class Int8Graph:
+    """One INT8 Q/DQ graph the export makes, and for whom: see :data:`INT8_GRAPHS`."""
 
-    TensorRT and OpenVINO get symmetric int8 (zero points 0, what TensorRT compiles). ONNX
-    Runtime on a CPU gets uint8 activations with zero points instead: only then does it fuse
-    every Conv into a quantized kernel (120 of 120, against 66 with signed activations).
-    Measured gains differ by run (perf/tuning.md): 1.8-2.1x FP32 in one interleaved run, none
-    in the quiet ``make bench`` run on an AMD EPYC.
-    """
+    key: str  # its name in Context.onnx_files / onnx_info
+    symmetric: bool  # int8 activations with zero point 0; False: uint8 with zero points
+    weight_bits: int
+    serves: str  # who reads it, as the manifest says
+
+
+# The CPU graphs keep every weight inside +-64, so no x86 CPU can saturate its int8 dot products
+# (dnx.cpu); the TensorRT graph keeps 8 bits (GPUs do not have the problem). Activations: ONNX
+# Runtime fuses Conv into QLinearConv only with uint8 activations, and measured them more
+# accurate; OpenVINO measured far less accurate with them (perf/BENCHMARKS.md, "int8 graphs"),
+# so it gets symmetric activations.
+INT8_GRAPHS = {
+    "int8_cpu": Int8Graph("int8_cpu", symmetric=False, weight_bits=7, serves="ONNX Runtime on a CPU"),
+    "int8_openvino": Int8Graph("int8_openvino", symmetric=True, weight_bits=7, serves="OpenVINO on a CPU"),
+    "int8": Int8Graph("int8", symmetric=True, weight_bits=8, serves="TensorRT, ONNX Runtime on a GPU"),
+}
+
+
+EXACT_QDQ_NOTE = "Q/DQ evaluated as float fake-quant on this CPU (exact, as a GPU computes it)"
+
+
+def int8_graphs(target: str, runtimes) -> list[Int8Graph]:
+    """The INT8 graphs an export for ``target`` with ``runtimes`` needs."""
+    keys = []
+    if target == "cpu" and "onnxruntime" in runtimes:
+        keys.append("int8_cpu")
+    if "openvino" in runtimes:
+        keys.append("int8_openvino")
+    if target == "gpu" or "tensorrt" in runtimes:
+        keys.append("int8")
+    return [INT8_GRAPHS[k] for k in keys]
+
+
+def stage_int8_onnx(ctx: Context) -> StageResult:
+    """INT8 ONNX graphs with explicit Q/DQ, calibrated on images (cached): :data:`INT8_GRAPHS`."""
     o = ctx.options
     calib = calibration_set(o.calib_dir, o.calib_samples, seed=o.calib_seed, synthetic=o.calib_synthetic,
                             spec=ctx.spec, progress=o.progress)
-    graphs = {}
-    if ctx.target == "cpu" and "onnxruntime" in ctx.runtimes:
-        graphs["int8_cpu"] = False
-    if ctx.target == "gpu" or {"openvino", "tensorrt"} & set(ctx.runtimes):
-        graphs["int8"] = True
     figures = {"samples": calib.count, "method": o.calib_method, "synthetic": calib.synthetic}
-    for key, symmetric in graphs.items():
-        dst = ctx.work / f"model.{key}.onnx"
-        info = Int8FromOnnx(ctx.onnx_files["fp32"], calib, method=o.calib_method, symmetric=symmetric,
-                            cache_dir=Path(o.cache_dir) / "calib", progress=o.progress, spec=ctx.spec)(dst)
-        ctx.onnx_files[key], ctx.onnx_info[key] = dst, info
-        figures[f"{key}_cache_hit"] = info["cache_hit"]
-        figures[f"{key}_q_nodes"] = info["qdq"]["quantize_linear"]
+    for graph in int8_graphs(ctx.target, ctx.runtimes):
+        dst = ctx.work / f"model.{graph.key}.onnx"
+        info = Int8FromOnnx(ctx.onnx_files["fp32"], calib, method=o.calib_method, symmetric=graph.symmetric,
+                            weight_bits=graph.weight_bits, cache_dir=Path(o.cache_dir) / "calib",
+                            progress=o.progress, spec=ctx.spec)(dst)
+        ctx.onnx_files[graph.key], ctx.onnx_info[graph.key] = dst, {**info, "graph": graph.key, "serves": graph.serves}
+        figures[f"{graph.key}_cache_hit"] = info["cache_hit"]
+        figures[f"{graph.key}_q_nodes"] = info["qdq"]["quantize_linear"]
     return StageResult("int8_onnx", Status.OK, CALIBRATION_NOTES.get(calib.kind, "").removeprefix("INT8 "), figures)
 
 
@@ -91,13 +119,18 @@ def stage_onnxruntime_models(ctx: Context) -> StageResult:
         name = ctx.spec.model_name("onnxruntime", precision)
         m = with_serving_defaults(ModelEntry("onnxruntime", precision, name, {"model.onnx": path},
                                              backend="onnxruntime"), ctx.options, ctx.target)
+        graph_level = 0
         if ctx.target == "cpu":
             m.parameters = onnxruntime.cpu_parameters(ctx.options.threads or max(1, (os.cpu_count() or 1) // m.instances))
         else:
             m.trt_accelerator = "fp16" if precision == "fp16" else None
+            # A GPU computes the Q/DQ arithmetic exactly; this CPU's integer kernels may not
+            # (dnx.cpu), so the gate runs the graph unoptimised: Q/DQ as float fake-quant.
+            graph_level = 2 if precision == "int8" else 0
         m.info = {"onnx": ctx.onnx_info.get(key, {})}
-        m.runner = onnxruntime.runner(path, name, m.parameters)
-        m.notes = calibration_note(ctx.onnx_info, precision)
+        m.runner = onnxruntime.runner(path, name, m.parameters, graph_level=graph_level)
+        m.notes = "; ".join(filter(None, [calibration_note(ctx.onnx_info, precision),
+                                          EXACT_QDQ_NOTE if graph_level == 2 else ""]))
         ctx.models.append(m)
         built.append(name)
     return StageResult("onnxruntime_models", Status.OK if built else Status.SKIPPED, "; ".join(skipped), {"models": built})
@@ -113,12 +146,13 @@ def stage_openvino_models(ctx: Context) -> StageResult:
         if reason:
             skipped.append(f"{precision}: {reason}")
             continue
-        src = ctx.onnx_files["int8" if precision == "int8" else "fp32"]
+        key = "int8_openvino" if precision == "int8" else "fp32"
+        src = ctx.onnx_files[key]
         v = openvino_variant(src, precision, ctx.work / f"openvino-{precision}", max_batch_size=o.max_batch,
                              instance_count=o.instances, threads=o.threads, max_queue_delay_us=o.max_queue_delay_us,
                              preferred_batch_sizes=tuple(o.preferred_batch) if o.preferred_batch is not None else None)
         m = openvino_entry(v, ctx.spec)
-        m.info["onnx"] = ctx.onnx_info.get(precision, {})
+        m.info["onnx"] = ctx.onnx_info.get(key, {}) if precision == "int8" else {}
         m.runner = openvino.runner(v.files["model.xml"], m.name, m.parameters, m.max_batch_size, ctx.spec)
         m.notes = calibration_note(ctx.onnx_info, precision)
         ctx.models.append(m)
@@ -201,4 +235,6 @@ STAGES: list[Stage] = [
     Stage("tensorrt_engines", stage_tensorrt_engines, lambda c: "tensorrt" in c.runtimes, _no_engines),
     # A gate, not a step: --keep-failing writes the variants that fail it anyway.
     Stage("parity", stage_parity, lambda c: bool(c.models), lambda c: "no model was built", required=False),
+    Stage("speed", stage_speed, lambda c: c.target == "cpu" and c.options.speed_seconds > 0 and bool(c.models),
+          lambda c: "--speed-seconds 0" if c.target == "cpu" else "GPU variants are timed on their GPU (dnx perf)"),
 ]

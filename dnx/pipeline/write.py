@@ -9,16 +9,16 @@ import errno
 import shutil
 from pathlib import Path
 
-from dnx.errors import InputError
+from dnx.cpu import numerics_record, this_cpu
 from dnx.exporter.torch_export import imagenet_labels
 from dnx.hashing import sha256_file
-from dnx.manifest import ModelRecord, load_manifest, new_manifest
-from dnx.model_repository.ensemble import choose_variant, measured_throughput, write_bytes_path
-from dnx.model_repository.layout import LABELS_NAME, MANIFEST_NAME, atomic_write_text, model_dir, tree_bytes
+from dnx.manifest import ModelRecord, new_manifest
+from dnx.model_repository.ensemble import choose_variant, write_bytes_path
+from dnx.model_repository.layout import LABELS_NAME, atomic_write_text, model_dir, tree_bytes
 from dnx.model_repository.render import render_config
 from dnx.ops.golden import write_golden
 from dnx.pipeline.engine import Context, Stage, StageResult, Status
-from dnx.pipeline.entries import triton_config
+from dnx.pipeline.entries import int8_calibration, triton_config
 from dnx.pipeline.options import DEFAULT_MAX_BATCH
 
 WRITE_STAGE = "write_repository"
@@ -27,6 +27,7 @@ WRITE_STAGE = "write_repository"
 def write_models(ctx: Context, repo: Path) -> StageResult:
     """Write config.pbtxt, labels and model files of every model that passed (or --keep-failing)."""
     labels = "\n".join(imagenet_labels(ctx.spec)) + "\n"
+    built_on = this_cpu()
     written = []
     for m in ctx.models:
         if m.parity and m.parity.get("passed") is False and not ctx.options.keep_failing:
@@ -48,10 +49,13 @@ def write_models(ctx: Context, repo: Path) -> StageResult:
                     "max_queue_delay_us": cfg.max_queue_delay_us, "parameters": cfg.parameters},
             parity=m.parity, extra={k: v for k, v in m.info.items() if v},
         )
+        if ctx.target == "cpu":
+            max_weight = (m.info.get("onnx") or {}).get("qdq", {}).get("max_abs_weight")
+            ctx.manifest.models[m.name].extra["cpu"] = numerics_record(m.precision, m.runtime, built_on, max_weight)
         written.append(m.name)
     if ctx.parity is not None:
         ctx.manifest.parity = ctx.parity.to_dict()
-    calib = (ctx.onnx_info.get("int8") or ctx.onnx_info.get("int8_cpu") or {}).get("calibration")
+    calib = int8_calibration(ctx.onnx_info)
     if calib:
         ctx.manifest.calibration = calib
     if not written:
@@ -71,16 +75,10 @@ def write_ensemble(ctx: Context, repo: Path, labels: str) -> dict | None:
     Returns its manifest record, or None when only gate-failing variants were written
     (``--keep-failing``) and none was named with ``--serve-variant``.
     """
-    previous = None
-    if (Path(ctx.options.out) / MANIFEST_NAME).is_file():
-        try:
-            previous = load_manifest(ctx.options.out)
-        except InputError:
-            previous = None  # a corrupt old manifest only loses its measured figures
     models = ctx.manifest.models
     if not any(r.passed for r in models.values()) and not ctx.options.serve_variant:
         return None
-    variant, why = choose_variant(models, ctx.options.serve_variant, measured_throughput(previous))
+    variant, why = choose_variant(models, ctx.options.serve_variant)
     record = write_bytes_path(repo, ctx.spec, variant, models[variant].max_batch_size, labels,
                               preprocess_max_batch=ctx.options.max_batch or DEFAULT_MAX_BATCH)
     record["why"] = why

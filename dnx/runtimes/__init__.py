@@ -37,7 +37,10 @@ def model_runner(repository: str | Path, name: str, entry: ModelRecord | dict, s
     vdir = Path(repository) / name / "1"
     runtime = record.runtime
     if runtime == "onnxruntime":
-        return onnxruntime.runner(vdir / "model.onnx", name, parameters=record.config.get("parameters")), None
+        # A GPU model's Q/DQ is evaluated exactly (fake-quant), never by this CPU's int8 kernels.
+        exact = record.target == "gpu" and record.precision == "int8"
+        return onnxruntime.runner(vdir / "model.onnx", name, parameters=record.config.get("parameters"),
+                                  graph_level=2 if exact else 0), None
     if runtime == "openvino":
         return openvino.runner(vdir / "model.xml", name, record.parameters, record.max_batch_size, spec), None
     if runtime == "tensorrt":

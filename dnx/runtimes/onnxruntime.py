@@ -24,7 +24,10 @@ def session(path: str | os.PathLike, parameters: dict[str, str] | None = None, g
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def runner(path: str | os.PathLike, name: str, parameters: dict[str, str] | None = None):
-    """Polygraphy ``OnnxrtRunner`` on :func:`session` (the session is opened on activation)."""
+def runner(path: str | os.PathLike, name: str, parameters: dict[str, str] | None = None, graph_level: int = 0):
+    """Polygraphy ``OnnxrtRunner`` on :func:`session` (the session is opened on activation).
+
+    ``graph_level`` 2 runs the graph unoptimised: Q/DQ pairs then compute as float fake-quant.
+    """
     runner_mod = lazy_import("polygraphy.backend.onnxrt")
-    return runner_mod.OnnxrtRunner(lambda: session(path, parameters), name=name)
+    return runner_mod.OnnxrtRunner(lambda: session(path, parameters, graph_level), name=name)

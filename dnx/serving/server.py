@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from dnx.cpu import this_cpu, unsafe_variants
 from dnx.manifest import load_manifest
 from dnx.errors import DnxError, InputError, MissingDependencyError, ServerError
 from dnx.ops.metrics import SERVER_METRICS_FLAGS
@@ -415,6 +416,17 @@ class TritonServer:
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True, preexec_fn=_set_pdeathsig,
             )
+
+    def cpu_warnings(self) -> list[str]:
+        """One line per loaded model whose numerics this CPU does not meet (:mod:`dnx.cpu`), from the manifest."""
+        view = self.remote.view if self.remote else self.repository
+        try:
+            manifest = load_manifest(view, required=False)
+        except InputError:
+            return []  # an unreadable manifest has its own error where it matters
+        if manifest is None:
+            return []
+        return unsafe_variants({n: r for n, r in manifest.models.items() if n in self.loaded}, this_cpu())
 
     def _get(self, path: str) -> bool:
         try:

@@ -23,6 +23,7 @@ from dnx.errors import InputError
 from dnx.manifest import Manifest, library_versions
 from dnx.model_repository.layout import atomic_write_text
 from dnx.model_repository.render import parse_config
+from dnx.cpu import this_cpu, unsafe_variants
 from dnx.perf.bench.machine import tuned_elsewhere
 from dnx.perf.bench.markdown import kept_sections, render_markdown
 from dnx.perf.bench.ratios import compute_ratios, shared_memory_ratio, tuned_ratios
@@ -138,9 +139,12 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
               + shared_memory_ratio(timings, served + served_other, manifest))
     commands = ([opts.command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])] + [r.command for r in swept.runs]
                 + [r.command for r in (other.runs if other is not None else [])])
-    warning = tuned_elsewhere(manifest, machine)
+    warnings = [w for w in [tuned_elsewhere(manifest, machine)] if w]
+    if manifest is not None:
+        warnings += unsafe_variants({m.name: manifest.models[m.name] for m in models if m.name in manifest.models},
+                                    this_cpu())
     result = BenchResult(machine, versions, timings, served, configs, ratios, commands, Path(opts.out_md), results, photo,
-                         untuned, opts.shared_memory, served_other, [warning] if warning else [])
+                         untuned, opts.shared_memory, served_other, warnings)
     atomic_write_text(results / "bench.json", json.dumps(result.to_json(), indent=2) + "\n")
     atomic_write_text(opts.out_md, render_markdown(result, opts) + kept_sections(opts.out_md))
     return result
