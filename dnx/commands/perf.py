@@ -39,6 +39,8 @@ from dnx.commands.options import (
 @click.option("--collect-metrics/--no-collect-metrics", default=None,
               help="perf_analyzer --collect-metrics --verbose-csv. Default: on when a model runs on a GPU.")
 @click.option("--metrics-url", help="Server metrics endpoint. Default: <host of --url>:8002/metrics.")
+@click.option("--core-hour-cost", type=click.FloatRange(min=0), metavar="USD",
+              help="Price of one CPU core-hour: the report adds the server's cost per million inferences.")
 @click.option("--launch", is_flag=True, help="Start a local server on --repository for the run, stop it after.")
 @click.option("--photos", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Photographs sent to bytes-in (ensemble) models: every JPEG/PNG/WebP under this folder. "
@@ -54,7 +56,7 @@ from dnx.commands.options import (
 def command(ctx, models, concurrency, batch_size, url, protocol, shared_memory, out, measurement_mode, measurement_request_count,
             measurement_interval, percentile,
             stability_percentage, max_trials, skip_saturated, retries, latency_budget_ms, collect_metrics, metrics_url,
-            launch, photos, repository, endpoint_url, resume, quiet):
+            core_hour_cost, launch, photos, repository, endpoint_url, resume, quiet):
     """Sweep concurrency with perf_analyzer and write CSVs, report.md, report.json and plots.
 
     \b
@@ -96,8 +98,25 @@ def command(ctx, models, concurrency, batch_size, url, protocol, shared_memory, 
 
     run = run_perf(PerfOptions(sweep=sweep, models=names, out=out, latency_budget_ms=latency_budget_ms,
                                launch=launch, repository=repository, collect_metrics=collect_metrics,
-                               endpoint_url=endpoint_url, on_plan=plan))
+                               endpoint_url=endpoint_url, on_plan=plan, core_hour_cost=core_hour_cost))
     _show(run, latency_budget_ms)
+
+
+def cost_lines(rows: list[dict]) -> list[str]:
+    """Per model, the CPU cost at its best-throughput level (nothing where CPU was not measured)."""
+    best: dict[str, dict] = {}
+    for r in rows:
+        if r.get("server_cpu_ms_per_inference") is not None and r["throughput"] > best.get(r["model"], {}).get("throughput", -1):
+            best[r["model"]] = r
+    out = []
+    for model, r in best.items():
+        line = (f"{model:28s} server CPU {r['server_cpu_ms_per_inference']:.2f} ms/inference "
+                f"({r['cores_per_1000_infer_s']:.2f} cores per 1000 infer/s), client {r['client_cpu_ms_per_request']:.2f} "
+                f"ms/request at c{r['concurrency']}" + (" [client-bound]" if r["client_bound"] else ""))
+        if r.get("usd_per_million") is not None:
+            line += f"; ${r['usd_per_million']:.4f} per million inferences"
+        out.append(line)
+    return out
 
 
 def _show(run, latency_budget_ms) -> None:
@@ -108,6 +127,8 @@ def _show(run, latency_budget_ms) -> None:
         if latency_budget_ms is not None:
             line += (f"; within p99 {latency_budget_ms:g} ms: {w['throughput']:.1f} infer/s at c{w['concurrency']}"
                      if w else f"; nothing within p99 {latency_budget_ms:g} ms")
+        click.echo(line)
+    for line in cost_lines(run.rows):
         click.echo(line)
     for name, why in run.skipped.items():
         click.echo(f"{name:28s} not measured: {why}")

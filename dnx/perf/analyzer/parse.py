@@ -60,6 +60,13 @@ class Measurement:
     rss_mib: float | None = None  # RSS of the model's own processes (its backend stubs; an ensemble's steps)
     server_rss_mib: float | None = None  # RSS of the tritonserver process itself
     triton_cpu_memory_mib: float | None = None  # Triton's nv_cpu_memory_used_bytes (the host's used memory)
+    # CPU over the level (dnx.perf.sweep.cost); None for a server on another machine.
+    server_cpu_ms_per_inference: float | None = None  # tritonserver + the model's stubs, over Triton's count
+    client_cpu_ms_per_request: float | None = None  # perf_analyzer's CPU over the requests served
+    server_cores_busy: float | None = None
+    cores_per_1000_infer_s: float | None = None
+    client_bound: bool | None = None  # the client used more CPU than the server
+    usd_per_million: float | None = None  # with --core-hour-cost
 
 
 def parse_csv(path: str | os.PathLike) -> list[Measurement]:

@@ -36,6 +36,7 @@ from dnx.perf.bench.untuned import sweep_untuned
 from dnx.perf.results import machine_info, new_results_dir
 from dnx.perf.served import ServedModel, inspect_server, launched_server, measurable, repository_manifest, variant_of
 from dnx.perf.sweep import SweepOptions, sweep, sweep_with_fill, tidy_rows, write_report
+from dnx.perf.sweep.cost import CpuProbe
 from dnx.perf.sweep.memory import MemoryProbe
 from dnx.preprocess import photo_batch, sample_photographs
 from dnx.signals import Interrupted
@@ -118,7 +119,8 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
                 shared_memory=opts.shared_memory,
             )
             memory = MemoryProbe(server_pid=server.pid, metrics_url=server.metrics_url)
-            swept = sweep_with_fill(models, sweep_opts, results, opts.fill_cap, memory=memory)
+            cpu = CpuProbe(server.grpc_url, "grpc", server_pid=server.pid)
+            swept = sweep_with_fill(models, sweep_opts, results, opts.fill_cap, memory=memory, cpu=cpu)
             other = _other_pass(models, sweep_opts, opts, results, memory, step) if opts.other_pass else None
             step("served: models tuned by `dnx tune` again with their config.pbtxt.orig (untuned)")
             untuned = sweep_untuned(server.grpc_url, repo, models, sweep_opts, results, manifest, opts.fill_cap, memory)
@@ -128,7 +130,8 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
         raise exc.with_detail(f"in-process timings in {results / 'bench-partial.json'}, served levels in "
                               f"{results / 'raw'}") from None
     memory_record = {"sources": memory.sources, "notes": memory.notes}
-    write_report(swept, manifest=manifest, memory=memory_record)
+    cpu_record = {"sources": cpu.sources, "notes": cpu.notes}
+    write_report(swept, manifest=manifest, memory=memory_record, cpu=cpu_record)
     served = tidy_rows(swept, manifest)
     served_other = []
     if other is not None:

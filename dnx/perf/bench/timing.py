@@ -25,6 +25,7 @@ class Timing:
     p99_ms: float
     throughput: float  # images per second
     notes: str = ""
+    cpu_ms_per_image: float | None = None  # this process's CPU time over the timed loop, per image
 
 
 def batch_of(images: np.ndarray, batch: int) -> np.ndarray:
@@ -42,14 +43,15 @@ def time_runner(runner: InProcessRunner, images: np.ndarray, duration_s: float =
         for _ in range(warmup):
             infer(x)
         lat = []
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         while len(lat) < min_iterations or time.perf_counter() - start < duration_s:
             t0 = time.perf_counter()
             infer(x)
             lat.append(time.perf_counter() - t0)
+        cpu_ms = (time.process_time() - cpu0) * 1000.0 / (batch * len(lat))
         ms = np.asarray(lat) * 1000.0
         out.append(Timing(runner.name, runner.family, runner.precision, batch, runner.threads, len(lat),
                           float(ms.mean()), float(np.percentile(ms, 50)), float(np.percentile(ms, 99)),
-                          float(batch * len(lat) / ms.sum() * 1000.0), runner.notes))
+                          float(batch * len(lat) / ms.sum() * 1000.0), runner.notes, round(cpu_ms, 3)))
         del infer
     return out

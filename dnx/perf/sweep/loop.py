@@ -82,7 +82,7 @@ class Progress:
 
 def _measure_batch(analyzer: Analyzer, model: ServedModel, batch: int, opts: SweepOptions, progress: Progress,
                    collected: dict[int, Measurement], runs: list[Run], on_level: Callable[[], None],
-                   skipped: list[int], memory: Callable[[ServedModel], dict] | None = None) -> None:
+                   skipped: list[int], memory: Callable[[ServedModel], dict] | None = None, cpu=None) -> None:
     """Measure one (model, batch size) over ``opts.concurrency``; levels in ``collected`` are kept.
 
     ``collected`` and ``runs`` fill as each level finishes (``on_level`` after each run), so
@@ -101,8 +101,12 @@ def _measure_batch(analyzer: Analyzer, model: ServedModel, batch: int, opts: Swe
         if opts.skip_saturated and saturated({k: m.throughput for k, m in collected.items()}, floor):
             skipped[:] = todo[i:]
             return
+        mark = cpu.start(model) if cpu is not None else None
         meas = analyzer.measure_level(model.name, c, settings, batch, runs, on_run=on_level,
                                       on_progress=progress.watcher(model.name, batch))
+        if cpu is not None:
+            for name, value in cpu.finish(mark).items():
+                setattr(meas, name, value)
         if memory is not None:
             for name, value in memory(model).items():
                 setattr(meas, name, value)
@@ -113,7 +117,7 @@ def _measure_batch(analyzer: Analyzer, model: ServedModel, batch: int, opts: Swe
 
 def sweep(models: list[ServedModel], opts: SweepOptions, out_dir: str | os.PathLike,
           result: SweepResult | None = None, on_level: Callable[[SweepResult], None] | None = None,
-          memory: Callable[[ServedModel], dict] | None = None) -> SweepResult:
+          memory: Callable[[ServedModel], dict] | None = None, cpu=None) -> SweepResult:
     """Run perf_analyzer for every (model, batch size) and concurrency level.
 
     Raw CSVs and logs go to ``<out_dir>/raw/``; :func:`dnx.perf.sweep.report.write_report` turns
@@ -121,7 +125,8 @@ def sweep(models: list[ServedModel], opts: SweepOptions, out_dir: str | os.PathL
     continue a sweep (its measured levels are skipped). ``result`` is filled level by level
     and ``on_level(result)`` called after each, so a caller holding it keeps every completed
     level when this raises (server gone, signal). ``memory(model)`` (optional) gives the
-    :class:`~dnx.perf.analyzer.Measurement` memory fields read after each level.
+    :class:`~dnx.perf.analyzer.Measurement` memory fields read after each level; ``cpu`` (optional,
+    :class:`dnx.perf.sweep.cost.CpuProbe`) its CPU cost fields, read around each level.
     """
     opts.check()
     out_dir = Path(out_dir)
@@ -150,7 +155,7 @@ def sweep(models: list[ServedModel], opts: SweepOptions, out_dir: str | os.PathL
                         on_level(result)
 
                 skipped: list[int] = []
-                _measure_batch(analyzer, m, b, opts, progress, collected, result.runs, saved, skipped, memory)
+                _measure_batch(analyzer, m, b, opts, progress, collected, result.runs, saved, skipped, memory, cpu)
                 if skipped:
                     result.saturated[(m.name, b)] = skipped
                     progress.bar.update(len(skipped))
@@ -160,17 +165,17 @@ def sweep(models: list[ServedModel], opts: SweepOptions, out_dir: str | os.PathL
 
 
 def sweep_with_fill(models: list[ServedModel], opts: SweepOptions, out_dir: str | os.PathLike,
-                    cap: int = FILL_CAP, memory: Callable[[ServedModel], dict] | None = None) -> SweepResult:
+                    cap: int = FILL_CAP, memory: Callable[[ServedModel], dict] | None = None, cpu=None) -> SweepResult:
     """:func:`sweep`, then each model once more at its fill level when that lies beyond ``opts.concurrency``.
 
     A model tuned to larger batches or more instances only shows its throughput once its
     batches fill (:func:`dnx.perf.levels.fill_level`); the extra level is one more point.
     """
-    result = sweep(models, opts, out_dir, memory=memory)
+    result = sweep(models, opts, out_dir, memory=memory, cpu=cpu)
     top = max(opts.concurrency.levels())
     for m in models:
         fill = fill_level(m.triton, cap)
         if fill > top:
             one = dataclasses.replace(opts, concurrency=ConcurrencyRange(fill, fill, 1))
-            sweep([m], one, out_dir, result=result, memory=memory)
+            sweep([m], one, out_dir, result=result, memory=memory, cpu=cpu)
     return result

@@ -61,6 +61,7 @@ class PerfOptions:
     repository: Path | str = Path("model_repository")  # or s3://BUCKET/PREFIX (see dnx.storage.remote)
     endpoint_url: str | None = None  # S3-compatible endpoint for an s3:// repository
     collect_metrics: bool | None = None  # None: on when a measured model runs on a GPU
+    core_hour_cost: float | None = None  # USD per CPU core-hour: adds the cost per million inferences
     on_plan: Callable[[int, float], None] | None = None  # called with (points, estimated seconds) before the sweep
 
 

@@ -22,6 +22,8 @@ TIDY_COLUMNS = (
     "server_queue_ms", "server_compute_input_ms", "server_compute_infer_ms", "server_compute_output_ms",
     "client_send_ms", "network_ms", "client_recv_ms", "gpu_utilization", "stable", "window_ms",
     "shared_memory", "rss_mib", "server_rss_mib", "triton_cpu_memory_mib",
+    "server_cpu_ms_per_inference", "client_cpu_ms_per_request", "server_cores_busy", "cores_per_1000_infer_s",
+    "client_bound", "usd_per_million",
 )
 SHARED_MEMORY_WORDS = {"none": "tensors in the gRPC/HTTP messages", "system": "tensors in system shared memory"}
 
@@ -68,6 +70,10 @@ def _mib(x: float | None) -> str:
     return "-" if x is None else f"{x:.0f}"
 
 
+def _opt(x: float | None, nd: int = 2) -> str:
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
 def _render_md(result: SweepResult, rows: list[dict], comparison: list[dict], meta: dict,
                latency_budget_ms: float | None, plots: dict[str, str]) -> str:
     o = result.options
@@ -85,6 +91,10 @@ def _render_md(result: SweepResult, rows: list[dict], comparison: list[dict], me
         "- memory, read after each level: " + (", ".join((meta.get("memory") or {}).get("sources") or []) or "none")
         + " (RSS MiB: the model's own processes, its backend stubs; Triton CPU MiB: the host's used memory as "
         "Triton exports it)." + "".join(f" Not read: {n}" for n in (meta.get("memory") or {}).get("notes") or []),
+        "- CPU, read around each level: " + (", ".join((meta.get("cpu") or {}).get("sources") or []) or "none")
+        + "".join(f" {n}." for n in (meta.get("cpu") or {}).get("notes") or [])
+        + " Server CPU ms per inference x 1000 infer/s = cores needed; **client-bound** marks a level where "
+        "perf_analyzer used more CPU than the server (on a shared machine its figure is the client's limit).",
         "- exact perf_analyzer command lines: `commands.txt`; raw CSVs and logs: `raw/`.", "",
     ]
     if result.incomplete:
@@ -110,6 +120,8 @@ def _render_md(result: SweepResult, rows: list[dict], comparison: list[dict], me
         lines.append("| " + " | ".join(cells) + " |")
     if "concurrency" in plots:
         lines += ["", f"![throughput vs concurrency]({plots['concurrency']})"]
+    if "cpu" in plots:
+        lines += ["", f"![server CPU ms per inference vs concurrency]({plots['cpu']})"]
     if meta.get("skipped"):
         lines += ["", "Not measured: " + "; ".join(f"`{k}` ({v})" for k, v in meta["skipped"].items()) + "."]
     if result.saturated:
@@ -131,7 +143,7 @@ def _render_md(result: SweepResult, rows: list[dict], comparison: list[dict], me
                   + f", dynamic_batching `{json.dumps(s['dynamic_batching'])}`"
                   + f", parameters `{json.dumps(s['parameters'])}`.", ""]
         head = ["batch", "conc.", "infer/s", "p50", "p90", "p95", "p99", "avg", "queue", "compute", "stable",
-                "RSS MiB", "Triton CPU MiB"]
+                "RSS MiB", "Triton CPU MiB", "server CPU ms/inf", "client CPU ms/req", "server cores busy"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in (r for r in rows if r["model"] == m.name):
             compute = r["server_compute_input_ms"] + r["server_compute_infer_ms"] + r["server_compute_output_ms"]
@@ -139,6 +151,9 @@ def _render_md(result: SweepResult, rows: list[dict], comparison: list[dict], me
                 str(r["batch"]), str(r["concurrency"]), _f(r["throughput"]), _f(r["p50_ms"]), _f(r["p90_ms"]),
                 _f(r["p95_ms"]), _f(r["p99_ms"]), _f(r["avg_ms"]), _f(r["server_queue_ms"]), _f(compute),
                 "yes" if r["stable"] else "**no**", _mib(r["rss_mib"]), _mib(r["triton_cpu_memory_mib"]),
+                _opt(r["server_cpu_ms_per_inference"]),
+                _opt(r["client_cpu_ms_per_request"]) + (" **client-bound**" if r["client_bound"] else ""),
+                _opt(r["server_cores_busy"]),
             ]) + " |")
         if m.name in plots:
             lines += ["", f"![{m.name}: throughput vs p99]({plots[m.name]})"]
@@ -189,12 +204,27 @@ def write_plots(rows: list[dict], out_dir: Path) -> dict[str, str]:
     atomic_write_bytes(out_dir / rel, _png(fig))
     plt.close(fig)
     plots["concurrency"] = rel
+    costed = {k: [p for p in pts if p["server_cpu_ms_per_inference"] is not None] for k, pts in series.items()}
+    if any(costed.values()):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for (m, b), pts in costed.items():
+            if pts:
+                ax.plot([p["concurrency"] for p in pts], [p["server_cpu_ms_per_inference"] for p in pts],
+                        marker="o", label=f"{m} b{b}")
+        ax.set(xlabel="concurrency", ylabel="server CPU ms per inference", title="CPU cost per inference",
+               ylim=(0, None))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        rel = "plots/cpu_ms_per_inference.png"
+        atomic_write_bytes(out_dir / rel, _png(fig))
+        plt.close(fig)
+        plots["cpu"] = rel
     return plots
 
 
 def write_report(result: SweepResult, *, latency_budget_ms: float | None = None,
                  manifest: dict | None = None, skipped: dict[str, str] | None = None,
-                 extra: dict | None = None, memory: dict | None = None) -> dict[str, Path]:
+                 extra: dict | None = None, memory: dict | None = None, cpu: dict | None = None) -> dict[str, Path]:
     """Write ``results.csv``, ``commands.txt``, ``report.md``, ``report.json`` and plots into the result's folder.
 
     ``memory``: where the rows' memory figures came from (``sources``) and why one was given up (``notes``).
@@ -217,6 +247,7 @@ def write_report(result: SweepResult, *, latency_budget_ms: float | None = None,
         "manifest": manifest,
         "skipped": skipped or {},
         "memory": memory,
+        "cpu": cpu,
     }
     atomic_write_text(out / "report.md", _render_md(result, rows, comparison, meta, latency_budget_ms, plots))
     o = result.options
@@ -232,6 +263,7 @@ def write_report(result: SweepResult, *, latency_budget_ms: float | None = None,
             "shared_memory": o.shared_memory,
         },
         "memory": memory or {"sources": [], "notes": []},
+        "cpu": cpu or {"sources": [], "notes": ["CPU not measured"]},
         "models": {
             m.name: {"precision": p, "runtime": rt, "config": m.summary(), "server_config": m.config}
             for m in result.models for p, rt in [variant_of(m.name, manifest)]

@@ -11,6 +11,7 @@ from dnx.perf.analyzer import check_shared_memory
 from dnx.perf.results import new_results_dir
 from dnx.perf.served import default_metrics_url, inspect_server, launched_server, measurable, repository_manifest
 from dnx.perf.sweep.loop import SweepResult, sweep
+from dnx.perf.sweep.cost import CpuProbe
 from dnx.perf.sweep.memory import MemoryProbe
 from dnx.perf.sweep.options import PerfOptions, estimate_sweep_seconds
 from dnx.perf.sweep.report import compare, tidy_rows, write_report
@@ -26,6 +27,7 @@ class PerfRun:
     paths: dict[str, Path]
     comparison: list[dict]
     skipped: dict[str, str] = field(default_factory=dict)  # model -> why it was not measured
+    rows: list[dict] = field(default_factory=list)  # the tidy rows of results.csv
 
 
 def run_perf(opts: PerfOptions, resume: dict | None = None) -> PerfRun:
@@ -46,6 +48,7 @@ def run_perf(opts: PerfOptions, resume: dict | None = None) -> PerfRun:
     out.mkdir(parents=True, exist_ok=True)
     result: SweepResult | None = None
     memory: MemoryProbe | None = None
+    cpu: CpuProbe | None = None
     stopped: Interrupted | None = None
     try:
         with contextlib.ExitStack() as stack:
@@ -57,9 +60,11 @@ def run_perf(opts: PerfOptions, resume: dict | None = None) -> PerfRun:
                 url = server.grpc_url if s.protocol == "grpc" else server.http_url
                 metrics_url = server.metrics_url.removeprefix("http://")
                 memory = MemoryProbe(server_pid=server.pid, metrics_url=metrics_url)
+                cpu = CpuProbe(url, s.protocol, server_pid=server.pid, core_hour_cost=opts.core_hour_cost)
             else:
                 url, metrics_url = s.url, s.metrics_url or default_metrics_url(s.url)
                 memory = MemoryProbe.for_url(url, metrics_url)
+                cpu = CpuProbe.for_url(url, s.protocol, core_hour_cost=opts.core_hour_cost)
             models, skipped = measurable(inspect_server(url, s.protocol, opts.models), named=bool(opts.models))
             if opts.models and skipped:
                 raise InputError(f"{', '.join(skipped)}: {'; '.join(skipped.values())}; dnx perf measures fixed-shape "
@@ -76,7 +81,7 @@ def run_perf(opts: PerfOptions, resume: dict | None = None) -> PerfRun:
             if resume:
                 restore(result, resume)
             save_state(opts, result)
-            sweep(models, s, out, result=result, on_level=lambda r: save_state(opts, r), memory=memory)
+            sweep(models, s, out, result=result, on_level=lambda r: save_state(opts, r), memory=memory, cpu=cpu)
     except (PerfError, ServerError) as exc:
         if result is None:
             raise
@@ -86,12 +91,14 @@ def run_perf(opts: PerfOptions, resume: dict | None = None) -> PerfRun:
             raise
         result.incomplete, stopped = str(exc), exc
     memory_record = {"sources": memory.sources, "notes": memory.notes} if memory is not None else None
+    cpu_record = {"sources": cpu.sources, "notes": cpu.notes} if cpu is not None else None
     paths = write_report(result, latency_budget_ms=opts.latency_budget_ms, manifest=manifest, skipped=skipped,
-                         memory=memory_record)
+                         memory=memory_record, cpu=cpu_record)
     if result.incomplete:
         kept = (f"{result.points()} of {result.planned()} points measured and kept in {out} (report: {paths['md']}); "
                 f"continue with `dnx perf --resume {out}`")
         if stopped is not None:
             raise stopped.with_detail(kept) from None
         raise PerfError(f"sweep incomplete: {result.incomplete.rstrip('.')}; {kept}")
-    return PerfRun(result, paths, compare(tidy_rows(result, manifest), opts.latency_budget_ms), skipped)
+    rows = tidy_rows(result, manifest)
+    return PerfRun(result, paths, compare(rows, opts.latency_budget_ms), skipped, rows)

@@ -1,0 +1,121 @@
+"""Verdicts a noisy machine can decide: paired, interleaved rounds and a bootstrap interval on their ratio.
+
+On a shared VM neither wall-clock throughput nor CPU time holds still from one minute to the
+next (neighbours change clocks, caches and memory bandwidth), but two measurements taken back
+to back see nearly the same machine. So the two sides of a comparison are measured in rounds,
+A B, B A, A B, ... (the order alternating, so neither side always runs second), each round
+gives one ratio B/A, and the verdict is read from a bootstrap interval of those ratios, not
+from any single run: **met** when the whole interval is on the target's side, **missed** when
+the whole interval is on the other side, **undecided** otherwise. Rounds continue until every
+interval is narrower than the stated margin or the time budget is spent.
+
+The interval is on the geometric mean of the per-round ratios (ratios multiply; B/A and A/B get
+mirror-image intervals), from a seeded percentile bootstrap, so the same rounds give the same
+interval.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+CONFIDENCE = 0.95
+RESAMPLES = 4000
+MIN_ROUNDS = 4
+MAX_ROUNDS = 40
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The geometric mean of per-round ratios and its bootstrap interval."""
+
+    point: float
+    low: float
+    high: float
+    rounds: int
+    confidence: float = CONFIDENCE
+
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width relative to its point: 0.05 reads "+-5 %"."""
+        return (self.high - self.low) / 2 / self.point if self.point else math.inf
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "half_width": round(self.half_width, 4)}
+
+
+def bootstrap_interval(ratios: list[float], confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
+                       seed: int = 0) -> Interval:
+    """Percentile-bootstrap interval of the geometric mean of ``ratios`` (positive numbers)."""
+    values = np.asarray(ratios, dtype=np.float64)
+    if values.size == 0 or not np.all(np.isfinite(values) & (values > 0)):
+        raise ValueError("ratios must be positive and finite, and at least one")
+    logs = np.log(values)
+    rng = np.random.default_rng(seed)
+    means = logs[rng.integers(0, logs.size, (resamples, logs.size))].mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return Interval(float(np.exp(logs.mean())), float(np.exp(low)), float(np.exp(high)), int(logs.size), confidence)
+
+
+def verdict(interval: Interval, target: float, higher_is_better: bool) -> str:
+    """``met``, ``missed`` or ``undecided``: where the whole interval lies against ``target``."""
+    if higher_is_better:
+        return "met" if interval.low >= target else ("missed" if interval.high < target else "undecided")
+    return "met" if interval.high <= target else ("missed" if interval.low > target else "undecided")
+
+
+@dataclass
+class Paired:
+    """Every round of a paired comparison: each side's figures, and the interval of each figure's ratio."""
+
+    a: list[dict] = field(default_factory=list)  # per round: {figure: value}
+    b: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped: str = ""  # "narrow enough" | "time budget" | "round limit"
+
+    def ratios(self, figure: str) -> list[float]:
+        """Per-round ratio B/A of ``figure`` (rounds where either side has no value are left out)."""
+        return [b[figure] / a[figure] for a, b in zip(self.a, self.b)
+                if a.get(figure) and b.get(figure) is not None]
+
+    def interval(self, figure: str, seed: int = 0) -> Interval | None:
+        """:func:`bootstrap_interval` of :meth:`ratios` (None with fewer than two rounds)."""
+        r = self.ratios(figure)
+        return bootstrap_interval(r, seed=seed) if len(r) >= 2 else None
+
+
+def paired_rounds(measure_a: Callable[[], dict], measure_b: Callable[[], dict], figures: tuple[str, ...], *,
+                  margin: float, budget_s: float, min_rounds: int = MIN_ROUNDS, max_rounds: int = MAX_ROUNDS,
+                  clock: Callable[[], float] = time.monotonic, on_round: Callable[[Paired], None] | None = None) -> Paired:
+    """Measure A and B in alternating order until every figure's interval is within ``margin`` (relative
+    half-width), or ``budget_s`` seconds or ``max_rounds`` are spent; at least ``min_rounds`` rounds
+    unless the budget ends first.
+    """
+    start = clock()
+    out = Paired()
+    while True:
+        first_a = len(out.a) % 2 == 0
+        got = {}
+        for side, measure in ((("a", measure_a), ("b", measure_b)) if first_a else (("b", measure_b), ("a", measure_a))):
+            got[side] = measure()
+        out.a.append(got["a"])
+        out.b.append(got["b"])
+        out.seconds = clock() - start
+        if on_round:
+            on_round(out)
+        intervals = [out.interval(f) for f in figures]
+        if len(out.a) >= min_rounds and all(i is not None and i.half_width <= margin for i in intervals):
+            out.stopped = "narrow enough"
+            return out
+        if len(out.a) >= max_rounds:
+            out.stopped = "round limit"
+            return out
+        per_round = out.seconds / len(out.a)
+        if out.seconds + per_round > budget_s:
+            out.stopped = "time budget"
+            return out

@@ -1,0 +1,149 @@
+"""What a served inference costs in CPU time: the server's, the client's, and how many cores a rate needs.
+
+perf_analyzer reports no CPU figures, Model Analyzer records only memory for CPU models, and
+Triton's ``nv_cpu_utilization`` is host-wide (it counts the load generator on the same machine).
+So for a server on this machine (launched by dnx, or found by its listening port) each measured
+level reads, before and after:
+
+* CPU seconds (``/proc/<pid>/stat`` utime + stime, every thread) of ``tritonserver`` and of the
+  backend stubs serving the measured model (an ensemble's steps too);
+* Triton's own counters for the model (statistics extension): inferences and requests;
+* the CPU seconds of the finished perf_analyzer (this process's reaped children).
+
+The CPU over Triton's count covers exactly the same interval (warm-up and unstable windows
+included, in both), so the ratio is the cost of one inference as served. A remote server's CPU
+cannot be read from here, and Triton's metrics are host-wide: its figures are ``None`` and the
+report says so.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dnx._lazy import lazy_import
+from dnx.errors import ServerError
+from dnx.ops.metrics import process_memory
+from dnx.perf.analyzer.argv import is_local_host, url_host
+from dnx.perf.served import ServedModel
+from dnx.perf.sweep.memory import listening_pid
+
+TICK = os.sysconf("SC_CLK_TCK")
+FIELDS = ("server_cpu_ms_per_inference", "client_cpu_ms_per_request", "server_cores_busy",
+          "cores_per_1000_infer_s", "client_bound", "usd_per_million")
+REMOTE = "CPU figures unavailable: the server is not on this machine (Triton's metrics give host-wide CPU only)"
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of ``pid`` (all its threads) in seconds; None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's children that have ended and been waited for."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def triton_counts(url: str, protocol: str, model: str) -> tuple[int, int]:
+    """``(inferences, requests)`` Triton has completed for ``model`` (all versions), from its statistics."""
+    module = lazy_import("tritonclient.grpc" if protocol == "grpc" else "tritonclient.http")
+    try:
+        client = module.InferenceServerClient(url)
+        stats = (client.get_inference_statistics(model_name=model, as_json=True) if protocol == "grpc"
+                 else client.get_inference_statistics(model_name=model))
+    except Exception as exc:  # noqa: BLE001 - tritonclient raises its own and socket errors
+        raise ServerError(f"cannot read Triton's statistics for {model} at {url} ({exc})") from None
+    inferences = requests = 0
+    for s in stats.get("model_stats", []):
+        inferences += int(s.get("inference_count", 0))
+        requests += int(s.get("inference_stats", {}).get("success", {}).get("count", 0))
+    return inferences, requests
+
+
+@dataclass
+class _Mark:
+    model: ServedModel
+    wall: float
+    server: float
+    client: float
+    inferences: int
+    requests: int
+
+
+class CpuProbe:
+    """``start(model)`` before a level and ``finish(mark)`` after it give that level's CPU cost fields."""
+
+    def __init__(self, url: str, protocol: str = "grpc", *, server_pid: int | None = None,
+                 core_hour_cost: float | None = None):
+        self.url, self.protocol, self.server_pid, self.core_hour_cost = url, protocol, server_pid, core_hour_cost
+        self.notes: list[str] = [] if server_pid else [REMOTE]
+
+    @classmethod
+    def for_url(cls, url: str, protocol: str = "grpc", core_hour_cost: float | None = None) -> "CpuProbe":
+        """The probe of a server dnx did not launch: measured when ``url`` is on this machine."""
+        port = url.rsplit(":", 1)[-1]
+        pid = listening_pid(int(port)) if is_local_host(url_host(url)) and port.isdigit() else None
+        return cls(url, protocol, server_pid=pid, core_hour_cost=core_hour_cost)
+
+    @property
+    def sources(self) -> list[str]:
+        """What this probe reads, for the report."""
+        if not self.server_pid:
+            return []
+        return ["CPU seconds of tritonserver and the model's backend stubs (/proc), over Triton's inference count; "
+                "the client's: perf_analyzer's CPU over the requests"]
+
+    def _server_cpu(self, model: ServedModel) -> float:
+        names = {model.name, *model.ensemble_steps}
+        total = 0.0
+        for p in process_memory(self.server_pid):
+            if p.role == "tritonserver" or p.model in names:
+                total += cpu_seconds(p.pid) or 0.0
+        return total
+
+    def start(self, model: ServedModel) -> _Mark | None:
+        """Read the counters before a level; None when there is nothing to read (remote, server gone)."""
+        if not self.server_pid:
+            return None
+        try:
+            inferences, requests = triton_counts(self.url, self.protocol, model.name)
+            return _Mark(model, time.monotonic(), self._server_cpu(model), children_cpu_seconds(), inferences, requests)
+        except ServerError as exc:
+            self.notes.append(str(exc))
+            return None
+
+    def finish(self, mark: _Mark | None) -> dict:
+        """The level's :data:`FIELDS` (all None when ``mark`` is None or nothing was served)."""
+        out: dict = dict.fromkeys(FIELDS)
+        if mark is None:
+            return out
+        try:
+            inferences, requests = triton_counts(self.url, self.protocol, mark.model.name)
+            server = self._server_cpu(mark.model) - mark.server
+        except ServerError as exc:
+            self.notes.append(str(exc))
+            return out
+        client = children_cpu_seconds() - mark.client
+        wall = time.monotonic() - mark.wall
+        done, asked = inferences - mark.inferences, requests - mark.requests
+        if done <= 0 or asked <= 0:
+            return out
+        per_inference = server / done * 1000
+        out.update(
+            server_cpu_ms_per_inference=round(per_inference, 3),
+            client_cpu_ms_per_request=round(client / asked * 1000, 3),
+            server_cores_busy=round(server / wall, 3) if wall > 0 else None,
+            # ms of CPU per inference x 1000 inferences/s = that many CPU-seconds per second: cores.
+            cores_per_1000_infer_s=round(per_inference, 3),
+            client_bound=client > server,
+        )
+        if self.core_hour_cost is not None:
+            out["usd_per_million"] = round(server / done * 1e6 / 3600 * self.core_hour_cost, 4)
+        return out
