@@ -34,9 +34,19 @@ from dnx.commands.options import (
 @click.option("--quick", is_flag=True, help="Short run for CI: 1.5 s points, concurrency 1:2, 1 s windows, PyTorch batch 1.")
 @click.option("--one-pass", is_flag=True,
               help="Sweep the served models with --shared-memory only, not again with the other mode.")
+@click.option("--paired", is_flag=True,
+              help="Only served vs in-process in paired, interleaved rounds per model and batch (1 and its max "
+                   "batch): CPU per inference and throughput ratios with 95 % intervals and verdicts.")
+@click.option("--budget-minutes", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="--paired: time for all pairs together.")
+@click.option("--margin", type=click.FloatRange(min=0.001, max=1.0), default=0.05, show_default=True,
+              help="--paired: stop a pair once its intervals are within +- this fraction.")
+@click.option("--window", type=click.FloatRange(min=0.2), default=3.0, show_default=True,
+              help="--paired: seconds per side and round.")
 @quiet_option("No progress output.")
 def command(repository, out_md, results, duration, concurrency, measurement_interval, stability_percentage,
-            max_trials, retries, shared_memory, models, no_torch, notes, quick, one_pass, quiet):
+            max_trials, retries, shared_memory, models, no_torch, notes, quick, one_pass, paired, budget_minutes,
+            margin, window, quiet):
     """Measure the served repository against PyTorch eager, ONNX Runtime and OpenVINO in-process.
 
     \b
@@ -48,16 +58,33 @@ def command(repository, out_md, results, duration, concurrency, measurement_inte
     Examples:
       dnx bench                                   # what `make bench` runs; writes perf/BENCHMARKS.md
       dnx bench --quick --out-md /tmp/BENCH.md    # a short smoke run
+      dnx bench --paired --models densenet121_onnx,densenet121_openvino_int8
     """
     from dnx.perf.bench import BenchOptions, run_bench
     from dnx.perf.levels import ConcurrencyRange
     from dnx.perf.results import best_per_model
 
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    if paired:
+        from dnx.perf.bench.paired_run import PairedOptions, run_paired
+
+        pairs, folder = run_paired(PairedOptions(repository=repository, models=names, budget_s=budget_minutes * 60,
+                                                 margin=margin, window_s=window, results_dir=results),
+                                   on_step=None if quiet else lambda msg: click.echo(f"bench: {msg}", err=True))
+        for p in pairs:
+            cpu = "no CPU figure" if p.cpu is None else (
+                f"CPU served/in-process {p.cpu.point:.3f} [{p.cpu.low:.3f}, {p.cpu.high:.3f}]")
+            tput = "" if p.throughput is None else f", throughput {p.throughput.point:.3f}"
+            click.echo(f"{p.model:28s} batch {p.batch:2d}  {cpu}{tput}: {p.verdict} ({len(p.paired.a)} rounds, "
+                       f"{p.paired.stopped})")
+        click.echo(f"Wrote {folder / 'paired.md'} and paired.json")
+        return
+
     opts = BenchOptions(
         repository=repository, out_md=out_md, results_dir=results, duration_s=duration,
         concurrency=ConcurrencyRange.parse(concurrency), measurement_interval_ms=measurement_interval,
         stability_percentage=stability_percentage, max_trials=max_trials, retries=retries, include_torch=not no_torch,
-        served_models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
+        served_models=names,
         command=shlex.join(["dnx", "bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "dnx bench",
         progress=not quiet, notes=notes.read_text() if notes else "", shared_memory=shared_memory,
         other_pass=not one_pass,

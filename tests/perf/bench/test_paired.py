@@ -75,3 +75,32 @@ def test_rounds_stop_at_the_time_budget_with_the_interval_they_reached():
     out = paired_rounds(noisy, noisy, ("cpu_ms",), margin=0.01, budget_s=60, clock=clock)
     assert out.stopped == "time budget" and len(out.a) == 6  # 10 s a round: the 7th would end past 60 s
     assert out.interval("cpu_ms").half_width > 0.01
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_paired_bench_against_a_real_server_gives_intervals_and_verdicts(fp32_repository, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from dnx.cli import cli
+
+    r = CliRunner().invoke(cli, ["bench", "--paired", "--repository", str(fp32_repository), "--models", "densenet121_onnx",
+                                 "--budget-minutes", "1.2", "--window", "0.6", "--results", str(tmp_path / "b"), "-q"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "b" / "paired.json").read_text())
+    assert [(p["model"], p["batch"]) for p in doc["pairs"]] == [("densenet121_onnx", 1), ("densenet121_onnx", 8)]
+    for p in doc["pairs"]:
+        assert p["rounds"] >= 2 and len(p["in_process"]) == len(p["served"]) == p["rounds"]
+        assert p["verdict"] in ("met", "missed", "undecided") and p["cpu_target"] == "<= 1.1x"
+        cpu = p["cpu_ratio"]
+        assert cpu["low"] <= cpu["point"] <= cpu["high"]
+        # The same model, the same parameters: the served cost is of the in-process cost's order.
+        assert 0.5 < cpu["point"] < 3.0, cpu
+        served = p["served"][0]
+        assert served["cpu_ms"] > 0 and served["server_compute_infer_ms"] > 0 and served["client_cpu_ms"] > 0
+        assert set(p["breakdown_ms"]) == {"server_queue_ms", "server_compute_input_ms", "server_compute_infer_ms",
+                                          "server_compute_output_ms"}
+    assert doc["cpu"]["model"] and "densenet121_onnx" in r.output and "CPU served/in-process" in r.output
+    assert "## Served / in-process, paired rounds" in (tmp_path / "b" / "paired.md").read_text()
