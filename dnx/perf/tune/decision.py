@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dnx.perf.tune.curves import Curve, Load, geomean
+from dnx.perf.tune.evidence import conservative_throughput
 from dnx.perf.tune.objective import Confirmation, challenge, choose
 from dnx.perf.tune.objective import Decision as Choice
 
@@ -89,9 +90,16 @@ def record_point(curve: Curve, choice: Choice) -> dict | None:
     at = at or best
     load = choice.objective == "load" and len(pts) > 1
     thr = geomean([p.throughput for p in pts]) if load else at.throughput
-    return {"throughput": thr, "p99_ms": max(p.p99_ms for p in pts) if load else at.p99_ms,
-            "concurrency": at.concurrency, "curve": [{"concurrency": p.concurrency, "throughput": p.throughput,
-                                                      "p99_ms": p.p99_ms} for p in pts]}
+    out = {"throughput": thr, "p99_ms": max(p.p99_ms for p in pts) if load else at.p99_ms,
+           "concurrency": at.concurrency, "curve": [{"concurrency": p.concurrency, "throughput": p.throughput,
+                                                     "p99_ms": p.p99_ms} for p in pts]}
+    cons = conservative_throughput(curve, [p.concurrency for p in pts] if load else [at.concurrency])
+    if cons is not None and choice.objective != "latency":
+        # The low end: what an independent run on this machine meets, not the median of a few runs.
+        low, interval = cons
+        out.update(throughput=low, throughput_median=thr, throughput_interval=[interval.low, interval.high],
+                   throughput_runs=interval.rounds)
+    return out
 
 
 @dataclass

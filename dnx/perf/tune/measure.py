@@ -35,10 +35,11 @@ from dnx.perf.served import ModelControl
 from dnx.perf.tune import space
 from dnx.perf.tune.curves import Curve, Point, combine
 from dnx.perf.tune.decision import Candidate, choices, curve_of, search_score
-from dnx.perf.tune.objective import NEAR_SLACK, Confirmation, confirm, early_refusal, rerun_plan, runners_up
+from dnx.perf.tune.objective import (NEAR_SLACK, Confirmation, confirm, early_refusal, rerun_levels, rerun_plan,
+                                     rerun_rounds, runners_up)
 from dnx.perf.tune.objective import Decision as Choice
 from dnx.perf.tune.options import (
-    LOAD_ESTIMATE_S, RERUN_ROUNDS, TuneOptions, TuneResult, candidate_estimate_s, confirm_estimate_s, level_estimate_s,
+    LOAD_ESTIMATE_S, TuneOptions, TuneResult, candidate_estimate_s, confirm_estimate_s, level_estimate_s,
 )
 from dnx.photos import MIX_INPUT_DATA, photo_mix, write_input_data
 
@@ -197,7 +198,7 @@ class Measurer:
         """
         runs: dict[str, list[Point]] = {label: [] for label in configs}
         loaded = None
-        for level, label in rerun_plan(choice, RERUN_ROUNDS, runners):
+        for level, label in rerun_plan(choice, rerun_rounds(len(rerun_levels(choice, runners))), runners):
             cfg = configs[label]
             if loaded != label:
                 self.load(cfg)
@@ -281,7 +282,7 @@ def confirm_winners(result: TuneResult, measurer: Measurer, bases: dict[str, Tri
         mine = [c for c in result.candidates if c.model == name]
         if choice is None or not choice.changes or len(mine) < 2:
             continue
-        runners = runners_up(choice, RERUN_ROUNDS)
+        runners = runners_up(choice, rerun_rounds(len(rerun_levels(choice))))
         by_label = {c.label: c for c in mine}
         configs = {choice.current.label: bases[name]}
         configs.update({c.label: space.apply_knobs(bases[name], by_label[c.label].knobs)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from dnx.errors import InputError
 from dnx.perf.tune.curves import UNSTABLE_SPREAD, Curve, Load, Point, geomean
+from dnx.perf.tune.evidence import gain_evidence
 
 OBJECTIVES = ("load", "saturation", "latency")
 DEFAULT_LOAD = "1:16"
@@ -456,10 +457,11 @@ class Confirmation:
     reason: str
     rerun: Decision  # choose() over the two rerun curves, same rules
     written: Curve
+    gain: str = ""  # the pick's gain over the current config, paired run by run, with its interval
 
     def to_dict(self) -> dict:
         """JSON-ready."""
-        return {"holds": self.holds, "reason": self.reason, "written": self.written.to_dict(),
+        return {"holds": self.holds, "reason": self.reason, "written": self.written.to_dict(), "gain": self.gain,
                 "rerun": {k: v for k, v in self.rerun.to_dict().items() if k != "trade_offs"}}
 
 
@@ -469,6 +471,12 @@ def rerun_levels(decision: Decision, runners: tuple[Curve, ...] = ()) -> tuple[i
         best = lambda c: max(c.points, key=lambda p: p.throughput).concurrency if c.points else None  # noqa: E731
         return tuple(sorted({x for c in (decision.current, decision.winner, *runners) if (x := best(c)) is not None}))
     return _levels(decision.objective, decision.load)
+
+
+def rerun_rounds(levels: int) -> int:
+    """Rounds of the final round for ``levels`` levels: every level gives one paired run per round, and
+    the gain's interval (:mod:`dnx.perf.tune.evidence`) needs several: 2 rounds from 3 levels, else 3."""
+    return 2 if levels >= 3 else 3
 
 
 def rerun_configs(levels: int, rounds: int) -> int:
@@ -554,10 +562,14 @@ def confirm(current_rerun: Curve, winner_rerun: Curve | None, decision: Decision
     picked = again.winner
     instead = (f"the final round picks {picked.label} over the search's {decision.winner.label}: "
                if again.changes and picked.label != decision.winner.label else "")
+    if not again.changes:
+        r = again.refusal(winner_rerun.label)
+        return Confirmation(False, f"does not hold on the rerun ({r.reason if r else again.why}): the current config "
+                                   "stays", again, current_rerun)
     mine = {k: v for k, v in again.unstable.items() if k in (current_rerun.label, picked.label)}
-    if again.changes and mine:
-        where = "; ".join(f"{k} at {', '.join(f'c{c} ({share(s)} between repeats)' for c, s in v.items())}"
-                          for k, v in mine.items())
+    where = "; ".join(f"{k} at {', '.join(f'c{c} ({share(s)} between repeats)' for c, s in v.items())}"
+                      for k, v in mine.items())
+    if mine:
         # Unstable figures refuse the pick only where they could change the decision: it must
         # still win with its slowest repeat against the current config's fastest at every level.
         worst = _choose(_extreme(current_rerun, max), [_extreme(picked, min)], decision.load,
@@ -568,10 +580,16 @@ def confirm(current_rerun: Curve, winner_rerun: Curve | None, decision: Decision
                                        f"{'does' if not instead else 'it does'} not win on its slowest repeats: other "
                                        "load on the machine? The current config stays; rerun dnx tune on a quiet "
                                        "machine", again, current_rerun)
+    gain = ""
+    if decision.objective != "latency":  # p99 has no per-run figures to pair; its rule reads the worst run
+        ev = gain_evidence(current_rerun, picked, rerun_levels(decision, runners), decision.objective == "saturation")
+        gain = ev.words()
+        if not ev.decided:
+            return Confirmation(False, f"{instead}{picked.label} and the current config are not distinguishable on "
+                                       f"this machine (gain {gain}: the interval includes no gain): the current config "
+                                       "stays", again, current_rerun, gain)
+    if mine:
         return Confirmation(True, f"{instead}holds on the rerun, even on its slowest repeats against the current "
-                                  f"config's fastest (the rerun is unstable: {where}): {again.why}", again, picked)
-    if again.changes:
-        return Confirmation(True, f"{instead}holds on the rerun: {again.why}", again, picked)
-    r = again.refusal(winner_rerun.label)
-    return Confirmation(False, f"does not hold on the rerun ({r.reason if r else again.why}): the current config stays",
-                        again, current_rerun)
+                                  f"config's fastest (the rerun is unstable: {where}): {again.why}", again, picked, gain)
+    return Confirmation(True, f"{instead}holds on the rerun: {again.why}" + (f"; gain {gain}" if gain else ""),
+                        again, picked, gain)

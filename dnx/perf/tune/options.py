@@ -9,11 +9,10 @@ from dnx.errors import InputError
 from dnx.perf.analyzer import check_shared_memory
 from dnx.perf.tune.curves import Load
 from dnx.perf.tune.decision import Candidate, Decision
-from dnx.perf.tune.objective import DEFAULT_LOAD, OBJECTIVES, Confirmation, rerun_configs
+from dnx.perf.tune.objective import DEFAULT_LOAD, OBJECTIVES, Confirmation, rerun_configs, rerun_rounds
 
 DEFAULT_BUDGET_MINUTES = 14.0  # two variants + baselines of the 4-5 model CPU repository, 2 cores: <= 15 min
 LOAD_ESTIMATE_S = 8.0  # load_model with an OpenVINO compile and warm-up, before anything was measured
-RERUN_ROUNDS = 2  # the confirm step measures each level current, winner, winner, current (objective.rerun_plan)
 ALIASES = {"throughput": "saturation"}  # the previous name of the saturation objective
 
 
@@ -86,15 +85,16 @@ def candidate_estimate_s(opts: TuneOptions) -> float:
 
 
 def confirm_estimate_s(opts: TuneOptions, level_s: float | None = None, load_s: float | None = None) -> float:
-    """What the confirm step of one model costs: :data:`RERUN_ROUNDS` runs of each config it
+    """What the confirm step of one model costs: :func:`~dnx.perf.tune.objective.rerun_rounds` runs of each config it
     measures (:func:`~dnx.perf.tune.objective.rerun_configs`: current, winner, runners-up) per
     level, and about one load per config per level.
 
     ``level_s`` / ``load_s``: measured costs so far (default: the first guesses).
     """
     n = len(opts.levels) if ALIASES.get(opts.objective, opts.objective) != "saturation" else 2
-    k = rerun_configs(n, RERUN_ROUNDS)
-    return n * (k * RERUN_ROUNDS * (level_s or level_estimate_s(opts)) + k * (load_s or LOAD_ESTIMATE_S))
+    rounds = rerun_rounds(n)
+    k = rerun_configs(n, rounds)
+    return n * (k * rounds * (level_s or level_estimate_s(opts)) + k * (load_s or LOAD_ESTIMATE_S))
 
 
 @dataclass

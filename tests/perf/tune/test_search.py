@@ -198,6 +198,9 @@ def test_the_budget_estimate_counts_every_level_and_the_confirm_step():
     assert candidate_estimate_s(sat) - candidate_estimate_s(load) == pytest.approx(3 * 1.5 + 2.0)
     # The confirm step: current, winner, winner, current at each of the 5 levels, 2 loads per level.
     assert confirm_estimate_s(load, level_s=6.0, load_s=4.0) == 5 * (4 * 6.0 + 2 * 4.0)
+    # One level: three rounds, so the gain's interval has three paired runs (and up to 3 runners-up).
+    one = TuneOptions(concurrency=(16,))
+    assert confirm_estimate_s(one, level_s=6.0, load_s=4.0) == 1 * (5 * 3 * 6.0 + 5 * 4.0)
     # 14 minutes (first guesses) hold the baselines of 5 models, the confirm steps of the 2 models
     # tuned, and still 5 full candidates (refused ones stop early and cost less).
     left = 14 * 60 - 5 * candidate_estimate_s(load) - 2 * confirm_estimate_s(load)
@@ -387,7 +390,9 @@ def test_a_runner_up_that_wins_the_final_round_is_what_gets_written():
     d = decide(cands, ch, {"m": conf})["m"]
     assert d.write and d.winner == "mbs=4" and d.knobs == {"mbs": 4} and d.best_found == "mbs=4"
     assert cands[2].winner and not cands[1].winner
-    assert d.point["throughput"] == 157.0 and d.figure == "157.0 infer/s"  # the final round's median
+    assert d.figure == "157.0 infer/s" and d.point["throughput_median"] == 157.0  # the final round's median
+    # Recorded: the low end of its runs' interval, what an independent run on this machine meets.
+    assert d.point["throughput"] == pytest.approx(156.0) and d.point["throughput_interval"][1] == pytest.approx(158.0)
 
 
 def test_saturation_picks_the_config_faster_at_the_fill_level_that_the_load_objective_keeps_out():

@@ -19,3 +19,9 @@ def curve(label: str, throughputs, p99=None, levels=LEVELS, repeats=None) -> Cur
         lat = p99[i] if p99 is not None else c / t * 1000.0
         pts.append(Point(c, float(t), float(lat), tuple(repeats[i]) if repeats else ()))
     return Curve(label, tuple(pts))
+
+
+def rerun(label: str, throughputs, p99=None, levels=LEVELS, runs: int = 3, spread: float = 0.005) -> Curve:
+    """A final-round curve: ``runs`` runs per level within +-``spread`` of ``throughputs`` (their median)."""
+    steps = [spread * (2 * i / (runs - 1) - 1) for i in range(runs)] if runs > 1 else [0.0]
+    return curve(label, throughputs, p99, levels, repeats=[tuple(t * (1 + s) for s in steps) for t in throughputs])

@@ -8,7 +8,7 @@ import pytest
 
 from dnx.perf.tune.curves import Curve, Point, combine
 from dnx.perf.tune.objective import choose, confirm, rerun_levels, rerun_plan
-from tests.perf.tune.objective.helpers import AS_EXPORTED, MODEL_ANALYZER, curve
+from tests.perf.tune.objective.helpers import AS_EXPORTED, MODEL_ANALYZER, curve, rerun
 
 FLAT = (100.0,) * 5
 BETTER = (112.0, 118.0, 131.0, 140.0, 135.0)
@@ -104,8 +104,9 @@ def test_saturation_reruns_each_configs_best_level():
     fill = Curve("mbs=8", (Point(1, 50, 20), Point(4, 130, 31), Point(32, 260, 190)))
     d = choose(current, [fill], "1:4", objective="saturation")
     assert rerun_levels(d) == (4, 32)
-    c = confirm(curve("cur", (121,), levels=(4,)), Curve("mbs=8", (Point(32, 240, 200),)), d)
+    c = confirm(rerun("cur", (121,), levels=(4,)), rerun("mbs=8", (240,), p99=(200,), levels=(32,)), d)
     assert c.holds and c.written.throughput(32) == 240
+    assert c.gain.startswith("+98.3 % [") and c.gain.endswith("over 3 paired runs")  # best level against best level
 
 
 # ------------------------------------------------------------------ a challenger: refused only within the noise
@@ -176,12 +177,12 @@ def test_the_final_round_writes_the_runner_up_that_wins_back_to_back():
     d, runners = _ma3()
     # The side-by-side medians of that hour (as exported 71.7, dnx's mbs 2 133.6, Model Analyzer's mbs 4 155.7).
     again = {"exported": 71.7, "mbs=2": 133.6, "mbs=1": 128.0, "mbs=2 q=1000us": 120.0, "mbs=4": 155.7}
-    rerun = {k: curve(k, (v,), levels=(16,)) for k, v in again.items()}
-    c = confirm(rerun["exported"], rerun["mbs=2"], d, runners=tuple(rerun[r.label] for r in runners))
+    again_ = {k: rerun(k, (v,), levels=(16,)) for k, v in again.items()}
+    c = confirm(again_["exported"], again_["mbs=2"], d, runners=tuple(again_[r.label] for r in runners))
     assert c.holds and c.written.label == "mbs=4" and c.written.throughput(16) == 155.7
     assert c.reason.startswith("the final round picks mbs=4 over the search's mbs=2: holds on the rerun")
     # Without the runners-up the confirm step could only keep the search's winner.
-    assert confirm(rerun["exported"], rerun["mbs=2"], d).written.label == "mbs=2"
+    assert confirm(again_["exported"], again_["mbs=2"], d).written.label == "mbs=2"
 
 
 def test_the_default_load_gets_no_runners_up_and_a_far_slower_one_is_none():
@@ -228,7 +229,45 @@ def test_the_final_round_prefers_the_runner_up_that_changes_less_when_they_tie()
     assert d.winner.label == "mbs=4 q=5000us"
     # Back to back the two are within 3 %: the one without the queue delay is written.
     again = {"exported": 81.6, "mbs=4 q=5000us": 166.2, "mbs=4": 163.9}
-    rerun = {k: Curve(k, curve(k, (v,), levels=(16,)).points, knobs=knobs[k]) for k, v in again.items()}
-    c = confirm(rerun["exported"], rerun["mbs=4 q=5000us"], d, runners=(rerun["mbs=4"],))
+    final = {k: Curve(k, rerun(k, (v,), levels=(16,)).points, knobs=knobs[k]) for k, v in again.items()}
+    c = confirm(final["exported"], final["mbs=4 q=5000us"], d, runners=(final["mbs=4"],))
     assert c.holds and c.written.label == "mbs=4" and c.written.throughput(16) == 163.9
     assert "changes fewer settings" in c.reason
+
+
+# ------------------------------------------------------------------ evidence: a gain the paired runs can tell from noise
+
+
+def test_a_gain_inside_the_noise_of_the_paired_runs_keeps_the_current_config():
+    one = (16,)
+    d = choose(curve("cur", (100.0,), levels=one), [curve("w", (130.0,), levels=one)], "16")
+    # The median gains 4 % (past the 3 % rule), the runs stay within the 10 % instability band,
+    # but in one round of three the pick was no faster: the interval does not exclude no gain.
+    c = confirm(curve("cur", (100.0,), levels=one, repeats=[(100, 100, 100)]),
+                curve("w", (104.0,), levels=one, repeats=[(99.0, 104.0, 108.0)]), d)
+    assert not c.holds and c.written.label == "cur"
+    assert c.reason.startswith("w and the current config are not distinguishable on this machine (gain +3.6 % [-1.0 %, ")
+    assert "the interval includes no gain): the current config stays" in c.reason
+    # The same medians with every round showing the gain: written.
+    won = confirm(curve("cur", (100.0,), levels=one, repeats=[(100, 100, 100)]),
+                  curve("w", (104.0,), levels=one, repeats=[(103.0, 104.0, 108.0)]), d)
+    assert won.holds and won.written.label == "w"
+
+
+def test_a_gain_every_paired_run_shows_is_written_with_its_interval():
+    d = _decision()
+    c = confirm(rerun("cur", FLAT), rerun("inst=2", BETTER), d)
+    assert c.holds and c.written.label == "inst=2"
+    assert "; gain +" in c.reason and c.gain.endswith("over 15 paired runs")
+    low = float(c.gain.split("[")[1].split(" %")[0])
+    assert low > 0
+
+
+def test_one_run_per_config_is_no_evidence():
+    d = _decision()
+    c = confirm(curve("cur", FLAT), curve("inst=2", BETTER), d)
+    # Five levels give five paired runs: enough for an interval, and every one shows the gain.
+    assert c.holds
+    one = choose(curve("cur", (100.0,), levels=(16,)), [curve("w", (130.0,), levels=(16,))], "16")
+    kept = confirm(curve("cur", (100.0,), levels=(16,)), curve("w", (130.0,), levels=(16,)), one)
+    assert not kept.holds and kept.gain == "1 paired run, too few for an interval"

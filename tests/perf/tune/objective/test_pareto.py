@@ -9,7 +9,7 @@ from dnx.perf.tune.curves import Curve, Load
 from dnx.perf.tune.objective import choose, confirm
 from dnx.perf.tune.pareto import (curve_dominates, dominates, front, front_at, operating_front, overall_front,
                                        plot_pareto, render_png, report_markdown)
-from tests.perf.tune.objective.helpers import AS_EXPORTED, MODEL_ANALYZER, curve
+from tests.perf.tune.objective.helpers import AS_EXPORTED, MODEL_ANALYZER, curve, rerun
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -92,8 +92,8 @@ def test_markdown_when_the_current_config_stays(issue_table):
 def test_markdown_when_a_candidate_wins_and_holds(issue_table):
     current, dnx, ma = issue_table
     d = choose(current, [dnx, ma], Load.parse("16"))
-    again = curve("model analyzer", MODEL_ANALYZER[:4] + (185.0,))
-    md = report_markdown(d, confirmation=confirm(curve("as exported", AS_EXPORTED), again, d), heading="##")
+    again = rerun("model analyzer", MODEL_ANALYZER[:4] + (185.0,))
+    md = report_markdown(d, confirmation=confirm(rerun("as exported", AS_EXPORTED), again, d), heading="##")
     assert md.startswith("## `model analyzer` replaces `as exported`\n")
     assert "**Chosen**: model analyzer: 187.7 infer/s against 120.1 infer/s for the current config (at c16, +56 %)." in md
     assert "| `model analyzer` | 187.7 (+56 %) | 187.7 | front | **chosen** |" in md
