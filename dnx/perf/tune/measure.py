@@ -31,7 +31,7 @@ from dnx.model_repository.ensemble import IMAGE_INPUT
 from dnx.model_repository.render import TritonConfig
 from dnx.perf.analyzer import Analyzer, LevelSettings
 from dnx.perf.levels import levels_for
-from dnx.perf.served import ModelControl
+from dnx.perf.served import ModelControl, ServedModel, inspect_server
 from dnx.perf.tune import space
 from dnx.perf.tune.curves import Curve, Point, combine
 from dnx.perf.tune.decision import Candidate, choices, curve_of, search_score
@@ -41,6 +41,7 @@ from dnx.perf.tune.objective import Decision as Choice
 from dnx.perf.tune.options import (
     LOAD_ESTIMATE_S, TuneOptions, TuneResult, candidate_estimate_s, confirm_estimate_s, level_estimate_s,
 )
+from dnx.perf.sweep.cost import CpuProbe
 from dnx.photos import MIX_INPUT_DATA, photo_mix, write_input_data
 
 # A level below this share of the best level before it is past saturation.
@@ -65,6 +66,8 @@ class Measurer:
             stability_percentage=opts.stability_percentage, retries=0, shared_memory=opts.shared_memory,
             timeout_s=opts.window_ms / 1000.0 * (opts.max_trials + 2) * 3 + 60,
         )
+        self.cpu = CpuProbe.for_url(url)  # CPU per inference of each level, for a server on this machine
+        self._served: dict[str, ServedModel] = {}
         self.costs: list[float] = []
         self.level_costs: list[float] = []
         self.load_costs: list[float] = []
@@ -120,9 +123,19 @@ class Measurer:
         """One measured level of candidate ``idx`` of ``model`` at concurrency ``c`` as a point."""
         t0 = time.monotonic()
         target, settings = self._target(model)
+        mark = self.cpu.start(self._served_model(target)) if self.cpu.server_pid else None
         m = self.analyzer.measure_level(target, c, settings, stem=f"{model}_cand{idx}_c{{level}}")
+        cost = self.cpu.finish(mark)
         self.level_costs.append(time.monotonic() - t0)
-        return {"concurrency": c, "throughput": m.throughput, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "stable": m.stable}
+        return {"concurrency": c, "throughput": m.throughput, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "stable": m.stable,
+                "server_cpu_ms_per_inference": cost["server_cpu_ms_per_inference"],
+                "client_cpu_ms_per_request": cost["client_cpu_ms_per_request"]}
+
+    def _served_model(self, name: str) -> ServedModel:
+        """The served config of ``name`` (read once: the CPU probe needs an ensemble's steps)."""
+        if name not in self._served:
+            self._served[name] = inspect_server(self.url, "grpc", [name])[0]
+        return self._served[name]
 
     def load(self, cfg: TritonConfig) -> float:
         """Load ``cfg`` into the server; returns the seconds it took."""
