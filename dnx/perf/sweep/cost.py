@@ -71,7 +71,7 @@ def triton_counts(url: str, protocol: str, model: str) -> tuple[int, int]:
 class _Mark:
     model: ServedModel
     wall: float
-    server: float
+    server: dict[int, float]  # pid -> CPU seconds
     client: float
     inferences: int
     requests: int
@@ -100,13 +100,20 @@ class CpuProbe:
         return ["CPU seconds of tritonserver and the model's backend stubs (/proc), over Triton's inference count; "
                 "the client's: perf_analyzer's CPU over the requests"]
 
-    def _server_cpu(self, model: ServedModel) -> float:
+    def _server_cpu(self, model: ServedModel) -> dict[int, float]:
+        """CPU seconds per process: tritonserver and the stubs of ``model`` (an ensemble's steps too).
+
+        Per process, because a model reload (``dnx tune``) replaces its stubs: one that ends within a
+        level must not take its whole past CPU out of the sum, and one that starts counts from zero.
+        """
         names = {model.name, *model.ensemble_steps}
-        total = 0.0
+        out = {}
         for p in process_memory(self.server_pid):
             if p.role == "tritonserver" or p.model in names:
-                total += cpu_seconds(p.pid) or 0.0
-        return total
+                seconds = cpu_seconds(p.pid)
+                if seconds is not None:
+                    out[p.pid] = seconds
+        return out
 
     def start(self, model: ServedModel) -> _Mark | None:
         """Read the counters before a level; None when there is nothing to read (remote, server gone)."""
@@ -126,7 +133,8 @@ class CpuProbe:
             return out
         try:
             inferences, requests = triton_counts(self.url, self.protocol, mark.model.name)
-            server = self._server_cpu(mark.model) - mark.server
+            now = self._server_cpu(mark.model)
+            server = sum(max(0.0, cpu - mark.server.get(pid, 0.0)) for pid, cpu in now.items())
         except ServerError as exc:
             self.notes.append(str(exc))
             return out
