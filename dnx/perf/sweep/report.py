@@ -58,6 +58,22 @@ def compare(rows: list[dict], latency_budget_ms: float | None = None) -> list[di
     return sorted(out, key=lambda e: -e["best"]["throughput"])
 
 
+def preprocessing_cost(result: SweepResult, rows: list[dict]) -> list[dict]:
+    """Per ensemble measured beside its tensor-in variant: server CPU per request of each, and the
+    difference (decoding, resizing, the softmax step and the extra hop), at every common level."""
+    out = []
+    cpu = {(r["model"], r["batch"], r["concurrency"]): r["server_cpu_ms_per_inference"] for r in rows}
+    for m in result.models:
+        for variant in (s for s in m.ensemble_steps if any(r["model"] == s for r in rows)):
+            for (name, batch, level), bytes_in in cpu.items():
+                tensor_in = cpu.get((variant, batch, level))
+                if name == m.name and bytes_in is not None and tensor_in is not None:
+                    out.append({"ensemble": m.name, "variant": variant, "batch": batch, "concurrency": level,
+                                "bytes_in_cpu_ms": bytes_in, "tensor_in_cpu_ms": tensor_in,
+                                "preprocessing_cpu_ms": round(bytes_in - tensor_in, 3)})
+    return out
+
+
 def _point(r: dict) -> dict:
     return {k: r[k] for k in ("batch", "concurrency", "throughput", "p50_ms", "p99_ms", "stable")}
 
@@ -118,6 +134,17 @@ def _render_md(result: SweepResult, rows: list[dict], comparison: list[dict], me
             cells += ([_f(w["throughput"]), f"{w['batch']} x {w['concurrency']}", _f(w["p99_ms"])]
                       if w else ["none", "-", "-"])
         lines.append("| " + " | ".join(cells) + " |")
+    if meta.get("preprocessing"):
+        lines += ["", "## What preprocessing costs (bytes in vs tensor in)", "",
+                  "Server CPU per request of the ensemble (encoded photographs in) and of its variant "
+                  "(tensors in), measured in this sweep; the difference is the decoding, resizing, softmax and "
+                  "the extra hop. The photographs: " + (f"`{o.photos}`" if o.photos else "the shipped ones plus a "
+                                                         "12 MP phone JPEG") + ".", "",
+                  "| ensemble | variant | batch x conc. | bytes in CPU ms | tensor in CPU ms | preprocessing CPU ms |",
+                  "|---|---|---|---|---|---|"]
+        for c in meta["preprocessing"]:
+            lines.append(f"| `{c['ensemble']}` | `{c['variant']}` | {c['batch']} x {c['concurrency']} | "
+                         f"{c['bytes_in_cpu_ms']:.2f} | {c['tensor_in_cpu_ms']:.2f} | {c['preprocessing_cpu_ms']:.2f} |")
     if "concurrency" in plots:
         lines += ["", f"![throughput vs concurrency]({plots['concurrency']})"]
     if "cpu" in plots:
@@ -248,6 +275,7 @@ def write_report(result: SweepResult, *, latency_budget_ms: float | None = None,
         "skipped": skipped or {},
         "memory": memory,
         "cpu": cpu,
+        "preprocessing": preprocessing_cost(result, rows),
     }
     atomic_write_text(out / "report.md", _render_md(result, rows, comparison, meta, latency_budget_ms, plots))
     o = result.options
@@ -269,6 +297,7 @@ def write_report(result: SweepResult, *, latency_budget_ms: float | None = None,
             for m in result.models for p, rt in [variant_of(m.name, manifest)]
         },
         "comparison": comparison,
+        "preprocessing_cost": meta["preprocessing"],
         "results": rows,
         "runs": [asdict(r) for r in result.runs],
         "plots": plots,

@@ -101,9 +101,18 @@ def test_short_sweep_writes_every_result_file(triton_server, serving_repository,
     assert "max_batch_size 8" in md and "best within p99 <= 100000 ms" in md
     assert md.count("\n| 1 | ") == 4 and md.count("\n| 2 | ") == 4  # a table row per model x batch x concurrency
 
+    # A local server: every level has its CPU cost, and the ensemble's beside its variant's gives
+    # what decoding and resizing cost (the mix has a 12 MP JPEG: tens of ms on average).
+    assert all(float(x["server_cpu_ms_per_inference"]) > 0 and float(x["client_cpu_ms_per_request"]) > 0 for x in rows)
+    costs = report["preprocessing_cost"]
+    assert sorted((c["batch"], c["concurrency"]) for c in costs) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(c["ensemble"] == "densenet121" and c["variant"] == "densenet121_onnx" for c in costs)
+    assert sum(c["preprocessing_cpu_ms"] for c in costs) / len(costs) > 5
+    assert "## What preprocessing costs (bytes in vs tensor in)" in md
+
     plots = sorted(p.name for p in (out / "plots").glob("*.png"))
-    assert plots == ["densenet121_onnx_throughput_vs_p99.png", "densenet121_throughput_vs_p99.png",
-                     "throughput_vs_concurrency.png"]
+    assert plots == ["cpu_ms_per_inference.png", "densenet121_onnx_throughput_vs_p99.png",
+                     "densenet121_throughput_vs_p99.png", "throughput_vs_concurrency.png"]
     import matplotlib.image as mpimg
 
     for name in plots:
