@@ -12,7 +12,7 @@ from pathlib import Path
 from dnx.errors import InputError
 from dnx.exporter.torch_export import imagenet_labels
 from dnx.hashing import sha256_file
-from dnx.manifest import ModelRecord, load_manifest, new_manifest
+from dnx.manifest import CONFIG_FILES, ModelRecord, load_manifest, new_manifest
 from dnx.model_repository.ensemble import choose_variant, measured_throughput, write_bytes_path
 from dnx.model_repository.layout import LABELS_NAME, MANIFEST_NAME, atomic_write_text, model_dir, tree_bytes
 from dnx.model_repository.render import render_config
@@ -48,6 +48,8 @@ def write_models(ctx: Context, repo: Path) -> StageResult:
                     "max_queue_delay_us": cfg.max_queue_delay_us, "parameters": cfg.parameters},
             parity=m.parity, extra={k: v for k, v in m.info.items() if v},
         )
+        ctx.manifest.models[m.name].extra[CONFIG_FILES] = {
+            rel: sha256_file(repo / m.name / rel) for rel in ("config.pbtxt", LABELS_NAME)}
         written.append(m.name)
     if ctx.parity is not None:
         ctx.manifest.parity = ctx.parity.to_dict()

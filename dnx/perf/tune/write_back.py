@@ -26,6 +26,7 @@ from pathlib import Path
 from dnx import faults
 from dnx.errors import DnxError, one_line
 from dnx.hashing import sha256_file
+from dnx.manifest import CONFIG_FILES
 from dnx.model_repository.config_edit import ORIG_NAME, write_config
 from dnx.model_repository.layout import MANIFEST_NAME, atomic_write_bytes, atomic_write_text
 from dnx.model_repository.render import TritonConfig, render_config
@@ -68,9 +69,11 @@ def _manifest(result: TuneResult, manifest: dict, written: dict[str, TritonConfi
         if name == ensemble.get("preprocess"):  # the ensemble's step, not a variant: its record is the ensemble's
             ensemble.update(preprocess_instances=cfg.instance_count, preprocess_queue_delay_us=cfg.max_queue_delay_us)
             # The file as written, hashed as `dnx export` records the ensemble's files (ensemble.py).
-            ensemble.setdefault("files", {})[f"{name}/config.pbtxt"] = sha256_file(repo / name / "config.pbtxt")
+            ensemble.setdefault("files", {}).update(_written_files(repo, name, prefix=f"{name}/"))
             continue
         entry = manifest.setdefault("models", {}).setdefault(name, {})
+        # What tune wrote is recorded like what export wrote, so `dnx publish` still verifies it.
+        entry.setdefault(CONFIG_FILES, {}).update(_written_files(repo, name))
         entry["config"] = {"max_batch_size": cfg.max_batch_size, "instance_count": cfg.instance_count,
                            "instance_kind": cfg.instance_kind, "preferred_batch_sizes": cfg.preferred_batch_sizes,
                            "max_queue_delay_us": cfg.max_queue_delay_us, "parameters": cfg.parameters}
@@ -91,6 +94,12 @@ def _manifest(result: TuneResult, manifest: dict, written: dict[str, TritonConfi
         "models": {n: d.manifest_record() for n, d in result.decisions.items()},
     }
     return manifest
+
+
+def _written_files(repo: Path, name: str, prefix: str = "") -> dict[str, str]:
+    """sha256 of the ``config.pbtxt`` tune wrote for ``name`` and of the ``config.pbtxt.orig`` it kept."""
+    return {prefix + rel: sha256_file(repo / name / rel) for rel in ("config.pbtxt", ORIG_NAME)
+            if (repo / name / rel).is_file()}
 
 
 def _restore(repo: Path, previous: dict[str, tuple[bytes | None, bool]]) -> bool:
