@@ -45,6 +45,7 @@ from dnx.serving import docker as docker_mode
 from dnx.serving.servable import BACKENDS_SOURCE, TENSORRT, ModelChoice, choose_models, local_backends
 from dnx.signals import Interrupted, hurry, terminating
 from dnx.storage.remote import check_reachable_from_container, open_remote
+from dnx.storage.s3 import is_s3_uri
 from dnx.workdirs import make_dir
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,27 @@ def make_backend_dir(dest: Path, triton: LocalTriton) -> Path:
         (dest / name).mkdir(exist_ok=True)
         shutil.copy2(BACKENDS_SOURCE / name / "model.py", dest / name / "model.py")
         shutil.copy2(BACKEND_COMMON, dest / name / "dnx_backend_common.py")
+    return dest
+
+
+def repository_view(repository: Path, dest: Path) -> Path:
+    """``dest`` mirroring ``repository`` for a local tritonserver: real folders, every file a symlink.
+
+    Triton's Python backend stubs import a model's ``model.py`` (and what it imports) from its
+    version folder, and their interpreter is isolated, so ``PYTHONDONTWRITEBYTECODE`` does not
+    reach it: served directly, the repository gains ``__pycache__/`` folders and is no longer
+    what was exported (``dnx publish`` refuses it; its content id moves). Through the view, the
+    caches land in dnx's work folder. Files are read through their links, so a config ``dnx tune``
+    replaces is read anew on the next load.
+    """
+    dest.mkdir(parents=True)
+    for src in sorted(repository.iterdir()):
+        if src.name.startswith("."):
+            continue
+        if src.is_dir():
+            repository_view(src, dest / src.name)
+        else:
+            (dest / src.name).symlink_to(src.absolute())
     return dest
 
 
@@ -348,6 +370,9 @@ class TritonServer:
 
     def _start(self) -> None:
         view = self._local_view()
+        # A repository dnx did not build may have no manifest; a corrupt one is refused as tune,
+        # check, publish and perf refuse it (one line), before anything starts.
+        load_manifest(view, required=False)
         if self.mode == "auto":
             self.mode = "docker" if docker_mode.docker_available() else "local"
             log.info("mode auto: using %s", self.mode)
@@ -383,6 +408,8 @@ class TritonServer:
         if self.mode == "local":
             triton = find_local_triton(self.tritonserver)
             backend_dir = make_backend_dir(self._workdir / "backends", triton)
+            if not is_s3_uri(str(repository)):
+                repository = repository_view(Path(repository), self._workdir / "repository")
             self.argv = tritonserver_argv(
                 triton.binary, repository, backend_dir, self.loaded, host=self.host,
                 grpc_port=self.grpc_port, http_port=self.http_port, metrics_port=self.metrics_port,

@@ -116,6 +116,24 @@ def test_serve_missing_repository(runner, tmp_path):
     assert result.output.startswith("Error: model repository") and result.output.count("\n") == 1
 
 
+@pytest.mark.parametrize("damage", ["truncated", "not json"])
+def test_serve_refuses_a_corrupt_manifest_in_one_line(runner, fp32_repository, tmp_path, damage):
+    from tests.fixtures_server import _link_tree
+
+    repo = tmp_path / "model_repository"
+    _link_tree(fp32_repository, repo)
+    manifest = repo / "dnx-manifest.json"
+    text = manifest.read_text()
+    manifest.write_text(text[: len(text) // 2] if damage == "truncated" else "\x00garbage")
+    result = runner.invoke(cli, ["serve", "--repository", str(repo), "--mode", "local", "--grpc-port", "0",
+                                 "--http-port", "0", "--metrics-port", "0", "--log-file", str(tmp_path / "log")])
+    assert result.exit_code == 1, result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert result.output.startswith(f"Error: {manifest} is unreadable or corrupt")
+    assert "rebuild the repository with `dnx export`" in result.output
+    assert not (tmp_path / "log").exists()  # refused before any server started
+
+
 def test_serve_busy_port(runner, triton_server, serving_repository, tmp_path):
     result = runner.invoke(cli, ["serve", "--repository", str(serving_repository), "--mode", "local",
                                  "--http-port", str(triton_server.http_port), "--grpc-port", "0", "--metrics-port", "0",
