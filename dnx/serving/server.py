@@ -21,7 +21,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import importlib.util
 import logging
@@ -43,7 +42,7 @@ from dnx.errors import DnxError, InputError, MissingDependencyError, ServerError
 from dnx.ops.metrics import SERVER_METRICS_FLAGS
 from dnx.serving import docker as docker_mode
 from dnx.serving.servable import BACKENDS_SOURCE, TENSORRT, ModelChoice, choose_models, local_backends
-from dnx.signals import Interrupted, hurry, terminating
+from dnx.signals import Interrupted, die_with_parent, hurry, terminating
 from dnx.storage.remote import check_reachable_from_container, open_remote
 from dnx.storage.s3 import is_s3_uri
 from dnx.workdirs import make_dir
@@ -188,12 +187,6 @@ def check_ports(host: str, ports: dict[str, int]) -> None:
 
 
 # --------------------------------------------------------------------------- the server
-
-
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec
-    # If the Python process dies without stopping the server, the kernel stops it.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 # Run beside a local tritonserver: when dnx dies without stopping it (SIGKILL), PR_SET_PDEATHSIG gives
@@ -434,13 +427,13 @@ class TritonServer:
         with open(self.log_file, "wb") as out:
             self._proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True, preexec_fn=_set_pdeathsig if self.mode == "local" else None,
+                start_new_session=True, preexec_fn=die_with_parent() if self.mode == "local" else None,
             )
         if self.mode == "local":
             self._watchdog = subprocess.Popen(
                 [sys.executable, "-c", _WATCHDOG, str(self._proc.pid), str(_WATCHDOG_GRACE_S)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_set_pdeathsig,
+                start_new_session=True, preexec_fn=die_with_parent(),
             )
 
     def _get(self, path: str) -> bool:
