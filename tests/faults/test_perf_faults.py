@@ -132,3 +132,38 @@ def test_sigkill_of_dnx_perf_leaves_no_perf_analyzer(dnx, triton_server, tmp_pat
     print(f"SIGKILL of dnx perf: perf_analyzer gone {time.monotonic() - t0:.1f}s later")
     for left in dnx.tmpdir.glob("dnx-*"):  # dnx could not clean up (the next run removes it: dead owner)
         shutil.rmtree(left) if left.is_dir() else left.unlink()
+
+
+def _fill(disk) -> None:
+    """Write a file until the file system is full (raw writes: no buffer left to flush at close)."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\0" * (1 << 20)):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def test_disk_full_mid_sweep_is_one_line_and_resume_finishes(dnx, triton_server, tmpfs):
+    """The results disk fills while a level runs: one line saying what was kept and how to resume, no traceback."""
+    disk = tmpfs("16m")
+    out = disk / "sweep"
+    proc = dnx.start("perf", "--url", triton_server.grpc_url, "--models", "densenet121_onnx", "--concurrency", "1:3",
+                     "--out", out, *FAST)
+    wait_for(lambda: measured(out), 300, "the first level on disk", proc)
+    _fill(disk)
+    code, _, err = finish(proc, timeout=300)
+    assert code == 1 and "Traceback" not in err, err
+    line = one_error_line(err)
+    assert "no space left on the device of" in line.lower() or "no space left on device" in line.lower(), line
+    assert f"dnx perf --resume {out}" in line
+    kept = measured(out)
+    assert kept and kept != [1, 2, 3], kept
+
+    (disk / "filler").unlink()
+    r = dnx.run("perf", "--resume", out, "--url", triton_server.grpc_url, "-q", timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] is True and sorted(x["concurrency"] for x in report["results"]) == [1, 2, 3]
