@@ -44,7 +44,7 @@ from dnx._lazy import lazy_import
 from dnx.errors import InputError
 from dnx.hashing import sha256_bytes, sha256_file
 from dnx.locks import repository_lock
-from dnx.manifest import load_manifest, recorded_files
+from dnx.manifest import CONFIG_FILES, load_manifest, recorded_files
 from dnx.model_repository.layout import MANIFEST_NAME
 from dnx.storage.published import INDEX_NAME, POINTER_NAME, VERSIONS_DIR, read_json_object, remote_sha256
 from dnx.storage.s3 import S3Location, StorageError, check_bucket, client, parse_s3_uri, s3_errors
@@ -172,6 +172,12 @@ def check_files(repository: str | Path, files: list[LocalFile], *, allow_extra: 
                 "the file changed after export (and `dnx tune` did not write it): restore it or re-export with `dnx export`"
             )
     extra = [f.path for f in files if f.path not in expected and f.path != MANIFEST_NAME]
+    unrecorded = {n for n, r in manifest.models.items() if CONFIG_FILES not in r.extra}  # exported by an older dnx
+    older = [p for p in extra if p.split("/")[0] in unrecorded]
+    if older and not allow_extra:
+        raise InputError(f"{older[0]} has no sha256 in {MANIFEST_NAME}: {repository} was exported by a dnx that did not "
+                         "record config and label files; re-export with `dnx export` (or pass --allow-extra to publish "
+                         "them unverified)")
     if extra and not allow_extra:
         more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
         raise InputError(f"{extra[0]}{more} in {repository} was not written by `dnx export` or `dnx tune` "

@@ -181,6 +181,18 @@ def test_a_file_the_export_did_not_write_is_refused_unless_allow_extra(repo_copy
     assert "(1 extra files against the local file only)" in text.output
 
 
+def test_a_repository_exported_without_config_hashes_says_re_export(repo_copy, s3_env):
+    manifest = json.loads((repo_copy / "dnx-manifest.json").read_text())
+    for record in manifest["models"].values():
+        del record["config_files"]  # as an older dnx wrote it
+    (repo_copy / "dnx-manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    prefix = _prefix()
+    result = _publish_cli(repo_copy, f"s3://{s3_env.bucket}/{prefix}", "--endpoint-url", s3_env.url)
+    _one_line(result, "densenet121_onnx/config.pbtxt has no sha256 in dnx-manifest.json",
+              "re-export with `dnx export`")
+    assert _objects(s3_env, prefix) == {}
+
+
 def test_a_config_edited_after_tune_is_refused(repo_copy, s3_env, tmp_path):
     _tune_write_back(repo_copy, tmp_path)
     cfg = repo_copy / "densenet121_onnx" / "config.pbtxt"
