@@ -4,6 +4,8 @@ Every message says what went wrong *and* how to fix it. The CLI catches
 :class:`DnxError` in one place and prints ``Error: <message>`` without a traceback.
 """
 
+import errno
+
 
 class DnxError(Exception):
     """A problem the user can fix (bad input, missing file, server down, ...)."""
@@ -35,6 +37,11 @@ class PerfError(DnxError):
 
 class RepositoryBusyError(DnxError):
     """Another dnx process holds the repository folder's lock."""
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True for the ``OSError`` of a full file system or an exhausted quota (ENOSPC, EDQUOT)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def one_line(exc: BaseException, limit: int = 200) -> str:

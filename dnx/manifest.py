@@ -140,6 +140,31 @@ _ORDER = ("dnx_version", "built_at", "model", "weights", "preprocessing", "optio
           "stages", "parity", "calibration", "ensemble")
 
 
+# Per model record: the sha256 of every file beside the model files that dnx wrote for it
+# (``config.pbtxt``, ``labels.txt``; ``config.pbtxt`` again and ``config.pbtxt.orig`` once
+# `dnx tune` rewrote the config), so `dnx publish` can verify every file it uploads.
+CONFIG_FILES = "config_files"
+
+
+def recorded_files(manifest: Manifest) -> dict[str, str]:
+    """Every repository path the manifest records a sha256 for (``model/1/model.onnx`` -> sha256).
+
+    The variants' model files and config files, the ensemble's three models, the golden file.
+    The manifest itself is the root of this list and is not in it.
+    """
+    out: dict[str, str] = {}
+    for name, record in manifest.models.items():
+        for rel, digest in record.files.items():
+            out[f"{name}/{rel}"] = digest
+        for rel, digest in (record.extra.get(CONFIG_FILES) or {}).items():
+            out[f"{name}/{rel}"] = digest
+    out.update((manifest.ensemble or {}).get("files") or {})
+    golden = manifest.extra.get("golden")
+    if isinstance(golden, dict) and golden.get("file") and golden.get("sha256"):
+        out[golden["file"]] = golden["sha256"]
+    return out
+
+
 def library_versions(names=_VERSIONED) -> dict[str, str | None]:
     """Installed versions of the libraries that shape the artifacts and the measurements (None when absent)."""
     out = {}

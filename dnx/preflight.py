@@ -127,15 +127,21 @@ def _check_weights(weights: str, spec) -> None:
                            "pass a state dict saved with torch.save(model.state_dict(), path)")
 
 
+# torch.save's legacy (non-zip) format starts with its magic number, pickled: PROTO n, LONG1 of 10 bytes, STOP.
+_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little") + b"."
+
+
 def _looks_like_torch_save(path: Path) -> bool:
-    """torch.save writes a zip archive holding ``<name>/data.pkl``, or (legacy format) a pickle."""
+    """torch.save writes a zip archive holding ``<name>/data.pkl``, or (legacy format) its magic number
+    pickled first. A plain pickle is refused here, before torch loads: torch would refuse it too, after
+    a multi-line warning and with a message longer than one line."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(4)
+            head = fh.read(2 + len(_LEGACY_MAGIC))
         if head.startswith(b"PK\x03\x04"):
             with zipfile.ZipFile(path) as zf:
                 return any(n.endswith("data.pkl") for n in zf.namelist())
-        return head[:1] == b"\x80"  # pickle protocol 2+ opcode
+        return head[:1] == b"\x80" and head[2:] == _LEGACY_MAGIC  # pickle protocol 2+, then the magic number
     except (OSError, zipfile.BadZipFile):
         return False
 

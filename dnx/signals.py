@@ -20,8 +20,11 @@ The CLI wraps every command in :func:`terminating`; library code that runs its o
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import signal
 import threading
+from typing import Callable
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -120,3 +123,25 @@ def terminating(restore: bool = True):
             _state.update(received=saved["received"] or got, count=saved["count"] + count, depth=saved["depth"])
         else:
             _state.update(saved)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A ``preexec_fn`` for :class:`subprocess.Popen`: the child gets ``sig`` when dnx dies, however it
+    dies (SIGKILL included), through Linux's ``PR_SET_PDEATHSIG``; elsewhere it does nothing.
+
+    The kernel sends it when the *thread* that started the child ends, so start long-lived
+    children from the thread that waits for them. A parent that died before the call took
+    effect is caught by comparing the parent pid afterwards.
+    """
+    parent = os.getpid()
+
+    def preexec() -> None:  # runs in the child between fork and exec
+        with contextlib.suppress(Exception):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sig)
+
+    return preexec

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import zipfile
@@ -48,6 +49,8 @@ def _offline_hub(tmp_path) -> dict:
 def _error_cases(tmp_path):
     garbage = tmp_path / "notes.pth"
     garbage.write_text("not a checkpoint")
+    pickled = tmp_path / "pickled.pth"  # pickle.dump, not torch.save: torch would warn, then fail in many lines
+    pickled.write_bytes(pickle.dumps({"features.conv0.weight": [0.0] * 4}, protocol=4))
     empty = tmp_path / "no-images"
     empty.mkdir()
     (empty / "readme.txt").write_text("no photographs here")
@@ -55,6 +58,8 @@ def _error_cases(tmp_path):
     return [
         (["--weights", str(tmp_path / "missing.pth"), "--out", out], "weights file", "not found"),
         (["--weights", str(garbage), "--out", out], "cannot load weights", "torch.save"),
+        (["--weights", str(pickled), "--out", out], f"cannot load weights {pickled}: not a file written by torch.save",
+         "pass a state dict saved with torch.save(model.state_dict(), path)"),
         (["--weights", "random", "--out", "/proc/dnx-repo"], "cannot write /proc/dnx-repo", "pass another --out"),
         (["--weights", "random", "--out", out, "--calib-dir", str(empty)], "--calib-dir only applies to INT8",
          "--precision int8"),

@@ -29,7 +29,8 @@ import click
 def command(urls, protocol, repository, golden, endpoint_url, models, requests, concurrency, p99_ms, latency_model,
             timeout, as_json):
     """Check running replicas: every model ready at the expected version, served config equal to the
-    repository's, golden answers within each model's parity gate, and (--requests) p99 latency.
+    repository's, golden answers within each model's parity gate, the served labels equal to the
+    repository's labels.txt, and (--requests) p99 latency.
 
     Needs only tritonclient: no torch, no model files. Exit 0 only when every check passes, 1 with
     the failing replica, model and figure named.

@@ -21,7 +21,10 @@ same bytes, and moving to a new version is an explicit rollout.
 The version id is derived from the content (sha256 of the sorted ``path sha256`` list), so
 publishing an unchanged repository again finds every object in place and uploads nothing;
 files that did not change since the current version are copied server-side (no upload).
-Every object's SHA-256 as S3 reports it is checked against ``dnx-manifest.json``.
+Every file of the repository must be one ``dnx-manifest.json`` records with its sha256 (the
+export's files, the configs ``dnx tune`` rewrote) before anything is uploaded; files it does not
+list are refused unless ``--allow-extra`` (then marked ``extra`` in the file list). Every
+object's SHA-256 as S3 reports it is checked against that sha256.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from dnx._lazy import lazy_import
 from dnx.errors import InputError
 from dnx.hashing import sha256_bytes, sha256_file
 from dnx.locks import repository_lock
-from dnx.manifest import load_manifest
+from dnx.manifest import CONFIG_FILES, load_manifest, recorded_files
 from dnx.model_repository.layout import MANIFEST_NAME
 from dnx.storage.published import INDEX_NAME, POINTER_NAME, VERSIONS_DIR, read_json_object, remote_sha256
 from dnx.storage.s3 import S3Location, StorageError, check_bucket, client, parse_s3_uri, s3_errors
@@ -70,6 +73,7 @@ class PlannedObject:
     sha256: str
     action: str
     source_key: str | None = None
+    extra: bool = False  # not listed in the manifest: published with --allow-extra, unverified against it
 
 
 @dataclass
@@ -96,6 +100,11 @@ class PublishPlan:
     def count(self, action: str) -> int:
         return sum(1 for o in self.objects if o.action == action)
 
+    @property
+    def extra(self) -> list[str]:
+        """Files published with ``--allow-extra`` that the manifest does not list."""
+        return [o.path for o in self.objects if o.extra]
+
 
 @dataclass
 class PublishResult:
@@ -118,7 +127,9 @@ class PublishResult:
             "location": str(p.location), "version": p.version, "previous": p.previous, "uri": self.uri,
             "dry_run": self.dry_run, "uploaded_bytes": self.uploaded_bytes, "seconds": round(self.seconds, 3),
             "verified": self.verified, "pointer_switched": p.switches_pointer and not self.dry_run,
-            "objects": [{"path": o.path, "action": o.action, "bytes": o.size} for o in p.objects],
+            "objects": [{"path": o.path, "action": o.action, "bytes": o.size, **({"extra": True} if o.extra else {})}
+                        for o in p.objects],
+            "extra": p.extra,
         }
 
 
@@ -139,20 +150,39 @@ def scan_repository(repository: str | Path) -> list[LocalFile]:
     return files
 
 
-def check_manifest(repository: str | Path, files: list[LocalFile]) -> None:
-    """Raise :class:`InputError` unless every model file listed in ``dnx-manifest.json`` is present with its sha256."""
+def check_files(repository: str | Path, files: list[LocalFile], *, allow_extra: bool = False) -> list[str]:
+    """Verify every file of the repository against ``dnx-manifest.json``; return the extra files.
+
+    Each file must be one the export (or `dnx tune`, which records what it rewrites) wrote, with
+    the sha256 recorded for it (:func:`dnx.manifest.recorded_files`): model files, configs, label
+    files, the preprocessing ``model.py``, the golden answers. A recorded file that is missing or
+    changed raises :class:`InputError` naming it; so does a file the manifest does not list
+    (``__pycache__/``, an editor's ``config.pbtxt~``, an extra version folder), unless
+    ``allow_extra``: then the extra paths are returned, to be published and reported as unverified.
+    """
     manifest = load_manifest(Path(repository))
+    expected = recorded_files(manifest)
     have = {f.path: f.sha256 for f in files}
-    for model, record in manifest.models.items():
-        for rel, digest in record.files.items():
-            path = f"{model}/{rel}"
-            if path not in have:
-                raise InputError(f"{path} is listed in {MANIFEST_NAME} but missing from {repository}; re-export with `dnx export`")
-            if have[path] != digest:
-                raise InputError(
-                    f"{path} does not match {MANIFEST_NAME} (sha256 {have[path][:12]}... vs {digest[:12]}...); "
-                    "the file changed after export: re-export with `dnx export`"
-                )
+    for path, digest in expected.items():
+        if path not in have:
+            raise InputError(f"{path} is listed in {MANIFEST_NAME} but missing from {repository}; re-export with `dnx export`")
+        if have[path] != digest:
+            raise InputError(
+                f"{path} does not match {MANIFEST_NAME} (sha256 {have[path][:12]}... vs {digest[:12]}...); "
+                "the file changed after export (and `dnx tune` did not write it): restore it or re-export with `dnx export`"
+            )
+    extra = [f.path for f in files if f.path not in expected and f.path != MANIFEST_NAME]
+    unrecorded = {n for n, r in manifest.models.items() if CONFIG_FILES not in r.extra}  # exported by an older dnx
+    older = [p for p in extra if p.split("/")[0] in unrecorded]
+    if older and not allow_extra:
+        raise InputError(f"{older[0]} has no sha256 in {MANIFEST_NAME}: {repository} was exported by a dnx that did not "
+                         "record config and label files; re-export with `dnx export` (or pass --allow-extra to publish "
+                         "them unverified)")
+    if extra and not allow_extra:
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise InputError(f"{extra[0]}{more} in {repository} was not written by `dnx export` or `dnx tune` "
+                         f"(not listed in {MANIFEST_NAME}); remove it, or pass --allow-extra to publish it unverified")
+    return extra
 
 
 def version_id(files: list[LocalFile]) -> str:
@@ -182,7 +212,7 @@ def _put_json(s3, bucket: str, key: str, doc: dict) -> None:
                   ContentType="application/json", ChecksumAlgorithm="SHA256")
 
 
-def plan_publish(s3, files: list[LocalFile], location: S3Location) -> PublishPlan:
+def plan_publish(s3, files: list[LocalFile], location: S3Location, extra: frozenset[str] = frozenset()) -> PublishPlan:
     """Decide per file: keep (already in the target version), copy (same bytes in the current version), upload."""
     version = version_id(files)
     pointer = read_json_object(s3, location.bucket, location.key(POINTER_NAME)) or {}
@@ -197,11 +227,11 @@ def plan_publish(s3, files: list[LocalFile], location: S3Location) -> PublishPla
     objects = []
     for f in _upload_order(files):
         if remote_sha256(s3, location.bucket, target.key(f.path)) == f.sha256:
-            objects.append(PlannedObject(f.path, f.size, f.sha256, "keep"))
+            objects.append(PlannedObject(f.path, f.size, f.sha256, "keep", extra=f.path in extra))
         elif f.sha256 in reuse:
-            objects.append(PlannedObject(f.path, f.size, f.sha256, "copy", reuse[f.sha256]))
+            objects.append(PlannedObject(f.path, f.size, f.sha256, "copy", reuse[f.sha256], extra=f.path in extra))
         else:
-            objects.append(PlannedObject(f.path, f.size, f.sha256, "upload"))
+            objects.append(PlannedObject(f.path, f.size, f.sha256, "upload", extra=f.path in extra))
     return PublishPlan(location, version, previous, objects)
 
 
@@ -211,13 +241,15 @@ def publish(
     *,
     endpoint_url: str | None = None,
     dry_run: bool = False,
+    allow_extra: bool = False,
     progress: bool = True,
     on_object: Callable[[PlannedObject], None] | None = None,
     on_wait: Callable[[str], None] | None = None,
 ) -> PublishResult:
     """Publish ``repository`` to ``uri`` (``s3://BUCKET/PREFIX``); see the module docstring for the layout.
 
-    ``dry_run`` plans without writing. ``on_object`` is called after each object is in place
+    ``dry_run`` plans without writing. Every file is verified against the manifest first
+    (:func:`check_files`); ``allow_extra`` publishes files it does not list, marked as extra. ``on_object`` is called after each object is in place
     and verified. Raises :class:`InputError` for a local repository that does not match its
     manifest and :class:`StorageError` (one line) for S3 failures.
 
@@ -230,17 +262,17 @@ def publish(
     if not repo.is_dir():  # before the lock, which would create the folders above it
         raise InputError(f"model repository {repo} does not exist; build it with `dnx export` or pass --repository")
     with repository_lock(repo, LOCK_COMMAND, shared=True, wait=True, on_wait=on_wait):
-        return _publish(repo, location, endpoint_url=endpoint_url, dry_run=dry_run, progress=progress,
-                        on_object=on_object)
+        return _publish(repo, location, endpoint_url=endpoint_url, dry_run=dry_run, allow_extra=allow_extra,
+                        progress=progress, on_object=on_object)
 
 
 LOCK_COMMAND = "dnx publish"
 
 
-def _publish(repo: Path, location: S3Location, *, endpoint_url, dry_run, progress, on_object) -> PublishResult:
+def _publish(repo: Path, location: S3Location, *, endpoint_url, dry_run, allow_extra, progress, on_object) -> PublishResult:
     TransferConfig = lazy_import("boto3.s3.transfer").TransferConfig  # noqa: N806 - boto3's class
     files = scan_repository(repo)
-    check_manifest(repo, files)
+    extra = check_files(repo, files, allow_extra=allow_extra)
     big = [f.path for f in files if f.size >= MAX_SINGLE_PUT]
     if big:
         raise InputError(f"{big[0]} is 5 GiB or more; dnx publishes files in one PUT (S3's limit is 5 GiB)")
@@ -248,7 +280,7 @@ def _publish(repo: Path, location: S3Location, *, endpoint_url, dry_run, progres
     s3 = client(endpoint_url)
     check_bucket(s3, location, endpoint_url)
     with s3_errors(location, endpoint_url):
-        plan = plan_publish(s3, files, location)
+        plan = plan_publish(s3, files, location, frozenset(extra))
     result = PublishResult(plan, dry_run)
     if dry_run:
         result.seconds = time.perf_counter() - started
@@ -278,7 +310,8 @@ def _publish(repo: Path, location: S3Location, *, endpoint_url, dry_run, progres
             if plan.switches_pointer or read_json_object(s3, location.bucket, target.key(INDEX_NAME)) is None:
                 _put_json(s3, location.bucket, target.key(INDEX_NAME), {
                     "format": FORMAT, "version": plan.version, "published_at": published_at, "dnx_version": __version__,
-                    "files": {o.path: {"sha256": o.sha256, "size": o.size} for o in plan.objects},
+                    "files": {o.path: {"sha256": o.sha256, "size": o.size, **({"extra": True} if o.extra else {})}
+                              for o in plan.objects},
                 })
             if plan.switches_pointer:  # the one write that makes the new version visible
                 _put_json(s3, location.bucket, location.key(POINTER_NAME), {

@@ -2,7 +2,8 @@
 
 ``dnx export`` writes three models beside the variants:
 
-* ``<model>_preprocess``: Python backend, TYPE_STRING ``image`` (encoded JPEG/PNG/WebP) ->
+* ``<model>_preprocess``: Python backend, TYPE_STRING ``image`` (encoded JPEG/PNG/WebP, also
+  BMP/TIFF/PPM/GIF: ``dnx.preprocess.ACCEPTED_FORMATS``) ->
   the variants' FP32 input, through ``dnx/preprocess.py`` copied beside its ``model.py``;
   :data:`PREPROCESS_INSTANCES` processes (each decodes one request at a time, so a second
   one uses the core the variant leaves idle between its batches) behind a dynamic batcher;

@@ -13,6 +13,11 @@ golden set lists:
   model passed at export (cosine, max abs, top-1 with trained weights). The ensemble's cosine
   is taken on centred log-probabilities (= centred logits): probabilities of near-uniform
   outputs are all close to 1/1000 and would agree for any weights;
+* **labels**: for models served with a label file (the variants, the softmax, the ensemble),
+  Triton's classification extension (``class_count``) answers ``value:index:label`` for the
+  top-k classes of each golden photograph; every label must be the one the repository's
+  ``labels.txt`` (checked against the manifest's sha256) holds at that index, so a served copy
+  with a wrong or shuffled label file fails naming the model and the first wrong class;
 * **latency** (``requests > 0``): ``requests`` single-image requests at ``concurrency`` to the
   ensemble (else the first variant); p99 against ``p99_ms`` when given.
 """
@@ -31,7 +36,9 @@ import numpy as np
 from dnx._lazy import lazy_import
 from dnx.cpu import this_cpu, unsafe_variants
 from dnx.errors import DnxError, InputError, ServerError, one_line
-from dnx.manifest import read_manifest
+from dnx.hashing import sha256_file
+from dnx.manifest import Manifest, read_manifest, recorded_files
+from dnx.model_repository.layout import LABELS_NAME, MANIFEST_NAME
 from dnx.ops import golden as g
 from dnx.parity import cosine_per_sample
 from dnx.preprocess import preprocess_bytes
@@ -136,6 +143,17 @@ def _from_folder(folder: Path, read_manifest) -> tuple[dict, dict]:
             doc["models"][name] = {"kind": "tensor", "config": g.normalize_config(cfg.read_text(encoding="utf-8")),
                                    "versions": sorted({f.split("/")[0] for f in entry.get("files", {})
                                                        if f.split("/")[0].isdigit()}) or ["1"]}
+    # The label files the server must answer with: each checked against the manifest where it records them.
+    recorded = recorded_files(Manifest.from_dict(manifest))
+    for name, rec in doc["models"].items():
+        path = folder / name / LABELS_NAME
+        if not path.is_file():
+            continue
+        digest = recorded.get(f"{name}/{LABELS_NAME}")
+        if digest is not None and sha256_file(path) != digest:
+            raise InputError(f"{path} does not match the sha256 {MANIFEST_NAME} recorded; the label file changed "
+                             "after export: restore it or re-export the repository")
+        rec["labels"] = path.read_text(encoding="utf-8").splitlines()
     # The manifest's config record is the repository's word on each variant's config.
     for name, entry in (manifest.get("models") or {}).items():
         if name in doc["models"] and isinstance(entry.get("config"), dict):
@@ -205,6 +223,14 @@ class _Replica:
         result = self.call(f"infer {model}", self.client.infer, model, [inp], outputs=[out])
         return result.as_numpy(output)
 
+    def classify(self, model: str, name: str, data: np.ndarray, dtype: str, output: str, k: int) -> np.ndarray:
+        """Triton's classification of ``output``: ``[N, k]`` entries ``b"value:index:label"``."""
+        inp = self.mod.InferInput(name, list(data.shape), dtype)
+        inp.set_data_from_numpy(data)
+        out = self.mod.InferRequestedOutput(output, class_count=k)
+        result = self.call(f"classify {model}", self.client.infer, model, [inp], outputs=[out])
+        return result.as_numpy(output)
+
     def close(self) -> None:
         try:
             self.client.close()
@@ -239,6 +265,24 @@ def _answers_figure(rec: dict, got: np.ndarray, trained: bool) -> tuple[bool, st
         bad.append(f"top1 {top1:.0%} < {gate['min_top1']:.0%}")
     via = f" (gate of {rec['variant']})" if rec.get("variant") else ""
     return (False, "; ".join(bad) + via) if bad else (True, figure)
+
+
+def _labels_figure(labels: list[str], served: np.ndarray, image_names: list[str]) -> tuple[bool, str]:
+    """Compare the labels of Triton's classification reply with the repository's label file; ``(passed, figure)``."""
+    served = np.asarray(served).reshape(len(image_names), -1)
+    checked = 0
+    for image, row in zip(image_names, served):
+        for entry in row:
+            text = entry.decode("utf-8", "replace") if isinstance(entry, bytes) else str(entry)
+            _value, index, *label = text.split(":", 2)
+            got, k = (label[0] if label else None), int(index)
+            want = labels[k] if 0 <= k < len(labels) else None
+            if got != want:
+                said = f"{got!r}" if got is not None else "no label"
+                return False, (f"class {k} served as {said}, the repository's {LABELS_NAME} says {want!r} "
+                               f"(top-{len(row)} of {image}); the served label file differs: redeploy the repository")
+            checked += 1
+    return True, f"{checked} top-{served.shape[1]} labels equal to the repository's {LABELS_NAME}"
 
 
 def _check_replica(rep: _Replica, doc: dict, inputs: dict, models: list[str], report: CheckReport) -> None:
@@ -279,6 +323,19 @@ def _check_replica(rep: _Replica, doc: dict, inputs: dict, models: list[str], re
         except (ServerError, InputError) as exc:
             ok, fig = False, one_line(exc)
         add(model, "answers", ok, fig)
+        if rec.get("labels"):
+            try:
+                if rec["kind"] == "ensemble":
+                    served = rep.classify(model, rec["input"], inputs["bytes"], "BYTES", rec["output"], g.TOP_K)
+                else:
+                    cfg = rec["config"]
+                    name, out = cfg["inputs"][0]["name"], cfg["outputs"][0]["name"]
+                    served = np.concatenate([rep.classify(model, name, inputs["tensor"][i:i + 1], "FP32", out, g.TOP_K)
+                                             for i in range(len(inputs["tensor"]))])
+                ok, fig = _labels_figure(rec["labels"], served, inputs["names"])
+            except (ServerError, InputError, ValueError) as exc:
+                ok, fig = False, one_line(exc)
+            add(model, "labels", ok, fig)
 
 
 def _latency(rep_args: tuple, model: str, rec: dict, inputs: dict, requests: int, concurrency: int) -> dict:
@@ -362,7 +419,7 @@ def check(urls: list[str], *, protocol: str = "grpc", repository: str | None = N
         names = list(models)
     spec = get_spec(doc.get("model") or "densenet121")
     images = g.image_bytes(doc)
-    inputs = {"bytes": np.array([[b] for _, b in images], dtype=np.object_),
+    inputs = {"names": [n for n, _ in images], "bytes": np.array([[b] for _, b in images], dtype=np.object_),
               "tensor": np.stack([preprocess_bytes(b, spec) for _, b in images]).astype(np.float32)}
     target = latency_model or next((n for n in names if doc["models"][n]["kind"] == "ensemble"),
                                    next((n for n in names if doc["models"][n]["kind"] == "tensor"), None))

@@ -70,7 +70,11 @@ def alert_rules(spec: MonitoringSpec) -> list[dict]:
          "labels": {"severity": "page"},
          "annotations": {
              "summary": "{{ $labels.model }} fails {{ $value | humanizePercentage }} of its requests (over 1 %)",
-             "runbook": "Read the failure reasons (nv_inference_request_failure by reason) and the server log; run "
+             "runbook": "Client errors count too: Triton counts an undecodable image (answered HTTP 400 / gRPC "
+                        "INVALID_ARGUMENT) as a failure of the preprocessing model and the ensemble (reason BACKEND, "
+                        "like a server fault), so on those two a high ratio can be bad clients (the server log names "
+                        "each image); the variants and the softmax fail only on server faults. Read the failure "
+                        "reasons (nv_inference_request_failure by reason) and the server log; run "
                         "`dnx check --url <service>:8001 --repository <published>` to see which model misanswers."}},
         {"alert": "DnxModelNotReady",
          "expr": f"(dnx:model_replicas:count < scalar(dnx:replicas:up)) or {absent}", "for": "5m",

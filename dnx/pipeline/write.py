@@ -12,7 +12,7 @@ from pathlib import Path
 from dnx.cpu import numerics_record, this_cpu
 from dnx.exporter.torch_export import imagenet_labels
 from dnx.hashing import sha256_file
-from dnx.manifest import ModelRecord, new_manifest
+from dnx.manifest import CONFIG_FILES, ModelRecord, new_manifest
 from dnx.model_repository.ensemble import choose_variant, write_bytes_path
 from dnx.model_repository.layout import LABELS_NAME, atomic_write_text, model_dir, tree_bytes
 from dnx.model_repository.render import render_config
@@ -52,6 +52,8 @@ def write_models(ctx: Context, repo: Path) -> StageResult:
         if ctx.target == "cpu":
             max_weight = (m.info.get("onnx") or {}).get("qdq", {}).get("max_abs_weight")
             ctx.manifest.models[m.name].extra["cpu"] = numerics_record(m.precision, m.runtime, built_on, max_weight)
+        ctx.manifest.models[m.name].extra[CONFIG_FILES] = {
+            rel: sha256_file(repo / m.name / rel) for rel in ("config.pbtxt", LABELS_NAME)}
         written.append(m.name)
     if ctx.parity is not None:
         ctx.manifest.parity = ctx.parity.to_dict()

@@ -21,7 +21,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import importlib.util
 import logging
@@ -44,8 +43,9 @@ from dnx.errors import DnxError, InputError, MissingDependencyError, ServerError
 from dnx.ops.metrics import SERVER_METRICS_FLAGS
 from dnx.serving import docker as docker_mode
 from dnx.serving.servable import BACKENDS_SOURCE, TENSORRT, ModelChoice, choose_models, local_backends
-from dnx.signals import Interrupted, hurry, terminating
+from dnx.signals import Interrupted, die_with_parent, hurry, terminating
 from dnx.storage.remote import check_reachable_from_container, open_remote
+from dnx.storage.s3 import is_s3_uri
 from dnx.workdirs import make_dir
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,27 @@ def make_backend_dir(dest: Path, triton: LocalTriton) -> Path:
         (dest / name).mkdir(exist_ok=True)
         shutil.copy2(BACKENDS_SOURCE / name / "model.py", dest / name / "model.py")
         shutil.copy2(BACKEND_COMMON, dest / name / "dnx_backend_common.py")
+    return dest
+
+
+def repository_view(repository: Path, dest: Path) -> Path:
+    """``dest`` mirroring ``repository`` for a local tritonserver: real folders, every file a symlink.
+
+    Triton's Python backend stubs import a model's ``model.py`` (and what it imports) from its
+    version folder, and their interpreter is isolated, so ``PYTHONDONTWRITEBYTECODE`` does not
+    reach it: served directly, the repository gains ``__pycache__/`` folders and is no longer
+    what was exported (``dnx publish`` refuses it; its content id moves). Through the view, the
+    caches land in dnx's work folder. Files are read through their links, so a config ``dnx tune``
+    replaces is read anew on the next load.
+    """
+    dest.mkdir(parents=True)
+    for src in sorted(repository.iterdir()):
+        if src.name.startswith("."):
+            continue
+        if src.is_dir():
+            repository_view(src, dest / src.name)
+        else:
+            (dest / src.name).symlink_to(src.absolute())
     return dest
 
 
@@ -167,12 +188,6 @@ def check_ports(host: str, ports: dict[str, int]) -> None:
 
 
 # --------------------------------------------------------------------------- the server
-
-
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec
-    # If the Python process dies without stopping the server, the kernel stops it.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 # Run beside a local tritonserver: when dnx dies without stopping it (SIGKILL), PR_SET_PDEATHSIG gives
@@ -349,6 +364,9 @@ class TritonServer:
 
     def _start(self) -> None:
         view = self._local_view()
+        # A repository dnx did not build may have no manifest; a corrupt one is refused as tune,
+        # check, publish and perf refuse it (one line), before anything starts.
+        load_manifest(view, required=False)
         if self.mode == "auto":
             self.mode = "docker" if docker_mode.docker_available() else "local"
             log.info("mode auto: using %s", self.mode)
@@ -384,6 +402,8 @@ class TritonServer:
         if self.mode == "local":
             triton = find_local_triton(self.tritonserver)
             backend_dir = make_backend_dir(self._workdir / "backends", triton)
+            if not is_s3_uri(str(repository)):
+                repository = repository_view(Path(repository), self._workdir / "repository")
             self.argv = tritonserver_argv(
                 triton.binary, repository, backend_dir, self.loaded, host=self.host,
                 grpc_port=self.grpc_port, http_port=self.http_port, metrics_port=self.metrics_port,
@@ -408,13 +428,13 @@ class TritonServer:
         with open(self.log_file, "wb") as out:
             self._proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True, preexec_fn=_set_pdeathsig if self.mode == "local" else None,
+                start_new_session=True, preexec_fn=die_with_parent() if self.mode == "local" else None,
             )
         if self.mode == "local":
             self._watchdog = subprocess.Popen(
                 [sys.executable, "-c", _WATCHDOG, str(self._proc.pid), str(_WATCHDOG_GRACE_S)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_set_pdeathsig,
+                start_new_session=True, preexec_fn=die_with_parent(),
             )
 
     def cpu_warnings(self) -> list[str]:

@@ -12,9 +12,12 @@ from click.testing import CliRunner
 
 from dnx.cli import cli
 from dnx.deploy.publish import publish, scan_repository
+from dnx.perf.tune.write_back import write_back
 from dnx.serving.server import free_port
 from dnx.storage.published import INDEX_NAME, POINTER_NAME, download, resolve
 from dnx.storage.s3 import StorageError
+
+from tests.perf.tune.test_write_back import _result as tune_result
 
 from .conftest import TcpProxy
 
@@ -85,22 +88,30 @@ def test_dry_run_lists_changes_and_writes_nothing(fp32_repository, s3_env):
     assert _objects(s3_env, prefix) == {}
 
 
-def test_changed_file_uploads_alone_others_copied_server_side(repo_copy, s3_env, monkeypatch):
+def _tune_write_back(repo, tmp_path):
+    """Rewrite densenet121_onnx's config as `dnx tune` does (its real write-back, 2 instances)."""
+    res, bases = tune_result(repo, tmp_path)
+    write_back(res, bases, repo)
+    assert "count: 2" in (repo / "densenet121_onnx" / "config.pbtxt").read_text()
+
+
+def test_changed_file_uploads_alone_others_copied_server_side(repo_copy, s3_env, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.url)  # the standard variable instead of --endpoint-url
     uri = f"s3://{s3_env.bucket}/{_prefix()}"
     v1 = publish(repo_copy, uri, progress=False)
-    labels = repo_copy / "densenet121_onnx" / "labels.txt"
-    labels.write_text(labels.read_text().replace("\n", " (renamed)\n", 1))
+    _tune_write_back(repo_copy, tmp_path)  # a config tune rewrote is recorded, so it publishes
     v2 = publish(repo_copy, uri, progress=False)
     actions = {o.path: o.action for o in v2.plan.objects}
-    assert actions["densenet121_onnx/labels.txt"] == "upload"
+    cfg = "densenet121_onnx/config.pbtxt"
+    assert actions[cfg] == "upload" and actions["dnx-manifest.json"] == "upload"
+    assert actions[cfg + ".orig"] == "copy"  # the untuned config: the same bytes as v1's config.pbtxt
     assert actions["densenet121_onnx/1/model.onnx"] == "copy"
-    assert v2.uploaded_bytes == labels.stat().st_size
+    assert v2.uploaded_bytes == (repo_copy / cfg).stat().st_size + (repo_copy / "dnx-manifest.json").stat().st_size
     assert v2.plan.previous == v1.plan.version != v2.plan.version
     assert resolve(uri).version == v2.plan.version
     # The old version stays complete and untouched for anyone who pinned it.
     old = resolve(f"{uri}/versions/{v1.plan.version}")
-    assert old.version == v1.plan.version and "renamed" not in str(old.files)
+    assert old.version == v1.plan.version and cfg + ".orig" not in old.files
 
 
 def test_repository_that_does_not_match_its_manifest_is_refused(repo_copy, s3_env):
@@ -113,12 +124,91 @@ def test_repository_that_does_not_match_its_manifest_is_refused(repo_copy, s3_en
     assert "Traceback" not in result.output and _objects(s3_env, prefix) == {}
 
 
+def _one_line(result, *needles):
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("path, change", [
+    ("densenet121_preprocess/1/model.py", "import os\n"),
+    ("densenet121_preprocess/1/dnx_preprocess.py", "\n"),
+    ("densenet121_onnx/labels.txt", "extra label\n"),
+    ("densenet121/labels.txt", "extra label\n"),
+    ("densenet121_onnx/config.pbtxt", "# edited\n"),
+    ("densenet121_preprocess/config.pbtxt", "# edited\n"),
+    ("dnx-golden.json", "\n"),
+])
+def test_every_edited_file_is_refused_naming_it(repo_copy, s3_env, path, change):
+    """Not only the model files: configs, label files, the preprocessing code and the golden answers."""
+    with open(repo_copy / path, "a") as fh:
+        fh.write(change)
+    prefix = _prefix()
+    result = _publish_cli(repo_copy, f"s3://{s3_env.bucket}/{prefix}", "--endpoint-url", s3_env.url, "--allow-extra")
+    _one_line(result, f"{path} does not match dnx-manifest.json", "changed after export")
+    assert _objects(s3_env, prefix) == {}
+
+
+EXTRA = ["densenet121_preprocess/1/__pycache__/model.cpython-311.pyc", "densenet121_onnx/config.pbtxt~",
+         "densenet121_onnx/2/model.onnx"]
+
+
+@pytest.mark.parametrize("path", EXTRA)
+def test_a_file_the_export_did_not_write_is_refused_unless_allow_extra(repo_copy, s3_env, path):
+    (repo_copy / path).parent.mkdir(parents=True, exist_ok=True)
+    (repo_copy / path).write_bytes(b"not from dnx export\n")
+    prefix = _prefix()
+    uri = f"s3://{s3_env.bucket}/{prefix}"
+    refused = _publish_cli(repo_copy, uri, "--endpoint-url", s3_env.url)
+    _one_line(refused, f"{path} in {repo_copy} was not written by `dnx export` or `dnx tune`", "--allow-extra")
+    assert _objects(s3_env, prefix) == {}
+
+    allowed = _publish_cli(repo_copy, uri, "--endpoint-url", s3_env.url, "--allow-extra")
+    assert allowed.exit_code == 0, allowed.output
+    data = json.loads(allowed.stdout)
+    assert data["extra"] == [path]
+    assert [o["path"] for o in data["objects"] if o.get("extra")] == [path]
+    index = json.loads(_objects(s3_env, prefix)[f"versions/{data['version']}/{INDEX_NAME}"])
+    assert index["files"][path]["extra"] is True
+    assert not any(meta.get("extra") for p, meta in index["files"].items() if p != path)
+
+    text = CliRunner().invoke(cli, ["publish", "-r", str(repo_copy), uri, "--endpoint-url", s3_env.url, "-q",
+                                    "--allow-extra"])
+    assert text.exit_code == 0, text.output
+    assert f"  extra   {path} (not in dnx-manifest.json: published unverified" in text.output
+    assert "(1 extra files against the local file only)" in text.output
+
+
+def test_a_repository_exported_without_config_hashes_says_re_export(repo_copy, s3_env):
+    manifest = json.loads((repo_copy / "dnx-manifest.json").read_text())
+    for record in manifest["models"].values():
+        del record["config_files"]  # as an older dnx wrote it
+    (repo_copy / "dnx-manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    prefix = _prefix()
+    result = _publish_cli(repo_copy, f"s3://{s3_env.bucket}/{prefix}", "--endpoint-url", s3_env.url)
+    _one_line(result, "densenet121_onnx/config.pbtxt has no sha256 in dnx-manifest.json",
+              "re-export with `dnx export`")
+    assert _objects(s3_env, prefix) == {}
+
+
+def test_a_config_edited_after_tune_is_refused(repo_copy, s3_env, tmp_path):
+    _tune_write_back(repo_copy, tmp_path)
+    cfg = repo_copy / "densenet121_onnx" / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace("count: 2", "count: 3"))
+    prefix = _prefix()
+    result = _publish_cli(repo_copy, f"s3://{s3_env.bucket}/{prefix}", "--endpoint-url", s3_env.url)
+    _one_line(result, "densenet121_onnx/config.pbtxt does not match dnx-manifest.json")
+    assert _objects(s3_env, prefix) == {}
+
+
 def test_interrupted_publish_leaves_readers_on_previous_version_and_resumes(repo_copy, s3_env, tmp_path):
     uri = f"s3://{s3_env.bucket}/{_prefix()}"
     v1 = publish(repo_copy, uri, endpoint_url=s3_env.url, progress=False)
     v1_files = {f.path: f.sha256 for f in scan_repository(repo_copy)}
-    cfg = repo_copy / "densenet121_onnx" / "config.pbtxt"
-    cfg.write_text(cfg.read_text().replace("max_batch_size: 8", "max_batch_size: 4"))
+    v1_config = (repo_copy / "densenet121_onnx" / "config.pbtxt").read_text()
+    _tune_write_back(repo_copy, tmp_path)
 
     proxy = TcpProxy(int(s3_env.url.rsplit(":", 1)[1]))
     done = []
@@ -136,7 +226,7 @@ def test_interrupted_publish_leaves_readers_on_previous_version_and_resumes(repo
     assert seen.version == v1.plan.version
     copy = download(seen, tmp_path / "reader", endpoint_url=s3_env.url)
     assert {f.path: f.sha256 for f in scan_repository(copy)} == v1_files
-    assert "max_batch_size: 8" in (copy / "densenet121_onnx" / "config.pbtxt").read_text()
+    assert (copy / "densenet121_onnx" / "config.pbtxt").read_text() == v1_config
 
     # Publishing again finishes the new version without moving the object it already stored a second time.
     v2 = publish(repo_copy, uri, endpoint_url=s3_env.url, progress=False)

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import time
 
 import pytest
 
 from dnx.serving.server import TritonServer
-from tests.faults.conftest import (assert_group_gone, finish, one_error_line, send, tritonserver_child, wait_for)
+from tests.faults.conftest import (
+    assert_group_gone, children, cmdline, finish, one_error_line, send, tritonserver_child, wait_for,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.server]
 
@@ -99,3 +103,67 @@ def test_launched_server_is_gone_after_a_signal(dnx, serving_repository, tmp_pat
         assert partial["incomplete"] == "interrupted by SIGINT"
         assert {t["family"] for t in partial["in_process"]} >= {"onnxruntime"}
         assert not (tmp_path / "BENCH.md").exists()
+
+
+def test_sigkill_of_dnx_perf_leaves_no_perf_analyzer(dnx, triton_server, tmp_path):
+    """Nothing of dnx runs on SIGKILL: perf_analyzer's PR_SET_PDEATHSIG is what stops it loading the server."""
+    out = tmp_path / "sweep"
+    proc = dnx.start("perf", "--url", triton_server.grpc_url, "--models", "densenet121_onnx", "--concurrency", "2",
+                     "--out", out, "--measurement-interval", "20000", "--stability-percentage", "1", "-q")
+    analyzer = wait_for(lambda: next((c for c in children(proc.pid) if "perf_analyzer" in cmdline(c)), None), 120,
+                        "perf_analyzer to start", proc)
+    time.sleep(1.0)  # under load: the measurement window runs
+    t0 = send(proc, signal.SIGKILL)
+    finish(proc, timeout=60)
+
+    def gone() -> bool:  # exited (reaped, or a zombie), or the pid now belongs to something else
+        try:
+            state = open(f"/proc/{analyzer}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        return state == "Z" or "perf_analyzer" not in cmdline(analyzer)
+
+    while not gone() and time.monotonic() - t0 < 5.0:
+        time.sleep(0.1)
+    if not gone():
+        took = time.monotonic() - t0
+        os.kill(analyzer, signal.SIGKILL)  # the test's own clean-up of the orphan
+        pytest.fail(f"perf_analyzer (pid {analyzer}) still ran {took:.1f}s after dnx was killed")
+    print(f"SIGKILL of dnx perf: perf_analyzer gone {time.monotonic() - t0:.1f}s later")
+    for left in dnx.tmpdir.glob("dnx-*"):  # dnx could not clean up (the next run removes it: dead owner)
+        shutil.rmtree(left) if left.is_dir() else left.unlink()
+
+
+def _fill(disk) -> None:
+    """Write a file until the file system is full (raw writes: no buffer left to flush at close)."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\0" * (1 << 20)):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def test_disk_full_mid_sweep_is_one_line_and_resume_finishes(dnx, triton_server, tmpfs):
+    """The results disk fills while a level runs: one line saying what was kept and how to resume, no traceback."""
+    disk = tmpfs("16m")
+    out = disk / "sweep"
+    proc = dnx.start("perf", "--url", triton_server.grpc_url, "--models", "densenet121_onnx", "--concurrency", "1:3",
+                     "--out", out, *FAST)
+    wait_for(lambda: measured(out), 300, "the first level on disk", proc)
+    _fill(disk)
+    code, _, err = finish(proc, timeout=300)
+    assert code == 1 and "Traceback" not in err, err
+    line = one_error_line(err)
+    assert "no space left on the device of" in line.lower() or "no space left on device" in line.lower(), line
+    assert f"dnx perf --resume {out}" in line
+    kept = measured(out)
+    assert kept and kept != [1, 2, 3], kept
+
+    (disk / "filler").unlink()
+    r = dnx.run("perf", "--resume", out, "--url", triton_server.grpc_url, "-q", timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] is True and sorted(x["concurrency"] for x in report["results"]) == [1, 2, 3]

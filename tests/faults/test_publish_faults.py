@@ -84,7 +84,10 @@ def _write_repo(repo: Path, config_batch: int, weights_seed: int) -> None:
         model.write_bytes(hashlib.sha256(f"{name}{weights_seed}".encode()).digest() * (3 * 2 ** 20 // 32))
         (repo / name / "config.pbtxt").write_text(f'name: "{name}"\nbackend: "onnxruntime"\nmax_batch_size: {config_batch}\n')
         (repo / name / "labels.txt").write_text("cat\ndog\n")
-        manifest["models"][name] = {"files": {"1/model.onnx": hashlib.sha256(model.read_bytes()).hexdigest()}}
+        manifest["models"][name] = {
+            "files": {"1/model.onnx": hashlib.sha256(model.read_bytes()).hexdigest()},
+            "config_files": {f: hashlib.sha256((repo / name / f).read_bytes()).hexdigest()
+                             for f in ("config.pbtxt", "labels.txt")}}
     (repo / "dnx-manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 

@@ -167,3 +167,36 @@ def test_read_only_repository_is_refused_before_measuring(dnx, tiny_repo, tmpfs)
     line = one_error_line(r.stderr)
     assert "no write permission" in line and "--dry-run" in line, line
     assert tree_digest(repo) == before
+
+
+@pytest.mark.server
+def test_full_results_disk_is_one_line_and_leaves_the_manifest(dnx, tiny_repo, tmpfs):
+    """`--out` on a full disk: one line, no traceback, and the repository (its previous tune record
+    included) byte for byte as before: a measurement the disk made fail is not a decision."""
+    import os
+
+    from dnx.serving.server import TritonServer
+
+    manifest = tiny_repo / "dnx-manifest.json"
+    doc = json.loads(manifest.read_text())
+    doc["models"][MODELS[0]]["tune"] = {"throughput": 123.0, "objective": "load", "confirmed": True}
+    doc["tuning"] = {"objective": "load", "models": {MODELS[0]: {"winner": "previous run's", "figure": "123 infer/s"}}}
+    manifest.write_text(json.dumps(doc, indent=2) + "\n")
+    before = tree_digest(tiny_repo)
+    disk = tmpfs("4m")
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\0" * (1 << 20)):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    with TritonServer(tiny_repo, grpc_port=0, http_port=0, metrics_port=0, log_file=tiny_repo.parent / "log") as server:
+        r = dnx.run("tune", "--repository", tiny_repo, "--url", server.grpc_url, "--out", disk / "tune",
+                    "--models", MODELS[0], *FAST, timeout=600)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    line = one_error_line(r.stderr)
+    assert f"no space left on the device of {disk / 'tune'}" in line, line
+    assert f"{tiny_repo} and its manifest are unchanged" in line and "rerun `dnx tune`" in line, line
+    assert tree_digest(tiny_repo) == before

@@ -36,7 +36,9 @@ def test_a_faithful_server_passes(ops_server, fp32_repository, protocol):
     for model in MODELS:
         assert f"{url}  {model}" in result.output
     assert "FAIL" not in result.output
-    assert result.output.count("PASS") == 4 * 2 + 2  # ready + config each, answers for the two that answer
+    # ready + config each; answers and labels for the two that answer
+    assert result.output.count("PASS") == 4 * 2 + 2 * 2
+    assert re.search(r"densenet121 +labels +PASS +20 top-5 labels equal to the repository's labels.txt", result.output)
 
 
 def test_json_report_and_latency_budget(ops_server, fp32_repository):
@@ -170,3 +172,45 @@ def test_a_manifest_model_without_golden_answers_is_still_checked_for_readiness(
     line = _one_line_error(result)
     assert "densenet121_onnx_fp16 ready: model missing" in line
     assert re.search(r"densenet121_onnx +answers +PASS", result.stdout)
+
+
+@pytest.fixture(scope="module")
+def shuffled_labels_server(triton_server_factory, fp32_repository, tmp_path_factory):
+    """A copy of the repository whose label files are reversed: every class index gets another class's name."""
+    from tests.fixtures_server import _link_tree
+
+    repo = tmp_path_factory.mktemp("shuffled") / "model_repository"
+    _link_tree(fp32_repository, repo)
+    for labels in repo.glob("*/labels.txt"):
+        labels.write_text("\n".join(reversed(labels.read_text().splitlines())) + "\n")
+    return triton_server_factory(repo, log_file=tmp_path_factory.mktemp("shuffled-log") / "tritonserver.log")
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_served_label_file_that_differs_fails_naming_the_model_and_class(shuffled_labels_server, fp32_repository,
+                                                                          protocol):
+    """Answers and configs are right; only the labels the server answers with are not the repository's."""
+    labels = (fp32_repository / "densenet121_onnx" / "labels.txt").read_text().splitlines()
+    url = shuffled_labels_server.grpc_url if protocol == "grpc" else shuffled_labels_server.http_url
+    result = _check("--url", url, "--protocol", protocol, "--repository", str(fp32_repository))
+    line = _one_line_error(result)
+    m = re.search(r"densenet121_onnx labels: class (\d+) served as '([^']*)', the repository's labels.txt says '([^']*)'",
+                  line)
+    assert m, line
+    k = int(m.group(1))
+    assert m.group(2) == labels[len(labels) - 1 - k] != labels[k] == m.group(3)
+    assert "(and 1 more failing check)" in line  # the ensemble's labels
+    assert re.search(r"densenet121 +labels +FAIL +class \d+ served as", result.stdout)
+    for model in ("densenet121_onnx", "densenet121"):
+        assert re.search(rf"{model} +answers +PASS", result.stdout)
+
+
+def test_a_label_file_changed_in_the_repository_is_refused(ops_server, fp32_repository, tmp_path):
+    from tests.fixtures_server import _link_tree
+
+    repo = tmp_path / "repo"
+    _link_tree(fp32_repository, repo)
+    labels = repo / "densenet121" / "labels.txt"
+    labels.write_text(labels.read_text().replace("\n", " (renamed)\n", 1))
+    line = _one_line_error(_check("--url", ops_server.grpc_url, "--repository", str(repo)))
+    assert f"{labels} does not match the sha256 dnx-manifest.json recorded" in line

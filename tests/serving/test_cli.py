@@ -46,6 +46,25 @@ def test_infer_client_preprocess_keeps_the_tensor_path(runner, triton_server, se
     np.testing.assert_allclose([p["score"] for p in got], reference_logits[0][top], rtol=1e-4, atol=1e-4)
 
 
+def test_every_documented_format_is_served_through_the_ensemble(runner, triton_server, photo_paths, tmp_path):
+    """README: JPEG, PNG, WebP, and BMP, TIFF, PPM, GIF too. The lossless ones answer exactly as the PNG."""
+    from PIL import Image
+
+    img = Image.open(photo_paths[0]).convert("RGB")
+    files = {}
+    for fmt, ext in (("PNG", "png"), ("BMP", "bmp"), ("TIFF", "tif"), ("PPM", "ppm"), ("GIF", "gif"),
+                     ("WEBP", "webp"), ("JPEG", "jpg")):
+        files[fmt] = tmp_path / f"photo.{ext}"
+        img.save(files[fmt], fmt)
+    result = runner.invoke(cli, ["infer", *map(str, files.values()), "--url", triton_server.grpc_url, "--json"])
+    assert result.exit_code == 0, result.output
+    got = {r["file"]: r for r in json.loads(result.stdout)["results"]}
+    assert len(got) == len(files) and all(r["error"] is None and len(r["predictions"]) == 5 for r in got.values())
+    png = got[str(files["PNG"])]["predictions"]
+    for fmt in ("BMP", "TIFF", "PPM"):
+        assert got[str(files[fmt])]["predictions"] == png, fmt
+
+
 def test_infer_bytes_to_a_tensor_model_says_how_to_fix(runner, triton_server, served_model, photo_paths):
     result = runner.invoke(cli, ["infer", str(photo_paths[0]), "--model", served_model, "--url", triton_server.grpc_url])
     assert result.exit_code == 1 and "takes FP32 tensors, not encoded images" in result.output
@@ -114,6 +133,24 @@ def test_serve_missing_repository(runner, tmp_path):
     result = runner.invoke(cli, ["serve", "--repository", str(tmp_path / "nope"), "--mode", "local"])
     assert result.exit_code == 1
     assert result.output.startswith("Error: model repository") and result.output.count("\n") == 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not json"])
+def test_serve_refuses_a_corrupt_manifest_in_one_line(runner, fp32_repository, tmp_path, damage):
+    from tests.fixtures_server import _link_tree
+
+    repo = tmp_path / "model_repository"
+    _link_tree(fp32_repository, repo)
+    manifest = repo / "dnx-manifest.json"
+    text = manifest.read_text()
+    manifest.write_text(text[: len(text) // 2] if damage == "truncated" else "\x00garbage")
+    result = runner.invoke(cli, ["serve", "--repository", str(repo), "--mode", "local", "--grpc-port", "0",
+                                 "--http-port", "0", "--metrics-port", "0", "--log-file", str(tmp_path / "log")])
+    assert result.exit_code == 1, result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert result.output.startswith(f"Error: {manifest} is unreadable or corrupt")
+    assert "rebuild the repository with `dnx export`" in result.output
+    assert not (tmp_path / "log").exists()  # refused before any server started
 
 
 def test_serve_busy_port(runner, triton_server, serving_repository, tmp_path):

@@ -199,3 +199,27 @@ def test_one_request_with_a_bad_image_names_it(triton_server, bad_images, photo_
 
     with pytest.raises(InferenceServerException, match=r"image 1 of 2: not a decodable image"):
         _infer(grpcclient, triton_server.grpc_url, [photo_paths[0].read_bytes(), bad_images["text"][0]])
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_bad_images_are_client_errors_naming_every_bad_index(triton_server, bad_images, photo_paths, protocol):
+    """HTTP 400 and gRPC INVALID_ARGUMENT (not 500 / INTERNAL), with every bad image of the request named."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    mod, url = (httpclient, triton_server.http_url) if protocol == "http" else (grpcclient, triton_server.grpc_url)
+    good = photo_paths[0].read_bytes()
+    blobs = [bad_images["empty"][0], good, bad_images["truncated.jpg"][0], bad_images["text"][0], good]
+    with pytest.raises(InferenceServerException) as exc:
+        _infer(mod, url, blobs)
+    status = str(exc.value.status())
+    assert status == ("400" if protocol == "http" else "StatusCode.INVALID_ARGUMENT"), (status, str(exc.value))
+    message = str(exc.value)
+    for i, key in ((0, "empty"), (2, "truncated.jpg"), (3, "text")):
+        assert f"image {i} of 5: {bad_images[key][1]}" in message, message
+    assert "image 1 of 5" not in message and "image 4 of 5" not in message
+    # A single bad image is the client's error too.
+    with pytest.raises(InferenceServerException) as one:
+        _infer(mod, url, [bad_images["strip.png"][0]])
+    assert str(one.value.status()) == status and bad_images["strip.png"][1] in str(one.value)

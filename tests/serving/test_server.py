@@ -176,3 +176,31 @@ def test_dnx_serve_stops_cleanly_on_signal(tmp_path, sig):
     assert "successfully unloaded" in log.read_text()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://{http}/v2/health/live", timeout=5)
+
+
+@pytest.mark.server
+def test_serving_leaves_the_repository_as_exported(fp32_repository, tmp_path):
+    """The Python stubs import the preprocessing model.py from the repository: serving (and answering
+    through the ensemble) must not add __pycache__/ to it, or publish refuses it and the version id moves."""
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    from dnx.deploy.publish import check_files, scan_repository, version_id
+    from dnx.ops.golden import golden_images
+    from tests.fixtures_server import _link_tree
+
+    repo = tmp_path / "model_repository"
+    _link_tree(fp32_repository, repo)
+    before = scan_repository(repo)
+    with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, log_file=tmp_path / "log") as server:
+        assert PREPROCESS_MODEL in server.loaded
+        client = httpclient.InferenceServerClient(server.http_url)
+        inp = httpclient.InferInput("image", [1, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[golden_images(1)[0][1]]], dtype=np.object_))
+        out = client.infer(ENSEMBLE_MODEL, [inp]).as_numpy("probabilities")
+        assert out.shape == (1, 1000) and abs(float(out.sum()) - 1) < 1e-3
+        client.close()
+    after = scan_repository(repo)
+    assert [f.path for f in after if "__pycache__" in f.path] == []
+    assert after == before and version_id(after) == version_id(before)
+    assert check_files(repo, after) == []  # what `dnx publish` checks first: nothing extra, nothing changed

@@ -8,8 +8,10 @@ parameters (resize, crop, interpolation, mean, std) come from this model's ``con
 Input ``image``: TYPE_STRING, dims [1] (one encoded JPEG/PNG/WebP per batch item).
 Output: FP32 [3, crop, crop], written in place into one preallocated array per request. Every
 request is answered on its own: an undecodable image fails its request with a one-line reason
-(unsupported format, decompression bomb, > 50 MP, corrupt, ...), the other requests of the
-batch are answered.
+(unsupported format, decompression bomb, > 50 MP, corrupt, ...) naming every bad image of the
+request, the other requests of the batch are answered. Bad input is the client's error:
+``TritonError.INVALID_ARG``, which Triton answers with HTTP 400 and gRPC INVALID_ARGUMENT (and
+the ensemble passes on); anything else is the server's (INTERNAL, HTTP 500).
 
 Needs numpy and Pillow in the Python environment of Triton's Python stub (the NGC image has
 numpy; docker/Dockerfile.serve adds Pillow).
@@ -25,6 +27,22 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dnx_preprocess  # noqa: E402 - dnx/preprocess.py, copied here by `dnx export`
+
+
+class BadImages(ValueError):
+    """Images of one request that cannot be decoded or preprocessed: the client's error."""
+
+
+def _error(exc: Exception):
+    """The response error: INVALID_ARG for bad images, INTERNAL for the rest.
+
+    Looked up per call: the stub adds ``TritonError`` to pb_utils only after importing this file,
+    and older Python backends have no error codes (their errors are all INTERNAL).
+    """
+    invalid_arg = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+    if isinstance(exc, BadImages) and invalid_arg is not None:
+        return pb_utils.TritonError(str(exc), invalid_arg)
+    return pb_utils.TritonError(str(exc))
 
 
 def _params(config: dict) -> dict:
@@ -46,12 +64,14 @@ class TritonPythonModel:
     def _one(self, request):
         items = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy().reshape(-1)
         out = np.empty((len(items), *self.shape), dtype=np.float32)
+        bad = []
         for i, item in enumerate(items):
             try:
                 dnx_preprocess.preprocess_bytes(bytes(item), self.spec, out=out[i])
             except dnx_preprocess.InputError as exc:
-                where = f"image {i} of {len(items)}: " if len(items) > 1 else ""
-                raise ValueError(f"{where}{exc}") from None
+                bad.append(f"image {i} of {len(items)}: {exc}" if len(items) > 1 else str(exc))
+        if bad:  # every bad image named, so the client fixes them all at once
+            raise BadImages("; ".join(bad))
         return pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, out)])
 
     def execute(self, requests):
@@ -60,5 +80,5 @@ class TritonPythonModel:
             try:
                 responses.append(self._one(request))
             except Exception as exc:  # noqa: BLE001 - any failure is this request's alone
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc))))
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=_error(exc)))
         return responses

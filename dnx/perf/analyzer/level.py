@@ -23,6 +23,7 @@ from dnx.perf.analyzer.parse import (
     WINDOW_TOO_SHORT, Measurement, level_reported, level_started, parse_csv, unstable_levels,
 )
 from dnx.perf.levels import ConcurrencyRange
+from dnx.signals import die_with_parent
 
 # perf_analyzer's exit code when a measurement never stabilises.
 STABILITY_EXIT_CODE = 2
@@ -120,7 +121,9 @@ class Analyzer:
         lines: list[str] = []
         level = None
         try:
-            proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            # die_with_parent: a dnx killed outright (SIGKILL, OOM) must not leave perf_analyzer loading the server.
+            proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    preexec_fn=die_with_parent())
         except OSError as exc:
             raise PerfError(f"cannot start {argv[0]}: {exc}; check the perf_analyzer install") from None
         fired: list[bool] = []

@@ -6,7 +6,7 @@ import contextlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from dnx.errors import InputError, PerfError, ServerError
+from dnx.errors import InputError, PerfError, ServerError, disk_full, one_line
 from dnx.perf.analyzer import check_shared_memory
 from dnx.perf.results import new_results_dir
 from dnx.perf.served import default_metrics_url, inspect_server, launched_server, measurable, repository_manifest
@@ -15,7 +15,7 @@ from dnx.perf.sweep.cost import CpuProbe
 from dnx.perf.sweep.memory import MemoryProbe
 from dnx.perf.sweep.options import PerfOptions, estimate_sweep_seconds
 from dnx.perf.sweep.report import compare, tidy_rows, write_report
-from dnx.perf.sweep.state import restore, save_state
+from dnx.perf.sweep.state import STATE_NAME, restore, save_state
 from dnx.signals import Interrupted
 
 
@@ -90,10 +90,25 @@ def run_perf(opts: PerfOptions, resume: dict | None = None) -> PerfRun:
         if result is None:
             raise
         result.incomplete, stopped = str(exc), exc
+    except OSError as exc:
+        if not disk_full(exc):
+            raise
+        if result is None:
+            raise PerfError(f"no space left on the device of {out} ({one_line(exc)}); nothing was measured: "
+                            "free space or pass another --out") from None
+        result.incomplete = f"no space left on the device of {out} ({one_line(exc)})"
     memory_record = {"sources": memory.sources, "notes": memory.notes} if memory is not None else None
     cpu_record = {"sources": cpu.sources, "notes": cpu.notes} if cpu is not None else None
-    paths = write_report(result, latency_budget_ms=opts.latency_budget_ms, manifest=manifest, skipped=skipped,
-                         memory=memory_record, cpu=cpu_record)
+    try:
+        paths = write_report(result, latency_budget_ms=opts.latency_budget_ms, manifest=manifest, skipped=skipped,
+                             memory=memory_record, cpu=cpu_record)
+    except OSError as exc:
+        if not disk_full(exc):
+            raise
+        # sweep-state.json is written atomically after each level: the last one that fitted is whole.
+        raise PerfError(f"no space left on the device of {out} ({one_line(exc)}); the report could not be written; "
+                        f"the levels saved in {out / STATE_NAME} before the disk filled are kept: free space and "
+                        f"continue with `dnx perf --resume {out}`") from None
     if result.incomplete:
         kept = (f"{result.points()} of {result.planned()} points measured and kept in {out} (report: {paths['md']}); "
                 f"continue with `dnx perf --resume {out}`")

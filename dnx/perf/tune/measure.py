@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from dnx._lazy import lazy_import
-from dnx.errors import DnxError, ServerError, one_line
+from dnx.errors import DnxError, ServerError, disk_full, one_line
 from dnx.model_repository.config_edit import config_json
 from dnx.model_repository.ensemble import IMAGE_INPUT
 from dnx.model_repository.render import TritonConfig
@@ -196,6 +196,8 @@ class Measurer:
         except ServerError:
             raise
         except (self.control.error_type, RuntimeError, DnxError, OSError) as exc:
+            if disk_full(exc):  # the run's, not this config's: recorded as its failure it would be written back
+                raise
             cand.status, cand.error = "failed", one_line(exc, 300)
             cand.score = None
         cand.seconds = time.monotonic() - t0
@@ -305,4 +307,6 @@ def confirm_winners(result: TuneResult, measurer: Measurer, bases: dict[str, Tri
         except ServerError:
             raise
         except (measurer.control.error_type, RuntimeError, DnxError, OSError) as exc:
+            if disk_full(exc):
+                raise
             result.confirm_errors[name] = one_line(exc, 300)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnx.errors import InputError
+from dnx.errors import DnxError, InputError, disk_full, one_line
 from dnx.locks import repository_lock
 from dnx.manifest import library_versions
 from dnx.model_repository.config_edit import read_config, repository_config_json
@@ -72,6 +72,15 @@ def _ensembles_of(repo: Path, ensemble: dict, bases: dict) -> dict[str, str]:
     return through
 
 
+def _disk_full_line(result: TuneResult, repo: Path, exc: OSError) -> str:
+    """The one line for a results disk that filled while measuring: the repository is untouched."""
+    measured = sum(1 for c in result.candidates if c.status == "ok")
+    return (f"no space left on the device of {result.out_dir} ({one_line(exc)}); {repo} and its manifest are unchanged "
+            f"(nothing is written back from an unfinished search); {measured} candidates were measured, their "
+            f"perf_analyzer logs are in {result.out_dir / 'raw'}; free space (or pass --out on another disk) and "
+            "rerun `dnx tune`")
+
+
 def run_tune(opts: TuneOptions) -> TuneResult:
     """Tune the served models of ``opts.repository`` and (unless ``dry_run``) write the winners back.
 
@@ -108,6 +117,7 @@ def _run(opts: TuneOptions, repo: Path, t_start: float) -> TuneResult:
     result = TuneResult(out, opts, machine=machine_info(), versions=library_versions(), through=through)
     image = np.ascontiguousarray(photo_batch(spec_from_manifest(manifest or {}))[:1])
     stopped: Interrupted | None = None
+    full: OSError | None = None
     with contextlib.ExitStack() as stack:
         # SIGINT/SIGTERM (once or more): stop measuring, stop the server, report what was measured.
         stack.enter_context(terminating())
@@ -140,6 +150,12 @@ def _run(opts: TuneOptions, repo: Path, t_start: float) -> TuneResult:
         except KeyboardInterrupt as exc:
             result.interrupted = True
             stopped = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+        except OSError as exc:  # the results disk filled: stop as if interrupted, write nothing back
+            if not disk_full(exc):
+                raise
+            result.interrupted, full = True, exc
+    if full is not None:
+        raise DnxError(_disk_full_line(result, repo, full)) from None
     if result.interrupted or opts.dry_run:
         chosen = choices(result.candidates, opts.objective, opts.load, opts.latency_budget_ms)
         result.decisions = decide(result.candidates, chosen, {} if result.interrupted else result.confirmations,
@@ -159,7 +175,16 @@ def _run(opts: TuneOptions, repo: Path, t_start: float) -> TuneResult:
             with contextlib.suppress(Exception), ModelControl(opts.url) as control:
                 for n in written:
                     control.load(n, repository_config_json(repo / n))
-    result.paths = write_tune_report(result)
+    try:
+        result.paths = write_tune_report(result)
+    except OSError as exc:
+        if not disk_full(exc):
+            raise
+        written = [n for n, d in (result.decisions or {}).items() if d.written]
+        done = (f"the tuned configs of {', '.join(written)} and the manifest are written" if written
+                else f"{repo} is unchanged")
+        raise DnxError(f"no space left on the device of {result.out_dir} ({one_line(exc)}): the tune report could "
+                       f"not be written; {done}; free space (or pass --out on another disk) before the next run") from None
     if result.interrupted:
         raise stopped.with_detail(f"{repo} is unchanged; the {len(result.candidates)} candidates measured are in "
                                   f"{result.paths['md']}; rerun `dnx tune` to finish") from None

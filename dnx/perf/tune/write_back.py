@@ -26,6 +26,7 @@ from pathlib import Path
 from dnx import faults
 from dnx.errors import DnxError, one_line
 from dnx.hashing import sha256_file
+from dnx.manifest import CONFIG_FILES
 from dnx.model_repository.config_edit import ORIG_NAME, write_config
 from dnx.model_repository.layout import MANIFEST_NAME, atomic_write_bytes, atomic_write_text
 from dnx.model_repository.render import TritonConfig, render_config
@@ -68,13 +69,18 @@ def _manifest(result: TuneResult, manifest: dict, written: dict[str, TritonConfi
         if name == ensemble.get("preprocess"):  # the ensemble's step, not a variant: its record is the ensemble's
             ensemble.update(preprocess_instances=cfg.instance_count, preprocess_queue_delay_us=cfg.max_queue_delay_us)
             # The file as written, hashed as `dnx export` records the ensemble's files (ensemble.py).
-            ensemble.setdefault("files", {})[f"{name}/config.pbtxt"] = sha256_file(repo / name / "config.pbtxt")
+            ensemble.setdefault("files", {}).update(_written_files(repo, name, prefix=f"{name}/"))
             continue
         entry = manifest.setdefault("models", {}).setdefault(name, {})
+        # What tune wrote is recorded like what export wrote, so `dnx publish` still verifies it.
+        entry.setdefault(CONFIG_FILES, {}).update(_written_files(repo, name))
         entry["config"] = {"max_batch_size": cfg.max_batch_size, "instance_count": cfg.instance_count,
                            "instance_kind": cfg.instance_kind, "preferred_batch_sizes": cfg.preferred_batch_sizes,
                            "max_queue_delay_us": cfg.max_queue_delay_us, "parameters": cfg.parameters}
+    measured = _measured(result)
     for name, d in result.decisions.items():
+        if name not in measured:  # a failed measurement of the current config never replaces a previous record
+            continue
         # What the served config measured here: `dnx export` serves the fastest variant in the ensemble.
         record = {**(d.point or {}), "objective": o.objective, "load": str(o.load),
                   "confirmed": d.confirmation is not None and d.confirmation.holds}
@@ -88,9 +94,22 @@ def _manifest(result: TuneResult, manifest: dict, written: dict[str, TritonConfi
         "latency_budget_ms": o.latency_budget_ms, "budget_minutes": o.budget_minutes, "concurrency": list(o.levels),
         "load": str(o.load),
         "report": str(result.out_dir),
-        "models": {n: d.manifest_record() for n, d in result.decisions.items()},
+        # The previous run's record of a model whose current config this run could not measure stays.
+        "models": {**((manifest.get("tuning") or {}).get("models") or {}),
+                   **{n: d.manifest_record() for n, d in result.decisions.items() if n in measured}},
     }
     return manifest
+
+
+def _measured(result: TuneResult) -> set[str]:
+    """The models whose current config (the baseline candidate) this run measured without failing."""
+    return {c.model for c in result.candidates if c.baseline and c.status == "ok"}
+
+
+def _written_files(repo: Path, name: str, prefix: str = "") -> dict[str, str]:
+    """sha256 of the ``config.pbtxt`` tune wrote for ``name`` and of the ``config.pbtxt.orig`` it kept."""
+    return {prefix + rel: sha256_file(repo / name / rel) for rel in ("config.pbtxt", ORIG_NAME)
+            if (repo / name / rel).is_file()}
 
 
 def _restore(repo: Path, previous: dict[str, tuple[bytes | None, bool]]) -> bool:
@@ -122,6 +141,8 @@ def write_back(result: TuneResult, bases: dict[str, TritonConfig], repo: Path) -
     # Read and render first: a corrupt manifest or a bad config stops the run before any file changes.
     manifest = repository_manifest_json(repo) or {"models": {}}
     winners = {n: space.apply_knobs(bases[n], d.knobs) for n, d in result.decisions.items() if d.write}
+    if not winners and not _measured(result):
+        return  # no current config was measured: the manifest keeps its previous records untouched
     for cfg in winners.values():
         render_config(cfg)
     previous: dict[str, tuple[bytes | None, bool]] = {}

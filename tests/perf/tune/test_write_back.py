@@ -79,3 +79,43 @@ def test_a_tuned_preprocess_model_updates_the_ensemble_record_not_the_variants(r
     assert ens["files"][f"{pre}/config.pbtxt"] == hashlib.sha256((repo_copy / pre / "config.pbtxt").read_bytes()).hexdigest()
     assert ens["tune"]["confirmed"] and ens["tune"]["throughput"] > 0
     assert pre not in manifest["models"] and manifest["tuning"]["models"][pre]["written"]
+
+
+def _failed_current(model, start):
+    from dnx.perf.tune.decision import Candidate
+
+    return Candidate(model, 0, start, t.describe(start), points=[], status="failed", baseline=True,
+                     error="[Errno 28] No space left on device")
+
+
+def test_a_failed_current_config_measurement_leaves_the_manifest_untouched(repo_copy, tmp_path):
+    """A run whose current-config measurement failed (a full results disk) writes nothing: the previous
+    tune record stays byte for byte."""
+    res, bases = _result(repo_copy, tmp_path)
+    write_back(res, bases, repo_copy)  # a first, successful run: its records are the previous ones
+    manifest = repo_copy / "dnx-manifest.json"
+    before, configs = manifest.read_bytes(), _digest(repo_copy)
+    assert json.loads(before)["models"][MODEL]["tune"]["throughput"] == 40.0
+
+    again = TuneResult(tmp_path / "again", TuneOptions(repository=repo_copy, concurrency=(1,)), machine={"cores": 2})
+    again.candidates = [_failed_current(MODEL, t.knobs_of(read_config(repo_copy / MODEL)))]
+    write_back(again, {MODEL: read_config(repo_copy / MODEL)}, repo_copy)
+    assert manifest.read_bytes() == before and _digest(repo_copy) == configs
+    assert not again.decisions[MODEL].write
+
+
+def test_a_failed_model_keeps_its_previous_record_beside_a_measured_one(repo_copy, tmp_path):
+    pre = "densenet121_preprocess"
+    res, bases = _result(repo_copy, tmp_path)
+    write_back(res, bases, repo_copy)
+    previous = json.loads((repo_copy / "dnx-manifest.json").read_text())
+
+    base_pre = read_config(repo_copy / pre)
+    again = TuneResult(tmp_path / "again", TuneOptions(repository=repo_copy, concurrency=(1,)), machine={"cores": 2})
+    start = t.knobs_of(read_config(repo_copy / MODEL))
+    again.candidates = [_failed_current(MODEL, start), _cand(pre, 0, t.knobs_of(base_pre), 20.0, baseline=True)]
+    write_back(again, {MODEL: read_config(repo_copy / MODEL), pre: base_pre}, repo_copy)
+    now = json.loads((repo_copy / "dnx-manifest.json").read_text())
+    assert now["models"][MODEL]["tune"] == previous["models"][MODEL]["tune"]  # not "current config failed"
+    assert now["tuning"]["models"][MODEL] == previous["tuning"]["models"][MODEL]
+    assert now["tuning"]["models"][pre]["figure"] and now["ensemble"]["tune"]["throughput"] == 20.0
