@@ -47,7 +47,8 @@ def burn_server(triton_server_factory, tmp_path_factory):
 @pytest.mark.server
 def test_server_cpu_per_inference_is_the_models_known_cost(burn_server, tmp_path):
     out = tmp_path / "perf"
-    r = CliRunner().invoke(cli, ["perf", "--url", burn_server.grpc_url, "--models", BURN_MODEL, "--concurrency", "1:2",
+    r = CliRunner().invoke(cli, ["perf", "--url", burn_server.grpc_url, "--metrics-url", burn_server.metrics_url,
+                                 "--models", BURN_MODEL, "--concurrency", "1:2",
                                  "--measurement-mode", "time_windows", "--measurement-interval", "1500",
                                  "--stability-percentage", "100", "--core-hour-cost", "0.05", "--out", str(out), "-q"])
     assert r.exit_code == 0, r.output
@@ -69,7 +70,7 @@ def test_server_cpu_per_inference_is_the_models_known_cost(burn_server, tmp_path
 
 
 def test_a_remote_server_gets_no_cpu_figures_rather_than_made_up_ones():
-    probe = CpuProbe.for_url("192.0.2.10:8001")  # TEST-NET-1: never contacted, not on this machine
+    probe = CpuProbe.for_url("192.0.2.10:8001", "192.0.2.10:8002")  # TEST-NET-1: never contacted, not on this machine
     assert probe.server_pid is None and probe.notes == [REMOTE] and probe.sources == []
     assert probe.start(None) is None
     assert probe.finish(None) == dict.fromkeys(FIELDS)
@@ -91,10 +92,18 @@ def test_a_stub_replaced_within_a_level_neither_subtracts_nor_double_counts(monk
     state = {"now": "before"}
     monkeypatch.setattr(cost, "process_memory", lambda pid: procs[state["now"]])
     monkeypatch.setattr(cost, "cpu_seconds", lambda pid: cpu[state["now"]].get(pid))
-    monkeypatch.setattr(cost, "triton_counts", lambda url, protocol, model: counts[state["now"]])
-    probe = CpuProbe("127.0.0.1:8001", server_pid=1)
+    monkeypatch.setattr(cost, "triton_counts", lambda metrics_url, model: counts[state["now"]])
+    probe = CpuProbe("127.0.0.1:8002", server_pid=1)
     mark = probe.start(SimpleNamespace(name="m", ensemble_steps=[]))
     state["now"] = "after"
     fields = probe.finish(mark)
     # tritonserver +0.5 s, the new stub 2.0 s, the gone stub nothing: 2.5 s over 100 inferences.
     assert fields["server_cpu_ms_per_inference"] == pytest.approx(25.0)
+
+
+def test_a_local_servers_metrics_endpoint_is_read_off_its_command_line(burn_server):
+    from dnx.perf.sweep.cost import own_metrics_url
+
+    assert f"http://{own_metrics_url(burn_server.pid)}" == burn_server.metrics_url
+    # --url alone finds it: the metrics port given (or the default 8002) is only the fallback.
+    assert CpuProbe.for_url(burn_server.grpc_url, "127.0.0.1:1/metrics").metrics_url == burn_server.metrics_url

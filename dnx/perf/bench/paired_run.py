@@ -155,7 +155,7 @@ def run_paired(opts: PairedOptions, on_step: Callable[[str], None] | None = None
     names = sorted({r.name for r, _ in pairs})
     with launched_server(repo, names, results / "tritonserver.log") as server:
         served = {m.name: m for m in inspect_server(server.grpc_url, "grpc", names)}
-        probe = CpuProbe(server.grpc_url, "grpc", server_pid=server.pid)
+        probe = CpuProbe(server.metrics_url, server_pid=server.pid)
         analyzer = Analyzer(results)
         settings = LevelSettings(url=server.grpc_url, stability_percentage=999.0, max_trials=3, retries=0)
         share = opts.budget_s / len(pairs)

@@ -119,7 +119,7 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
                 shared_memory=opts.shared_memory,
             )
             memory = MemoryProbe(server_pid=server.pid, metrics_url=server.metrics_url)
-            cpu = CpuProbe(server.grpc_url, "grpc", server_pid=server.pid)
+            cpu = CpuProbe(server.metrics_url, server_pid=server.pid)
             swept = sweep_with_fill(models, sweep_opts, results, opts.fill_cap, memory=memory, cpu=cpu)
             other = _other_pass(models, sweep_opts, opts, results, memory, step) if opts.other_pass else None
             step("served: models tuned by `dnx tune` again with their config.pbtxt.orig (untuned)")

@@ -7,7 +7,7 @@ level reads, before and after:
 
 * CPU seconds (``/proc/<pid>/stat`` utime + stime, every thread) of ``tritonserver`` and of the
   backend stubs serving the measured model (an ensemble's steps too);
-* Triton's own counters for the model (statistics extension): inferences and requests;
+* Triton's own counters for the model (its metrics endpoint): inferences and requests;
 * the CPU seconds of the finished perf_analyzer (this process's reaped children).
 
 The CPU over Triton's count covers exactly the same interval (warm-up and unstable windows
@@ -23,9 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dnx._lazy import lazy_import
 from dnx.errors import ServerError
-from dnx.ops.metrics import process_memory
+from dnx.ops.metrics import process_memory, scrape
 from dnx.perf.analyzer.argv import is_local_host, url_host
 from dnx.perf.served import ServedModel
 from dnx.perf.sweep.memory import listening_pid
@@ -51,20 +50,40 @@ def children_cpu_seconds() -> float:
     return t.children_user + t.children_system
 
 
-def triton_counts(url: str, protocol: str, model: str) -> tuple[int, int]:
-    """``(inferences, requests)`` Triton has completed for ``model`` (all versions), from its statistics."""
-    module = lazy_import("tritonclient.grpc" if protocol == "grpc" else "tritonclient.http")
+def triton_counts(metrics_url: str, model: str) -> tuple[int, int]:
+    """``(inferences, requests)`` Triton has completed for ``model`` (all versions), from its metrics endpoint.
+
+    Plain HTTP on purpose: a gRPC client in this process would break the next fork of a child that
+    runs Python before exec (perf_analyzer's parent-death signal), in gRPC's at-fork handler.
+    """
+    inferences = requests = 0.0
+    for sample in scrape(metrics_url):
+        if sample.labels.get("model") != model:
+            continue
+        if sample.name == "nv_inference_count":
+            inferences += sample.value
+        elif sample.name == "nv_inference_request_success":
+            requests += sample.value
+    return int(inferences), int(requests)
+
+
+def own_metrics_url(pid: int) -> str | None:
+    """``host:port/metrics`` of the endpoint a local ``tritonserver`` was started with (None: not stated)."""
     try:
-        client = module.InferenceServerClient(url)
-        stats = (client.get_inference_statistics(model_name=model, as_json=True) if protocol == "grpc"
-                 else client.get_inference_statistics(model_name=model))
-    except Exception as exc:  # noqa: BLE001 - tritonclient raises its own and socket errors
-        raise ServerError(f"cannot read Triton's statistics for {model} at {url} ({exc})") from None
-    inferences = requests = 0
-    for s in stats.get("model_stats", []):
-        inferences += int(s.get("inference_count", 0))
-        requests += int(s.get("inference_stats", {}).get("success", {}).get("count", 0))
-    return inferences, requests
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace").split("\0")
+    except OSError:
+        return None
+    flags = {}
+    for i, arg in enumerate(argv):
+        for name in ("--metrics-port", "--metrics-address"):
+            if arg.startswith(name + "="):
+                flags[name] = arg.split("=", 1)[1]
+            elif arg == name and i + 1 < len(argv):
+                flags[name] = argv[i + 1]
+    if "--metrics-port" not in flags:
+        return None
+    host = flags.get("--metrics-address", "127.0.0.1")
+    return f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{flags['--metrics-port']}/metrics"
 
 
 @dataclass
@@ -80,17 +99,22 @@ class _Mark:
 class CpuProbe:
     """``start(model)`` before a level and ``finish(mark)`` after it give that level's CPU cost fields."""
 
-    def __init__(self, url: str, protocol: str = "grpc", *, server_pid: int | None = None,
-                 core_hour_cost: float | None = None):
-        self.url, self.protocol, self.server_pid, self.core_hour_cost = url, protocol, server_pid, core_hour_cost
-        self.notes: list[str] = [] if server_pid else [REMOTE]
+    def __init__(self, metrics_url: str | None, *, server_pid: int | None = None, core_hour_cost: float | None = None):
+        if metrics_url and "://" not in metrics_url:
+            metrics_url = f"http://{metrics_url}"
+        self.metrics_url, self.server_pid, self.core_hour_cost = metrics_url, server_pid, core_hour_cost
+        if not metrics_url:
+            self.server_pid = None
+        self.notes: list[str] = [] if self.server_pid else [REMOTE]
 
     @classmethod
-    def for_url(cls, url: str, protocol: str = "grpc", core_hour_cost: float | None = None) -> "CpuProbe":
-        """The probe of a server dnx did not launch: measured when ``url`` is on this machine."""
+    def for_url(cls, url: str, metrics_url: str | None, core_hour_cost: float | None = None) -> "CpuProbe":
+        """The probe of a server dnx did not launch: measured when ``url`` is on this machine, whose
+        metrics port is then read off its command line (``metrics_url`` is the fallback)."""
         port = url.rsplit(":", 1)[-1]
         pid = listening_pid(int(port)) if is_local_host(url_host(url)) and port.isdigit() else None
-        return cls(url, protocol, server_pid=pid, core_hour_cost=core_hour_cost)
+        return cls(own_metrics_url(pid) or metrics_url if pid else metrics_url, server_pid=pid,
+                   core_hour_cost=core_hour_cost)
 
     @property
     def sources(self) -> list[str]:
@@ -120,7 +144,7 @@ class CpuProbe:
         if not self.server_pid:
             return None
         try:
-            inferences, requests = triton_counts(self.url, self.protocol, model.name)
+            inferences, requests = triton_counts(self.metrics_url, model.name)
             return _Mark(model, time.monotonic(), self._server_cpu(model), children_cpu_seconds(), inferences, requests)
         except ServerError as exc:
             self.notes.append(str(exc))
@@ -132,7 +156,7 @@ class CpuProbe:
         if mark is None:
             return out
         try:
-            inferences, requests = triton_counts(self.url, self.protocol, mark.model.name)
+            inferences, requests = triton_counts(self.metrics_url, mark.model.name)
             now = self._server_cpu(mark.model)
             server = sum(max(0.0, cpu - mark.server.get(pid, 0.0)) for pid, cpu in now.items())
         except ServerError as exc:
@@ -142,6 +166,8 @@ class CpuProbe:
         wall = time.monotonic() - mark.wall
         done, asked = inferences - mark.inferences, requests - mark.requests
         if done <= 0 or asked <= 0:
+            self.notes.append(f"{self.metrics_url} counted no {mark.model.name} inference over a level: check --metrics-url")
+            self.notes = list(dict.fromkeys(self.notes))
             return out
         per_inference = server / done * 1000
         out.update(

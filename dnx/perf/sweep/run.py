@@ -60,11 +60,11 @@ def run_perf(opts: PerfOptions, resume: dict | None = None) -> PerfRun:
                 url = server.grpc_url if s.protocol == "grpc" else server.http_url
                 metrics_url = server.metrics_url.removeprefix("http://")
                 memory = MemoryProbe(server_pid=server.pid, metrics_url=metrics_url)
-                cpu = CpuProbe(url, s.protocol, server_pid=server.pid, core_hour_cost=opts.core_hour_cost)
+                cpu = CpuProbe(metrics_url, server_pid=server.pid, core_hour_cost=opts.core_hour_cost)
             else:
                 url, metrics_url = s.url, s.metrics_url or default_metrics_url(s.url)
                 memory = MemoryProbe.for_url(url, metrics_url)
-                cpu = CpuProbe.for_url(url, s.protocol, core_hour_cost=opts.core_hour_cost)
+                cpu = CpuProbe.for_url(url, metrics_url, core_hour_cost=opts.core_hour_cost)
             models, skipped = measurable(inspect_server(url, s.protocol, opts.models), named=bool(opts.models))
             if opts.models and skipped:
                 raise InputError(f"{', '.join(skipped)}: {'; '.join(skipped.values())}; dnx perf measures fixed-shape "

@@ -52,7 +52,7 @@ class Measurer:
     """Loads candidates into the server and measures them with perf_analyzer, within a deadline."""
 
     def __init__(self, url: str, opts: TuneOptions, out_dir: Path, deadline: float,
-                 through: dict[str, str] | None = None):
+                 through: dict[str, str] | None = None, metrics_url: str | None = None):
         self.url, self.opts, self.deadline = url, opts, deadline
         # model -> the ensemble it is measured through (the preprocess model: encoded photographs in)
         self.through = dict(through or {})
@@ -66,7 +66,7 @@ class Measurer:
             stability_percentage=opts.stability_percentage, retries=0, shared_memory=opts.shared_memory,
             timeout_s=opts.window_ms / 1000.0 * (opts.max_trials + 2) * 3 + 60,
         )
-        self.cpu = CpuProbe.for_url(url)  # CPU per inference of each level, for a server on this machine
+        self.cpu = CpuProbe.for_url(url, metrics_url)  # CPU per inference of each level, for a server on this machine
         self._served: dict[str, ServedModel] = {}
         self.costs: list[float] = []
         self.level_costs: list[float] = []

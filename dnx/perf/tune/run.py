@@ -28,7 +28,8 @@ from dnx.locks import repository_lock
 from dnx.manifest import library_versions
 from dnx.model_repository.config_edit import read_config, repository_config_json
 from dnx.perf.results import machine_info, new_results_dir
-from dnx.perf.served import ModelControl, inspect_server, launched_server, measurable, repository_manifest
+from dnx.perf.served import (ModelControl, default_metrics_url, inspect_server, launched_server, measurable,
+                            repository_manifest)
 from dnx.perf.tune import space
 from dnx.perf.tune.decision import choices, decide, unsearched_why
 from dnx.perf.tune.measure import Measurer, confirm_winners, search
@@ -125,9 +126,10 @@ def _run(opts: TuneOptions, repo: Path, t_start: float) -> TuneResult:
             if opts.url is None:
                 # A preprocess model is measured through its ensemble: the server loads that too (and its steps).
                 load = list(dict.fromkeys([*opts.models, *through.values()])) if opts.models else None
-                url = stack.enter_context(launched_server(repo, load, out / "tritonserver.log")).grpc_url
+                server = stack.enter_context(launched_server(repo, load, out / "tritonserver.log"))
+                url, metrics_url = server.grpc_url, server.metrics_url
             else:
-                url = opts.url
+                url, metrics_url = opts.url, default_metrics_url(opts.url)
             result.url = url
             served, _ = measurable(inspect_server(url, "grpc", opts.models), named=bool(opts.models))
             for m in served:
@@ -139,7 +141,8 @@ def _run(opts: TuneOptions, repo: Path, t_start: float) -> TuneResult:
                                  "tensorrt_plan configs); pass --models")
             if not opts.dry_run:
                 _check_writable(repo, names)
-            measurer = Measurer(url, opts, out, t_start + opts.budget_minutes * 60, through=through)
+            measurer = Measurer(url, opts, out, t_start + opts.budget_minutes * 60, through=through,
+                                metrics_url=metrics_url)
             stack.callback(measurer.close)
             if opts.url is not None:  # leave a shared server as the repository says, whatever happens
                 stack.callback(measurer.control.restore, repo, names)
