@@ -54,7 +54,7 @@ BOMB_PIXELS_PER_BYTE = 1000
 # The short side is resized to ``spec.resize``; a very elongated image would be resized to a
 # huge strip (20000x30 -> 170666x256) only to keep its centre, so the long side is capped.
 MAX_ASPECT = 100
-# Reduced-DCT-scale decoding keeps the short side >= this many times ``resize``. Measured on
+# Reduced-DCT-scale decoding keeps the short side >= this many times ``resize``. Checked on
 # the shipped photographs made into 1366x1024..8000x6000 JPEGs (q90, sensor-like noise) against
 # the full decode: at 2.0x the worst photo has tensor mean 0.012 / p99.9 0.14 (outside the
 # tolerance); at 2.95x (12 MP at 1/4) the tensors are within it (0.005 / 0.035) but centred

@@ -47,7 +47,7 @@ def _sources(*tops: str) -> dict[str, Path]:
 
 
 DNX = _sources("dnx")
-ALL = {**DNX, **_sources("tests", "scripts")}
+ALL = {**DNX, **_sources("tests", "scripts", "benchmarks")}
 
 
 class _Imports(ast.NodeVisitor):

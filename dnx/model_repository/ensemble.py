@@ -38,9 +38,7 @@ PREPROCESS_LIBRARY_NAME = "dnx_preprocess.py"
 IMAGE_INPUT = "image"
 PROBABILITIES = "probabilities"
 ENSEMBLE_PLACEHOLDER = "ENSEMBLE.txt"
-# Measured with perf_analyzer through the ensemble (noisy, 2-core machine): see
-# perf/bytes_vs_tensor.py --preprocess-configs. Two Python-stub processes decode two images at
-# once; a queue delay only adds latency (the model loops over its requests, batching saves
+# Two Python-stub processes decode two images at once; a queue delay only adds latency (the model loops over its requests, batching saves
 # nothing but the stub round trip), so the batcher takes what is queued without waiting.
 PREPROCESS_INSTANCES = 2
 PREPROCESS_QUEUE_DELAY_US = 0

@@ -263,7 +263,7 @@ def measurable(models: list[ServedModel], named: bool, ensembles: bool = True) -
     if not named:
         skipped.update(ensemble_internal_steps(models))
         if not ensembles:
-            skipped.update({m.name: "ensemble (bytes in; perf/bytes_vs_tensor.py measures it)"
+            skipped.update({m.name: "ensemble (bytes in; its preprocessing cost: dnx perf --models <ensemble>,<variant>)"
                             for m in models if m.ensemble_steps and m.name not in skipped})
     return [m for m in models if m.name not in skipped], skipped
 

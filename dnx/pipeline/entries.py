@@ -43,8 +43,8 @@ class ServingDefaults:
     instances: int = 1
 
 
-# Measured on the 2-core developer machine (perf/BENCHMARKS.md): batching hurts ONNX Runtime
-# there, so its dynamic batcher only merges requests that are already queued (no delay).
+# Batching does not pay for ONNX Runtime on a small CPU (docs/PERFORMANCE.md): its dynamic
+# batcher only merges requests that are already queued (no delay).
 # OpenVINO's defaults come from dnx.exporter.openvino.TUNED. GPU defaults follow Triton's
 # usual starting point (preferred = a couple of batch sizes, 100 µs delay).
 SERVING_DEFAULTS = {

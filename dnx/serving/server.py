@@ -148,7 +148,7 @@ def tritonserver_argv(
         # dnx renders every config whole; Triton's auto-complete would start one more Python stub
         # per (re)load only to read it back: ~1.1-1.3 s per load here, paid by each tune candidate.
         "--disable-auto-complete-config",
-        *SERVER_METRICS_FLAGS,  # latency quantiles for SLOs, CPU/GPU memory (issue 21)
+        *SERVER_METRICS_FLAGS,  # latency quantiles for SLOs, CPU/GPU memory
     ]
     return argv
 

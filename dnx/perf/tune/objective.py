@@ -7,7 +7,7 @@ Objectives (:data:`OBJECTIVES`):
   than ``slack`` (3 %) slower than the current config at any level, nor one whose p99 exceeds
   ``latency_budget_ms`` at any level. It must beat the current config's geometric mean by
   ``min_gain`` (3 %, measurement noise), else the current config stays.
-- ``saturation`` (today's behaviour, batch-heavy services): the best throughput at any measured
+- ``saturation`` (batch-heavy services): the best throughput at any measured
   level (the fill level included) whose p99 is within the budget.
 - ``latency``: the lowest p99 at the load's lowest level.
 
@@ -38,9 +38,8 @@ SLACK = 0.03  # a winner is never more than this much slower than the current co
 NEAR_SLACK = 2 * SLACK
 MIN_GAIN = 0.03  # ... and beats it by at least this much in aggregate (measurement noise)
 # The final round: candidates whose search score is within this share of the winner's are ties on
-# one window each. Measured on the AMX VM: OpenVINO int8 max batch 4 at c16 scored 113.1 infer/s in
-# dnx tune's search and 178.4 in Model Analyzer's the same hour; dnx wrote max batch 2 (155.0),
-# which max batch 4 then beat in each of 6 interleaved rounds (+16 %).
+# one window each: on a shared VM one window of the same config has moved by more than 50 % within
+# an hour (docs/TUNING.md, "The final round"), so the search's order among them is not evidence.
 FINALIST_BAND = 0.30
 MAX_RUNNERS_UP = 3  # measured again with the winner, at most
 RERUN_WINDOWS = 20  # ... and only while the final round stays within this many perf_analyzer runs per model
@@ -231,7 +230,7 @@ def early_refusal(current: Curve, partial: Curve, load: Load | str, latency_budg
     current config at a level already measured, is refused whatever the other levels say: stop
     measuring it. Measure the levels from the highest down, so a candidate that is faster at high
     load is measured there before its low-load levels refuse it (the report's trade-offs).
-    Other objectives: None (their loop keeps today's stop rules).
+    Other objectives: None (their loop stops by its own rules).
     """
     if objective != "load":
         return None
