@@ -42,7 +42,7 @@ def main() -> int:
     if a.out.exists():
         shutil.rmtree(a.out)
     a.out.mkdir(parents=True)
-    lines = [f"# Independent runs of the configs `dnx tune` wrote", "",
+    lines = ["# Independent runs of the configs `dnx tune` wrote", "",
              f"machine: {machine_words(machine_info())}; tuned on: {machine_words(tuning.get('machine', {}))}; "
              f"load `{load}`, objective `{tuning.get('objective')}`, windows {a.measurement_interval} ms", ""]
     for model, rec in (tuning.get("models") or {}).items():

@@ -150,7 +150,7 @@ def draft_scale(width: int, height: int, resize: int) -> int:
 def _stored_box(box, orientation: int, width: int, height: int) -> tuple[float, float, float, float]:
     """Map a box of the upright picture onto the image as stored (``width`` x ``height``)."""
     x0, y0, x1, y1 = box
-    W, H = width, height
+    W, H = width, height  # noqa: N806 - the EXIF orientation table reads as the spec writes it
     return {
         1: (x0, y0, x1, y1), 2: (W - x1, y0, W - x0, y1), 3: (W - x1, H - y1, W - x0, H - y0),
         4: (x0, H - y1, x1, H - y0), 5: (y0, x0, y1, x1), 6: (y0, H - x1, y1, H - x0),

@@ -63,7 +63,8 @@ class ServingDefaults:
     threads: int | None = None  # INFERENCE_NUM_THREADS; None: OpenVINO's default, the serving machine's cores
 
 
-# On a 2-core CPU (docs/PERFORMANCE.md), perf_analyzer concurrency 1-4: max_batch_size 1, one instance, one stream, LATENCY hint, OpenVINO's own
+# On a 2-core CPU (docs/PERFORMANCE.md), perf_analyzer concurrency 1-4: max_batch_size 1, one
+# instance, one stream, LATENCY hint, OpenVINO's own
 # thread count beat max_batch_size 2/4 with padding (a lone request pays for the whole batch)
 # and two instances x two streams (one thread each) for every precision.
 TUNED: dict[str, ServingDefaults] = {p: ServingDefaults(max_batch_size=1) for p in ("fp32", "bf16", "int8")}

@@ -165,7 +165,8 @@ def write_bytes_path(repo: Path, spec, variant: str, variant_max_batch: int, lab
     shutil.copyfile(PREPROCESS_SOURCE, pre / "model.py")
     shutil.copyfile(PREPROCESS_LIBRARY, pre / PREPROCESS_LIBRARY_NAME)
     pre_batch = max(preprocess_max_batch, variant_max_batch)
-    atomic_write_text(repo / spec.preprocess_name / "config.pbtxt", render_preprocess(spec, pre_batch, preprocess_instances, preprocess_queue_delay_us))
+    atomic_write_text(repo / spec.preprocess_name / "config.pbtxt",
+                      render_preprocess(spec, pre_batch, preprocess_instances, preprocess_queue_delay_us))
 
     soft = model_dir(repo, spec.softmax_name)
     softmax_onnx(soft / "model.onnx", spec)

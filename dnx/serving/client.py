@@ -276,7 +276,8 @@ def _image_paths(images, top_k: int, batch_size: int) -> list:
         raise InputError(f"--batch-size must be at least 1 (got {batch_size})")
     paths = find_images(images)
     if not paths:
-        raise InputError(f"no image files found in {', '.join(map(str, images)) or 'the arguments'}; pass JPEG/PNG files or folders with them")
+        raise InputError(f"no image files found in {', '.join(map(str, images)) or 'the arguments'}; "
+                         "pass JPEG/PNG files or folders with them")
     return paths
 
 

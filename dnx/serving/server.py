@@ -39,7 +39,7 @@ from typing import Callable
 
 from dnx.cpu import this_cpu, unsafe_variants
 from dnx.manifest import load_manifest
-from dnx.errors import DnxError, InputError, MissingDependencyError, ServerError
+from dnx.errors import InputError, MissingDependencyError, ServerError
 from dnx.ops.metrics import SERVER_METRICS_FLAGS
 from dnx.serving import docker as docker_mode
 from dnx.serving.servable import BACKENDS_SOURCE, TENSORRT, ModelChoice, choose_models, local_backends
@@ -386,7 +386,8 @@ class TritonServer:
             log.warning("skipping model %s: %s", name, reason)
         if not self.loaded:
             detail = "; ".join(f"{k}: {v}" for k, v in self.skipped.items()) or "it holds no model folders"
-            raise ServerError(f"nothing in {self.repository} can be served in {self.mode} mode ({detail}); export a model with `dnx export`")
+            raise ServerError(f"nothing in {self.repository} can be served in {self.mode} mode ({detail}); "
+                              "export a model with `dnx export`")
         check_ports(self.host, {"grpc": self.grpc_port, "http": self.http_port, "metrics": self.metrics_port})
         self._launch(choices, gpu, view)
         self._wait_ready()

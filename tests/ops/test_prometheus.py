@@ -17,7 +17,6 @@ import yaml
 
 from dnx.ops import golden as g
 from dnx.ops.dashboard import build_dashboard, dashboard_queries
-from dnx.ops.metrics import scrape
 from dnx.ops.render import query, render_dashboard_png
 from dnx.ops.rules import MonitoringSpec, alert_rules, plain_rules_yaml, recording_rules
 from tests.ops.conftest import PROMETHEUS, need_prometheus
