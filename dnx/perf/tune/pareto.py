@@ -16,7 +16,8 @@ from pathlib import Path
 from dnx._lazy import lazy_import
 from dnx.model_repository.layout import atomic_write_bytes
 from dnx.perf.tune.curves import Curve
-from dnx.perf.tune.objective import Confirmation, Decision, pct, share
+from dnx.perf.tune.confirm import Confirmation
+from dnx.perf.tune.objective import Decision, pct, share
 
 _WORST = (0.0, math.inf)
 
