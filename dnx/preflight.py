@@ -19,6 +19,7 @@ import threading
 import zipfile
 from pathlib import Path
 
+from dnx.kinds import builds, runtimes_building
 from dnx.errors import InputError, WeightsError
 from dnx.exporter.calibration import NO_BUNDLED_IMAGES, bundled_photographs, bundled_warning
 from dnx.model_repository.config_edit import tuned_models
@@ -36,8 +37,6 @@ TENSORRT_FLAGS = {"cuda_graphs": "--cuda-graphs", "hardware_compatible": "--hard
 
 # Precisions each runtime can build at all (OpenVINO bf16 also needs a CPU with native bf16,
 # which only the OpenVINO stage can tell).
-_BUILDS = {"onnxruntime": {"fp32", "fp16", "int8"}, "openvino": {"fp32", "bf16", "int8"},
-           "tensorrt": {"fp32", "fp16", "int8"}}
 
 
 def preflight(options) -> list[str]:
@@ -68,8 +67,8 @@ def _check_flags(o) -> None:
             raise InputError(f"{given} only applies to INT8, not to {asked}; add --precision int8 or drop {given}")
     only = set(o.runtimes)
     for precision in o.precisions:
-        if only and not any(precision in _BUILDS[r] for r in only):
-            builders = " or ".join(f"--runtime {r}" for r in _BUILDS if precision in _BUILDS[r])
+        if only and not any(builds(r, precision) for r in only):
+            builders = " or ".join(f"--runtime {r}" for r in runtimes_building(precision))
             raise InputError(f"--precision {precision} is not built by --runtime {', '.join(o.runtimes)}; "
                              f"add {builders}, or drop --precision {precision}")
 

@@ -39,28 +39,18 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from dnx.kinds import BUILDS, Runtime
 from dnx._lazy import lazy_import
 from dnx.errors import DnxError, InputError
 from dnx.hashing import sha256_file
+from dnx.model_repository.defaults import ServingDefaults
 from dnx.runtimes.openvino import cpu_capabilities, cpu_supports_bf16
 from dnx.spec import DEFAULT_MODEL, ModelSpec
 
 IR_FILES = ("model.xml", "model.bin")
-OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
+OPENVINO_PRECISIONS = tuple(p.value for p in BUILDS[Runtime.OPENVINO])
 BACKEND = "openvino"
 
-
-@dataclass(frozen=True)
-class ServingDefaults:
-    """Triton settings of one OpenVINO variant (dynamic batcher, instances, OpenVINO streams)."""
-
-    max_batch_size: int
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_delay_us: int = 0
-    instance_count: int = 1
-    num_streams: int = 1
-    performance_hint: str = "LATENCY"
-    threads: int | None = None  # INFERENCE_NUM_THREADS; None: OpenVINO's default, the serving machine's cores
 
 
 # On a 2-core CPU (docs/PERFORMANCE.md), perf_analyzer concurrency 1-4: max_batch_size 1, one

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from dnx.perf.tune.curves import UNSTABLE_SPREAD, Curve, Point
 from dnx.perf.tune.evidence import gain_evidence
-from dnx.perf.tune.objective import (EPS, FINALIST_BAND, MAX_RUNNERS_UP, NEAR_SLACK, RERUN_WINDOWS, Decision,
+from dnx.perf.tune.objective import (EPS, FINALIST_BAND, MAX_RUNNERS_UP, NEAR_SLACK, RERUN_WINDOWS, Choice,
                                      decide_among, load_levels, refusal_of, share)
 
 
@@ -24,7 +24,7 @@ class Confirmation:
 
     holds: bool
     reason: str
-    rerun: Decision  # choose() over the two rerun curves, same rules
+    rerun: Choice  # choose() over the two rerun curves, same rules
     written: Curve
     gain: str = ""  # the pick's gain over the current config, paired run by run, with its interval
 
@@ -34,7 +34,7 @@ class Confirmation:
                 "rerun": {k: v for k, v in self.rerun.to_dict().items() if k != "trade_offs"}}
 
 
-def rerun_levels(decision: Decision, runners: tuple[Curve, ...] = ()) -> tuple[int, ...]:
+def rerun_levels(decision: Choice, runners: tuple[Curve, ...] = ()) -> tuple[int, ...]:
     """The levels the confirm step measures: the load's (saturation: each config's best level)."""
     if decision.objective == "saturation":
         best = lambda c: max(c.points, key=lambda p: p.throughput).concurrency if c.points else None  # noqa: E731
@@ -57,7 +57,7 @@ def rerun_configs(levels: int, rounds: int) -> int:
     return min(2 + MAX_RUNNERS_UP, max(2, RERUN_WINDOWS // max(1, levels * rounds)))
 
 
-def runners_up(decision: Decision, rounds: int = 2, band: float = FINALIST_BAND) -> tuple[Curve, ...]:
+def runners_up(decision: Choice, rounds: int = 2, band: float = FINALIST_BAND) -> tuple[Curve, ...]:
     """The candidates measured again with the winner in the final round, best search score first.
 
     A runner-up scored within ``band`` of the winner (one window each on a VM that drifts by
@@ -86,7 +86,7 @@ def runners_up(decision: Decision, rounds: int = 2, band: float = FINALIST_BAND)
     return tuple(out[:max(0, room)])
 
 
-def rerun_plan(decision: Decision, rounds: int = 2, runners: tuple[Curve, ...] = ()) -> list[tuple[int, str]]:
+def rerun_plan(decision: Choice, rounds: int = 2, runners: tuple[Curve, ...] = ()) -> list[tuple[int, str]]:
     """``(level, config label)`` in measuring order: back to back at each level, the order reversed
     every other round (two configs: ABBA, current, winner, winner, current), so a drift in the
     machine's load hits each config alike. ``runners``: the final round's runners-up (:func:`runners_up`)."""
@@ -104,7 +104,7 @@ def _extreme(curve: Curve, pick) -> Curve:
                                     for p in curve.points), knobs=curve.knobs, error=curve.error)
 
 
-def confirm(current_rerun: Curve, winner_rerun: Curve | None, decision: Decision,
+def confirm(current_rerun: Curve, winner_rerun: Curve | None, decision: Choice,
             unstable_spread: float = UNSTABLE_SPREAD, runners: tuple[Curve, ...] = ()) -> Confirmation:
     """Does ``decision`` hold on the interleaved rerun (:func:`rerun_plan`, :func:`~curves.combine`)?
 

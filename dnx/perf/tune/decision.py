@@ -14,7 +14,7 @@ from dnx.perf.tune.curves import Curve, Load, geomean
 from dnx.perf.tune.evidence import conservative_throughput
 from dnx.perf.tune.confirm import Confirmation
 from dnx.perf.tune.objective import challenge, choose
-from dnx.perf.tune.objective import Decision as Choice
+from dnx.perf.tune.objective import Choice
 
 
 @dataclass

@@ -37,7 +37,7 @@ from dnx.perf.tune.curves import Curve, Point, combine
 from dnx.perf.tune.decision import Candidate, choices, curve_of, search_score
 from dnx.perf.tune.confirm import Confirmation, confirm, rerun_levels, rerun_plan, rerun_rounds, runners_up
 from dnx.perf.tune.objective import NEAR_SLACK, early_refusal
-from dnx.perf.tune.objective import Decision as Choice
+from dnx.perf.tune.objective import Choice
 from dnx.perf.tune.options import (
     LOAD_ESTIMATE_S, TuneOptions, TuneResult, candidate_estimate_s, confirm_estimate_s, level_estimate_s,
 )

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dnx.kinds import Objective
 from dnx.errors import InputError
 from dnx.perf.tune.curves import UNSTABLE_SPREAD, Curve, Load, geomean
 
-OBJECTIVES = ("load", "saturation", "latency")
+OBJECTIVES = tuple(o.value for o in Objective)
 DEFAULT_LOAD = "1:16"
 SLACK = 0.03  # a winner is never more than this much slower than the current config at any level
 # A candidate refused only for being at most this much slower at some level (one perf_analyzer window
@@ -96,7 +97,7 @@ class TradeOff:
 
 
 @dataclass(frozen=True)
-class Decision:
+class Choice:
     """The outcome of :func:`choose`: the winner (``current`` when nothing beats it) and why."""
 
     objective: str
@@ -251,7 +252,7 @@ def _check(objective: str, slack: float, min_gain: float, budget: float | None) 
 
 def choose(current: Curve, candidates: list[Curve], load: Load | str = DEFAULT_LOAD,
            latency_budget_ms: float | None = None, slack: float = SLACK, objective: str = "load",
-           min_gain: float = MIN_GAIN, unstable_spread: float = UNSTABLE_SPREAD) -> Decision:
+           min_gain: float = MIN_GAIN, unstable_spread: float = UNSTABLE_SPREAD) -> Choice:
     """Decide which config serves ``load`` best: a candidate, or ``current`` (ties keep ``current``).
 
     ``candidates`` may include ``current`` (same label: skipped). Labels must be unique.
@@ -260,7 +261,7 @@ def choose(current: Curve, candidates: list[Curve], load: Load | str = DEFAULT_L
 
 
 def challenge(current: Curve, candidates: list[Curve], load: Load | str = DEFAULT_LOAD,
-              latency_budget_ms: float | None = None, objective: str = "load") -> Decision:
+              latency_budget_ms: float | None = None, objective: str = "load") -> Choice:
     """:func:`choose`, except that under the load objective a candidate refused only for being at
     most :data:`NEAR_SLACK` slower at some level (faster in aggregate by the noise margin) becomes
     the winner *to be confirmed* (``challenger``): the decision keeps the 3 % rule (``slack``), so
@@ -279,12 +280,12 @@ def challenge(current: Curve, candidates: list[Curve], load: Load | str = DEFAUL
     why = (f"{near.winner.label} is refused by the {share(SLACK)} rule only within this machine's noise "
            f"({r.reason if r else 'slower at one level'}); it is measured again, interleaved with the current "
            f"config, and written only if it holds there; otherwise the current config stays")
-    return Decision(near.objective, near.load, near.latency_budget_ms, SLACK, near.min_gain, near.current,
+    return Choice(near.objective, near.load, near.latency_budget_ms, SLACK, near.min_gain, near.current,
                     near.candidates, near.winner, why, near.scores, near.gain, strict.refused, strict.trade_offs,
                     near.unstable, challenger=True)
 
 
-def decide_among(current, candidates, load, budget, slack, objective, min_gain, spread, with_trade_offs) -> Decision:
+def decide_among(current, candidates, load, budget, slack, objective, min_gain, spread, with_trade_offs) -> Choice:
     """The decision with every rule's parameter given (:func:`choose` and :func:`challenge` set them)."""
     _check(objective, slack, min_gain, budget)
     load = Load.parse(load) if isinstance(load, str) else load
@@ -296,7 +297,7 @@ def decide_among(current, candidates, load, budget, slack, objective, min_gain, 
     scores.update({c.label: _score(c, objective, load, budget) for c in cands})
     unstable = {c.label: u for c in (current, *cands) if (u := c.unstable(spread))}
     trade = tuple(_trade_offs(current, cands, load, budget, slack, min_gain, spread)) if with_trade_offs else ()
-    make = lambda winner, why, gain, refused: Decision(  # noqa: E731
+    make = lambda winner, why, gain, refused: Choice(  # noqa: E731
         objective, load, budget, slack, min_gain, current, tuple(cands), winner, why, scores, gain,
         tuple(refused), trade, unstable)
 
