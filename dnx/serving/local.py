@@ -10,6 +10,7 @@ import importlib.util
 import os
 import shutil
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from pathlib import Path
 from dnx.errors import InputError, MissingDependencyError, ServerError
 from dnx.ops.metrics import SERVER_METRICS_FLAGS
 from dnx.serving.servable import BACKENDS_SOURCE, local_backends
+from dnx.signals import die_with_parent
+from dnx.storage.s3 import is_s3_uri
 
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000, "metrics": 8002}
 # Option mapping and request batching shared with dnx's in-process runners, copied beside each model.py.
@@ -195,3 +198,25 @@ def log_tail(path: Path, lines: int = 6) -> str:
     noise = ("NVML", "DCGM", "CudaDriverHelper", "pinned")
     errors = [t for t in errors if not any(n in t for n in noise)]
     return " | ".join((errors or text)[-lines:]) or "(empty log)"
+
+
+def local_command(binary: str | Path | None, repository, workdir: Path, models: list[str], env: dict, *, host: str,
+                  grpc_port: int, http_port: int, metrics_port: int) -> list[str]:
+    """The local ``tritonserver``'s argv over ``repository`` (a folder is read through a view in ``workdir``,
+    an ``s3://`` one directly); ``env`` gets the libraries' and this interpreter's paths."""
+    triton = find_local_triton(binary)
+    backend_dir = make_backend_dir(workdir / "backends", triton)
+    if not is_s3_uri(str(repository)):
+        repository = repository_view(Path(repository), workdir / "repository")
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(triton.libs), env.get("LD_LIBRARY_PATH")]))
+    # The embedded stub finds this interpreter's site-packages through PATH.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return tritonserver_argv(triton.binary, repository, backend_dir, models, host=host, grpc_port=grpc_port,
+                             http_port=http_port, metrics_port=metrics_port)
+
+
+def start_watchdog(pid: int) -> subprocess.Popen:
+    """The process that takes ``pid``'s process group down with dnx (see :data:`WATCHDOG`)."""
+    return subprocess.Popen([sys.executable, "-c", WATCHDOG, str(pid), str(WATCHDOG_GRACE_S)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, preexec_fn=die_with_parent())

@@ -26,7 +26,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -40,12 +39,11 @@ from dnx.ops.metrics import SERVER_METRICS_FLAGS
 from dnx.serving import docker as docker_mode
 from dnx.serving.local import (  # noqa: F401 - re-exported: the server's parts, one import away
     BACKEND_COMMON, DEFAULT_PORTS, WATCHDOG, WATCHDOG_GRACE_S, LocalTriton, check_ports, find_local_triton, free_port,
-    log_tail, make_backend_dir, repository_view, tritonserver_argv,
+    local_command, log_tail, make_backend_dir, repository_view, start_watchdog, tritonserver_argv,
 )
 from dnx.serving.servable import TENSORRT, ModelChoice, choose_models
 from dnx.signals import Interrupted, die_with_parent, hurry, terminating
 from dnx.storage.remote import check_reachable_from_container, open_remote
-from dnx.storage.s3 import is_s3_uri
 from dnx.workdirs import make_dir
 
 log = logging.getLogger(__name__)
@@ -221,31 +219,12 @@ class TritonServer:
         repository = self.remote.triton_uri if self.remote else self.repository
         if self.remote:
             env.update(self.remote.env)
+        ports = {"host": self.host, "grpc_port": self.grpc_port, "http_port": self.http_port,
+                 "metrics_port": self.metrics_port}
         if self.mode == "local":
-            triton = find_local_triton(self.tritonserver)
-            backend_dir = make_backend_dir(self._workdir / "backends", triton)
-            if not is_s3_uri(str(repository)):
-                repository = repository_view(Path(repository), self._workdir / "repository")
-            self.argv = tritonserver_argv(
-                triton.binary, repository, backend_dir, self.loaded, host=self.host,
-                grpc_port=self.grpc_port, http_port=self.http_port, metrics_port=self.metrics_port,
-            )
-            env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(triton.libs), env.get("LD_LIBRARY_PATH")]))
-            # The embedded stub finds this interpreter's site-packages through PATH.
-            env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+            self.argv = local_command(self.tritonserver, repository, self._workdir, self.loaded, env, **ports)
         else:
-            tag = self.image_tag or docker_mode.select_image_tag(
-                load_manifest(view, required=False),
-                [c.name for c in choices if c.load and c.backend in TENSORRT],
-            )
-            if self.remote:
-                check_reachable_from_container(self.remote)
-            self._container = f"dnx-tritonserver-{os.getpid()}-{self.grpc_port}"
-            self.argv = docker_mode.docker_run_argv(
-                repository, tag=tag, env_names=sorted(self.remote.env) if self.remote else (), models=self.loaded, gpu=gpu, host=self.host,
-                grpc_port=self.grpc_port, http_port=self.http_port, metrics_port=self.metrics_port,
-                name=self._container, python_models=any(c.load and c.backend == "python" for c in choices),
-            ) + list(SERVER_METRICS_FLAGS)
+            self.argv = self._docker_argv(repository, choices, gpu, view, ports)
         log.info("starting: %s", " ".join(self.argv))
         with open(self.log_file, "wb") as out:
             self._proc = subprocess.Popen(
@@ -253,11 +232,19 @@ class TritonServer:
                 start_new_session=True, preexec_fn=die_with_parent() if self.mode == "local" else None,
             )
         if self.mode == "local":
-            self._watchdog = subprocess.Popen(
-                [sys.executable, "-c", WATCHDOG, str(self._proc.pid), str(WATCHDOG_GRACE_S)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=die_with_parent(),
-            )
+            self._watchdog = start_watchdog(self._proc.pid)
+
+    def _docker_argv(self, repository, choices: list[ModelChoice], gpu: bool, view: Path, ports: dict) -> list[str]:
+        """``docker run`` of the NGC image whose TensorRT matches the repository's plans."""
+        tag = self.image_tag or docker_mode.select_image_tag(
+            load_manifest(view, required=False), [c.name for c in choices if c.load and c.backend in TENSORRT])
+        if self.remote:
+            check_reachable_from_container(self.remote)
+        self._container = f"dnx-tritonserver-{os.getpid()}-{self.grpc_port}"
+        return docker_mode.docker_run_argv(
+            repository, tag=tag, env_names=sorted(self.remote.env) if self.remote else (), models=self.loaded, gpu=gpu,
+            name=self._container, python_models=any(c.load and c.backend == "python" for c in choices), **ports,
+        ) + list(SERVER_METRICS_FLAGS)
 
     def cpu_warnings(self) -> list[str]:
         """One line per loaded model whose numerics this CPU does not meet (:mod:`dnx.cpu`), from the manifest."""
