@@ -26,7 +26,10 @@ from dataclasses import dataclass, field
 
 from dnx.kinds import Objective
 from dnx.errors import InputError
-from dnx.perf.tune.curves import UNSTABLE_SPREAD, Curve, Load, geomean
+from dnx.perf.tune.curves import UNSTABLE_SPREAD, Curve, Load
+from dnx.perf.tune.rules import (EPS, RULES, ObjectiveRules, level_changes, load_levels, over_budget,  # noqa: F401 - re-exported
+                                 p99_geomean, score_of)
+from dnx.perf.tune.wording import aggregate_text, figure_text, pct, share, why_win  # noqa: F401 - re-exported
 
 OBJECTIVES = tuple(o.value for o in Objective)
 DEFAULT_LOAD = "1:16"
@@ -42,21 +45,6 @@ MIN_GAIN = 0.03  # ... and beats it by at least this much in aggregate (measurem
 FINALIST_BAND = 0.30
 MAX_RUNNERS_UP = 3  # measured again with the winner, at most
 RERUN_WINDOWS = 20  # ... and only while the final round stays within this many perf_analyzer runs per model
-EPS = 1e-9  # exactly `slack` slower / exactly `min_gain` faster count as within the rule
-
-
-def pct(change: float) -> str:
-    """``0.27`` -> ``+27 %``, ``-0.034`` -> ``-3.4 %`` (one decimal below 10 %)."""
-    v = change * 100
-    return f"{v:+.1f} %" if abs(v) < 9.95 else f"{v:+.0f} %"
-
-
-def share(x: float) -> str:
-    """``0.55`` -> ``55 %``, ``0.034`` -> ``3.4 %``; settings (0.03) -> ``3 %``."""
-    v = x * 100
-    if abs(v - round(v)) < 1e-9:
-        return f"{round(v)} %"
-    return f"{v:.1f} %" if abs(v) < 9.95 else f"{v:.0f} %"
 
 
 @dataclass(frozen=True)
@@ -158,56 +146,27 @@ class Choice:
 # ------------------------------------------------------------------ scores and rules
 
 
-def _over_budget(curve: Curve, levels, budget: float | None) -> list[int]:
-    if budget is None:
-        return []
-    return [c for c in levels if (p := curve.at(c)) is not None and p.p99_ms > budget + EPS]
-
-
-def _changes(current: Curve, cand: Curve, levels) -> list[tuple[int, float]]:
-    """(level, cand / current - 1) where both were measured and the current figure counts."""
-    out = []
-    for c in levels:
-        a, b = cand.throughput(c), current.throughput(c)
-        if a is not None and b:
-            out.append((c, a / b - 1.0))
-    return out
-
-
-def _score(curve: Curve, objective: str, load: Load, budget: float | None) -> float | None:
-    """Higher is better; None when ``curve`` cannot be compared under ``objective``."""
-    if curve.failed:
-        return None
-    if objective == "load":
-        tps = [curve.throughput(c) for c in load.levels]
-        return None if None in tps else geomean(tps)
-    if objective == "saturation":
-        fits = [p.throughput for p in curve.points if budget is None or p.p99_ms <= budget + EPS]
-        return max(fits) if fits else None
-    p = curve.at(load.levels[0])
-    return None if p is None else 1000.0 / max(p.p99_ms, 1e-6)
-
-
 def refusal_of(cand: Curve, current: Curve, objective: str, load: Load, budget: float | None, slack: float,
              min_gain: float, partial: bool = False) -> Refusal | None:
     """Why ``cand`` breaks a rule (failed, budget, slower, unmeasured), or None; ``partial``: skip unmeasured."""
     if cand.failed:
         return Refusal(cand.label, "failed", f"failed: {cand.error}" if cand.error else "nothing was measured")
     if objective == "saturation":
-        if budget is not None and _score(cand, objective, load, budget) is None:
+        if budget is not None and score_of(cand, objective, load, budget) is None:
             worst = min(cand.points, key=lambda p: p.p99_ms)
             return Refusal(cand.label, "budget", f"no measured level meets the {budget:g} ms budget "
                                                  f"(best: p99 {worst.p99_ms:.1f} ms at c{worst.concurrency})")
         return None
-    levels = load.levels if objective == "load" else load.levels[:1]
-    over = _over_budget(cand, levels, budget)
+    rules = RULES[objective]
+    levels = rules.levels(load)
+    over = over_budget(cand, levels, budget)
     if over:
         p = cand.at(over[0])
         return Refusal(cand.label, "budget", f"p99 {p.p99_ms:.1f} ms at c{p.concurrency} is over the {budget:g} ms budget")
-    if objective == "load":
+    if rules.per_level:
         # Where the current config itself breaks the budget its throughput is no reference.
-        ref_levels = [c for c in levels if c not in _over_budget(current, levels, budget)]
-        changes = _changes(current, cand, ref_levels)
+        ref_levels = [c for c in levels if c not in over_budget(current, levels, budget)]
+        changes = level_changes(current, cand, ref_levels)
         slower = [(c, r) for c, r in changes if r < -slack - EPS]
         if slower:
             c, r = min(slower, key=lambda cr: cr[1])
@@ -293,8 +252,8 @@ def decide_among(current, candidates, load, budget, slack, objective, min_gain, 
     labels = [c.label for c in cands]
     if len(set(labels)) != len(labels):
         raise ValueError(f"candidate labels must be unique: {labels}")
-    scores = {current.label: _score(current, objective, load, budget)}
-    scores.update({c.label: _score(c, objective, load, budget) for c in cands})
+    scores = {current.label: score_of(current, objective, load, budget)}
+    scores.update({c.label: score_of(c, objective, load, budget) for c in cands})
     unstable = {c.label: u for c in (current, *cands) if (u := c.unstable(spread))}
     trade = tuple(_trade_offs(current, cands, load, budget, slack, min_gain, spread)) if with_trade_offs else ()
     make = lambda winner, why, gain, refused: Choice(  # noqa: E731
@@ -308,7 +267,7 @@ def decide_among(current, candidates, load, budget, slack, objective, min_gain, 
         refused = [Refusal(c.label, "unmeasured", "not compared: the current config " + what) for c in cands]
         return make(current, f"the current config {what}: nothing can be compared, it stays", None, refused)
     # The current config breaks the latency budget: any candidate that meets it is better, whatever its gain.
-    current_ok = base is not None and not _over_budget(current, load_levels(objective, load), budget)
+    current_ok = base is not None and not over_budget(current, load_levels(objective, load), budget)
 
     refused = [r for c in cands if (r := refusal_of(c, current, objective, load, budget, slack, min_gain))]
     out = {r.label for r in refused}
@@ -321,26 +280,26 @@ def decide_among(current, candidates, load, budget, slack, objective, min_gain, 
         if trade:
             why += f"; {len(trade)} {'is' if len(trade) == 1 else 'are'} faster at some levels only (trade-offs below)"
         return make(current, why, None, refused)
-    best = max(ok, key=lambda c: (scores[c.label], -_p99_gm(c, load)))  # max() keeps the first on ties
+    best = max(ok, key=lambda c: (scores[c.label], -p99_geomean(c, load)))  # max() keeps the first on ties
     top = best
     best = _simplest_close(current, ok, best, scores, base, min_gain, current_ok)
     gain = scores[best.label] / base - 1.0 if base else None
-    others = [Refusal(c.label, "not-best", f"meets the rules; {_fig(scores[c.label], objective)} is below "
-                                           f"{best.label}'s {_fig(scores[best.label], objective)}")
+    others = [Refusal(c.label, "not-best", f"meets the rules; {figure_text(scores[c.label], objective)} is below "
+                                           f"{best.label}'s {figure_text(scores[best.label], objective)}")
               if scores[c.label] <= scores[best.label] else
-              Refusal(c.label, "not-best", f"meets the rules; {_fig(scores[c.label], objective)} is within the "
+              Refusal(c.label, "not-best", f"meets the rules; {figure_text(scores[c.label], objective)} is within the "
                                            f"{share(min_gain)} noise margin of {best.label}'s "
-                                           f"{_fig(scores[best.label], objective)}, which changes fewer settings")
+                                           f"{figure_text(scores[best.label], objective)}, which changes fewer settings")
               for c in ok if c is not best]
     if current_ok and (gain is None or gain < min_gain - EPS):
         why = (f"the best candidate that meets the rules, {best.label}, gains {pct(gain or 0)} "
-               f"({_fig(scores[best.label], objective)} against {_fig(base, objective)}, {_aggr(objective, load)}), "
+               f"({figure_text(scores[best.label], objective)} against {figure_text(base, objective)}, {aggregate_text(objective, load)}), "
                f"below the {share(min_gain)} noise margin: the current config stays")
         return make(current, why, gain, refused + [Refusal(best.label, "no-gain", f"gains {pct(gain or 0)}, "
                                                   f"below the {share(min_gain)} noise margin")] + others)
-    why = _why_win(current, best, objective, load, budget, slack, scores, gain, current_ok)
+    why = why_win(current, best, objective, load, budget, slack, scores, gain, current_ok)
     if best is not top:
-        why += (f"; chosen over {top.label} ({_fig(scores[top.label], objective)}, within the {share(min_gain)} "
+        why += (f"; chosen over {top.label} ({figure_text(scores[top.label], objective)}, within the {share(min_gain)} "
                 f"noise margin of it) as it changes fewer settings ({_distance(current, best)} against "
                 f"{_distance(current, top)})")
     return make(best, why, gain, refused + others)
@@ -373,58 +332,13 @@ def _simplest_close(current, ok, best, scores, base, min_gain, current_ok) -> Cu
     return min(close, key=lambda c: (_distance(current, c), -scores[c.label]))
 
 
-def load_levels(objective: str, load: Load) -> tuple[int, ...]:
-    return load.levels if objective == "load" else load.levels[:1] if objective == "latency" else ()
-
-
-def _p99_gm(curve: Curve, load: Load) -> float:
-    p99s = [p.p99_ms for c in load.levels if (p := curve.at(c)) is not None]
-    return geomean(p99s) if p99s else float("inf")
-
-
-def _fig(score: float | None, objective: str) -> str:
-    if score is None:
-        return "-"
-    return f"p99 {1000.0 / score:.1f} ms" if objective == "latency" else f"{score:.1f} infer/s"
-
-
-def _aggr(objective: str, load: Load) -> str:
-    if objective == "load" and len(load.levels) == 1:
-        return f"at c{load.levels[0]}"
-    return {"load": f"geometric mean over {load.describe()}", "saturation": "each one's best level",
-            "latency": f"at c{load.levels[0]}"}[objective]
-
-
-def _at_best(curve: Curve, score: float | None, objective: str) -> str:
-    """`` at c16`` for a saturation score (the level it came from), else nothing."""
-    if objective != "saturation" or score is None:
-        return ""
-    return next((f" at c{p.concurrency}" for p in curve.points if p.throughput == score), "")
-
-
-def _why_win(current, best, objective, load, budget, slack, scores, gain, current_ok) -> str:
-    new, old = scores[best.label], scores[current.label]
-    why = (f"{best.label}: {_fig(new, objective)}{_at_best(best, new, objective)} against {_fig(old, objective)}"
-           f"{_at_best(current, old, objective)} for the current config "
-           f"({_aggr(objective, load)}{', ' + pct(gain) if gain is not None else ''})")
-    if objective == "load" and len(load.levels) > 1:
-        changes = _changes(current, best, load.levels)
-        c, r = min(changes, key=lambda cr: cr[1])
-        why += f", never more than {share(slack)} slower at any level (worst: c{c} {pct(r)})"
-    if budget is not None:
-        why += f", p99 within {budget:g} ms" + (" at every level" if objective == "load" else "")
-    if not current_ok:
-        why += f"; the current config breaks the {budget:g} ms budget"
-    return why
-
-
 def _trade_offs(current, cands, load, budget, slack, min_gain, spread) -> list[TradeOff]:
-    ref = [c for c in load.levels if c not in _over_budget(current, load.levels, budget)]
+    ref = [c for c in load.levels if c not in over_budget(current, load.levels, budget)]
     out = []
     for cand in cands:
         if cand.failed:
             continue
-        changes = _changes(current, cand, ref)
+        changes = level_changes(current, cand, ref)
         faster = [(c, r) for c, r in changes if r >= min_gain - EPS]
         slower = [(c, r) for c, r in changes if r < -slack - EPS]
         if not faster or not slower:
