@@ -39,6 +39,7 @@ serve: install
 	$(BIN)/dnx serve --repository $(REPO)
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install

@@ -30,48 +30,19 @@ WEIGHTS_HOST = ("download.pytorch.org", 443)  # where torchvision downloads IMAG
 NETWORK_TIMEOUT_S = 2.0
 PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
-# TensorRT-only flags: meaningless when the target is explicitly the CPU.
-TENSORRT_FLAGS = {"cuda_graphs": "--cuda-graphs", "hardware_compatible": "--hardware-compatible",
-                  "version_compatible": "--version-compatible"}
-
-# Precisions each runtime can build at all (OpenVINO bf16 also needs a CPU with native bf16,
-# which only the OpenVINO stage can tell).
-_BUILDS = {"onnxruntime": {"fp32", "fp16", "int8"}, "openvino": {"fp32", "bf16", "int8"},
-           "tensorrt": {"fp32", "fp16", "int8"}}
-
-
 def preflight(options) -> list[str]:
     """Check an :class:`dnx.pipeline.ExportOptions` before any work; returns warning lines.
 
+    The flags themselves are checked by ``options.check()``, the one place for them; here is what
+    depends on the world: the output folder, the weights, the calibration images, tuned configs.
     Raises :class:`InputError` (one line, with the fix) for the first problem found.
     """
     options.check()
     spec = get_spec(options.model)
-    _check_flags(options)
     _check_out(Path(options.out))
     _check_weights(options.weights, spec)
     warnings = _check_calibration(options) if "int8" in options.precisions else []
     return warnings + _tuned_configs(Path(options.out))
-
-
-def _check_flags(o) -> None:
-    if o.target == "cpu":
-        if "tensorrt" in o.runtimes:
-            raise InputError("--runtime tensorrt needs --target gpu (or auto on a GPU machine)")
-        for attr, flag in TENSORRT_FLAGS.items():
-            if getattr(o, attr, False):
-                raise InputError(f"{flag} applies to TensorRT engines only; drop it or pass --target gpu")
-    if "int8" not in o.precisions:
-        given = "--calib-dir" if o.calib_dir is not None else "--calib-synthetic" if o.calib_synthetic else None
-        if given:
-            asked = f"--precision {' '.join(o.precisions)}" if o.precisions else "the default precisions"
-            raise InputError(f"{given} only applies to INT8, not to {asked}; add --precision int8 or drop {given}")
-    only = set(o.runtimes)
-    for precision in o.precisions:
-        if only and not any(precision in _BUILDS[r] for r in only):
-            builders = " or ".join(f"--runtime {r}" for r in _BUILDS if precision in _BUILDS[r])
-            raise InputError(f"--precision {precision} is not built by --runtime {', '.join(o.runtimes)}; "
-                             f"add {builders}, or drop --precision {precision}")
 
 
 def _check_out(out: Path) -> None:

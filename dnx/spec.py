@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dnx.kinds import Precision
 from dnx.errors import InputError
 from dnx.preprocess import DRAFT_MIN_RATIO, ORIENTATION, TOLERANCE
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = tuple(p.value for p in Precision)
 
 # Short runtime names used in model names: <model>_<runtime>[_<precision>].
 RUNTIME_TAGS = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "trt"}

@@ -28,4 +28,4 @@ if [ -d /tmp/gpurepo ]; then
   (cd /tmp/gpurepo && tar czf "$OUT/gpu-repo-configs.tar.gz" --exclude='*.onnx' --exclude='*.bin' --exclude='*.xml' .)
 fi
 echo "== PyTorch CUDA eager and torch.compile"
-$PY perf/gpu_bench.py --out "$OUT" --deadline-s "${DEADLINE_S:-330}" 2>&1 | tee "$OUT/gpu-bench.log"
+$PY benchmarks/gpu_bench.py --out "$OUT" --deadline-s "${DEADLINE_S:-330}" 2>&1 | tee "$OUT/gpu-bench.log"

@@ -11,7 +11,7 @@
 # pytriton server, the project's perf_analyzer, and ENABLE_BATCH_PADDING in the model's base
 # config (else every batched OpenVINO config fails its warm-up).
 #
-# Then the config as exported and both winners are measured side by side (perf/side_by_side.py:
+# Then the config as exported and both winners are measured side by side (benchmarks/side_by_side.py:
 # one server, the $LEVELS levels interleaved, $ROUNDS rounds, medians): $OUT/side-by-side/.
 set -euo pipefail
 REPO=$(realpath "$1"); MODEL=${2:-densenet121_openvino_int8}; OUT=$(realpath -m "${3:-perf/results/model-analyzer}")
@@ -81,7 +81,7 @@ rows = list(csv.DictReader(open(sys.argv[1])))
 best = max(rows, key=lambda r: float(r["Throughput (infer/sec)"]))
 print(best["Model Config Path"])' "$OUT/ma-export/results/metrics-model-inference.csv")
 log "side by side: exported, dnx, model analyzer's best ($BEST)"
-PYTHONPATH=$PWD "$PY" perf/side_by_side.py --repository "$REPO" --model "$MODEL" --rounds "$ROUNDS" --levels "$LEVELS" \
+PYTHONPATH=$PWD "$PY" benchmarks/side_by_side.py --repository "$REPO" --model "$MODEL" --rounds "$ROUNDS" --levels "$LEVELS" \
   --config "exported=$REPO/$MODEL/config.pbtxt" --config "dnx=$OUT/dnx-repo/$MODEL/config.pbtxt" \
   --config "model_analyzer=$OUT/ma-output-models/$BEST/config.pbtxt" --out "$OUT/side-by-side" > "$OUT/side-by-side.log"
 cat "$OUT/side-by-side/side-by-side.md"

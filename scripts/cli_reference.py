@@ -1,7 +1,7 @@
-"""Regenerate the command reference in README.md from the commands' --help text.
+"""Regenerate the command reference in docs/CLI.md from the commands' --help text.
 
-    python scripts/cli_reference.py          # rewrite README.md in place
-    python scripts/cli_reference.py --check  # exit 1 if README.md is out of date (used by tests)
+    python scripts/cli_reference.py          # rewrite docs/CLI.md in place
+    python scripts/cli_reference.py --check  # exit 1 if docs/CLI.md is out of date (used by tests)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from dnx.cli import cli
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "CLI.md"
 BEGIN, END = "<!-- cli-reference:begin -->", "<!-- cli-reference:end -->"
 
 
@@ -35,16 +35,16 @@ def reference() -> str:
     return "\n".join(parts)
 
 
-def render(readme: str) -> str:
-    """``readme`` with the block between the markers replaced."""
-    head, rest = readme.split(BEGIN, 1)
+def render(doc: str) -> str:
+    """``doc`` with the block between the markers replaced."""
+    head, rest = doc.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{BEGIN}\n{reference()}\n{END}{tail}"
 
 
 if __name__ == "__main__":
-    current = README.read_text()
+    current = REFERENCE.read_text()
     new = render(current)
     if "--check" in sys.argv:
         sys.exit(0 if new == current else 1)
-    README.write_text(new)
+    REFERENCE.write_text(new)

@@ -7,7 +7,8 @@ Fixtures
     it started is stopped at the end of the session.
 ``serving_repository``  (session) a copy of ``fp32_repository`` (model files hard-linked; it holds
     the ``densenet121`` ensemble, ``densenet121_preprocess`` (20 ms queue delay here, so
-    concurrent image requests share a batch) and ``densenet121_softmax`` too) plus test-only extras: ``densenet121_onnx`` gets a 5 ms ``max_queue_delay`` so the dynamic
+    concurrent image requests share a batch) and ``densenet121_softmax`` too) plus test-only extras:
+    ``densenet121_onnx`` gets a 5 ms ``max_queue_delay`` so the dynamic
     batcher forms batches under concurrent load, ``dnx_test_tiny`` (a 4-wide ONNX model with a
     variable-size config, for errors raised inside the backend) and ``dnx_test_plan``
     (a TensorRT plan that local mode must skip).

@@ -50,7 +50,7 @@ def test_version():
     assert r.exit_code == 0 and "dnx, version" in r.output
 
 
-def test_readme_command_reference_is_current():
+def test_command_reference_is_current():
     root = __import__("pathlib").Path(__file__).parents[1]
     r = subprocess.run([sys.executable, str(root / "scripts" / "cli_reference.py"), "--check"], cwd=root)
-    assert r.returncode == 0, "README.md command reference is stale: run python scripts/cli_reference.py"
+    assert r.returncode == 0, "docs/CLI.md is stale: run python scripts/cli_reference.py"

@@ -3,7 +3,7 @@
 The subprocess test runs `python -m dnx.cli export ...` in a fresh process, as a user would, and
 checks that each error is one line and arrives before torch is imported: that proves the
 ordering independently of machine load. How many seconds the error takes (issue 14: under 2 s)
-is measured by the benchmark `perf/startup_bench.py`, not asserted here.
+is measured by the benchmark `benchmarks/startup_bench.py`, not asserted here.
 """
 
 from __future__ import annotations

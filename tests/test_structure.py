@@ -28,7 +28,6 @@ import ast
 import functools
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = {"torch", "torchvision", "onnx", "onnxruntime", "openvino", "tensorrt", "polygraphy", "tritonclient",
@@ -47,7 +46,7 @@ def _sources(*tops: str) -> dict[str, Path]:
 
 
 DNX = _sources("dnx")
-ALL = {**DNX, **_sources("tests", "scripts")}
+ALL = {**DNX, **_sources("tests", "scripts", "benchmarks")}
 
 
 class _Imports(ast.NodeVisitor):
@@ -62,7 +61,7 @@ class _Imports(ast.NodeVisitor):
         self.generic_visit(node)
         self.depth -= 1
 
-    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _function
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _function  # noqa: N815 - ast.NodeVisitor's names
 
     def visit_If(self, node):
         test = node.test
@@ -76,7 +75,7 @@ class _Imports(ast.NodeVisitor):
     def visit_Import(self, node):
         self.found.append((node, self.depth > 0))
 
-    visit_ImportFrom = visit_Import
+    visit_ImportFrom = visit_Import  # noqa: N815 - ast.NodeVisitor's name
 
 
 @functools.lru_cache(maxsize=None)

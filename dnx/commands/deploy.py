@@ -57,7 +57,7 @@ def kubernetes(repository, out, replicas, max_replicas, target, image, name, nam
 
     The repository's published version is resolved now and written into the manifests, so
     every replica serves the same bytes; publishing again and re-running this command is
-    the rollout. Credentials come from the Secret dnx-s3-credentials (see the README).
+    the rollout. Credentials come from the Secret dnx-s3-credentials (see docs/DEPLOY.md).
 
     \b
     Example:

@@ -189,7 +189,7 @@ def render(spec: DeploySpec) -> dict[str, str]:
 def monitoring_spec(spec: DeploySpec) -> MonitoringSpec:
     """What the dashboard and the rules of ``spec`` depend on."""
     return MonitoringSpec(job=spec.name, models=tuple(spec.models), slo_p99_ms=spec.slo_p99_ms,
-                          pdb_floor=spec.pdb_floor, namespace=spec.namespace)
+                          pdb_floor=spec.pdb_floor, namespace=spec.namespace, gpu=spec.target == "gpu")
 
 
 def render_monitoring(spec: DeploySpec, labels: dict[str, str]) -> dict[str, str]:

@@ -249,7 +249,8 @@ def publish(
     """Publish ``repository`` to ``uri`` (``s3://BUCKET/PREFIX``); see the module docstring for the layout.
 
     ``dry_run`` plans without writing. Every file is verified against the manifest first
-    (:func:`check_files`); ``allow_extra`` publishes files it does not list, marked as extra. ``on_object`` is called after each object is in place
+    (:func:`check_files`); ``allow_extra`` publishes files it does not list, marked as extra.
+    ``on_object`` is called after each object is in place
     and verified. Raises :class:`InputError` for a local repository that does not match its
     manifest and :class:`StorageError` (one line) for S3 failures.
 

@@ -104,7 +104,8 @@ class EngineFromOnnx:
     of the fp32/fp16/int8 variants reuse each other's tactic timings.
     """
 
-    def __init__(self, src: str | os.PathLike, settings: EngineSettings | None = None, *, precision: str = "fp32", spec: ModelSpec = DEFAULT_MODEL):
+    def __init__(self, src: str | os.PathLike, settings: EngineSettings | None = None, *, precision: str = "fp32",
+                 spec: ModelSpec = DEFAULT_MODEL):
         self.src = Path(src)
         if not self.src.is_file():
             raise InputError(f"{self.src}: no such ONNX file; export the ONNX variant first")

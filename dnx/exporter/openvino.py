@@ -16,11 +16,11 @@ and ``ModelInstanceState::ProcessRequests``):
   (``ov::set_batch``) and refuses requests of another batch size unless
   ``ENABLE_BATCH_PADDING`` is YES, which pads every execution to ``max_batch_size``: a lone
   request then costs a full batch. Its padding bookkeeping also fails batches that the dynamic
-  batcher fills exactly after a padded one (openvino_backend PR #115, 2026-04, closed; the
-  fix is not in the source read for dnx).
+  batcher fills exactly after a padded one (reported upstream as openvino_backend PR #115,
+  closed unmerged).
 
 Hence the tuned default ``max_batch_size: 1`` (:data:`TUNED`): no padding, nothing for that bug
-to hit, and on the 2-core machine it was also the fastest served setting at concurrency 1-4.
+to hit, and on a 2-core CPU it was also the fastest served setting at concurrency 1-4.
 Clients send one image per request; Triton queues the rest.
 
 There is no backend key for FP32 inference. On a CPU with native bfloat16, OpenVINO's CPU
@@ -39,32 +39,22 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from dnx.kinds import BUILDS, Runtime
 from dnx._lazy import lazy_import
 from dnx.errors import DnxError, InputError
 from dnx.hashing import sha256_file
+from dnx.model_repository.defaults import ServingDefaults
 from dnx.runtimes.openvino import cpu_capabilities, cpu_supports_bf16
 from dnx.spec import DEFAULT_MODEL, ModelSpec
 
 IR_FILES = ("model.xml", "model.bin")
-OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
+OPENVINO_PRECISIONS = tuple(p.value for p in BUILDS[Runtime.OPENVINO])
 BACKEND = "openvino"
 
 
-@dataclass(frozen=True)
-class ServingDefaults:
-    """Triton settings of one OpenVINO variant (dynamic batcher, instances, OpenVINO streams)."""
 
-    max_batch_size: int
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_delay_us: int = 0
-    instance_count: int = 1
-    num_streams: int = 1
-    performance_hint: str = "LATENCY"
-    threads: int | None = None  # INFERENCE_NUM_THREADS; None: OpenVINO's default, the serving machine's cores
-
-
-# Measured on the 2-core developer machine kind (perf/BENCHMARKS.md, "OpenVINO"), perf_analyzer
-# concurrency 1-4: max_batch_size 1, one instance, one stream, LATENCY hint, OpenVINO's own
+# On a 2-core CPU (docs/PERFORMANCE.md), perf_analyzer concurrency 1-4: max_batch_size 1, one
+# instance, one stream, LATENCY hint, OpenVINO's own
 # thread count beat max_batch_size 2/4 with padding (a lone request pays for the whole batch)
 # and two instances x two streams (one thread each) for every precision.
 TUNED: dict[str, ServingDefaults] = {p: ServingDefaults(max_batch_size=1) for p in ("fp32", "bf16", "int8")}

@@ -38,9 +38,7 @@ PREPROCESS_LIBRARY_NAME = "dnx_preprocess.py"
 IMAGE_INPUT = "image"
 PROBABILITIES = "probabilities"
 ENSEMBLE_PLACEHOLDER = "ENSEMBLE.txt"
-# Measured with perf_analyzer through the ensemble (noisy, 2-core machine): see
-# perf/bytes_vs_tensor.py --preprocess-configs. Two Python-stub processes decode two images at
-# once; a queue delay only adds latency (the model loops over its requests, batching saves
+# Two Python-stub processes decode two images at once; a queue delay only adds latency (the model loops over its requests, batching saves
 # nothing but the stub round trip), so the batcher takes what is queued without waiting.
 PREPROCESS_INSTANCES = 2
 PREPROCESS_QUEUE_DELAY_US = 0
@@ -167,7 +165,8 @@ def write_bytes_path(repo: Path, spec, variant: str, variant_max_batch: int, lab
     shutil.copyfile(PREPROCESS_SOURCE, pre / "model.py")
     shutil.copyfile(PREPROCESS_LIBRARY, pre / PREPROCESS_LIBRARY_NAME)
     pre_batch = max(preprocess_max_batch, variant_max_batch)
-    atomic_write_text(repo / spec.preprocess_name / "config.pbtxt", render_preprocess(spec, pre_batch, preprocess_instances, preprocess_queue_delay_us))
+    atomic_write_text(repo / spec.preprocess_name / "config.pbtxt",
+                      render_preprocess(spec, pre_batch, preprocess_instances, preprocess_queue_delay_us))
 
     soft = model_dir(repo, spec.softmax_name)
     softmax_onnx(soft / "model.onnx", spec)

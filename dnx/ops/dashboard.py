@@ -3,8 +3,9 @@ dashboards-as-code library) and importable as is (Dashboards → New → Import)
 
 One row per model: requests/s, failures/s, end-to-end latency p50/p95/p99, queue time
 p50/p95/p99 (Triton's summaries, worst replica), batch size achieved (inferences per execution).
-One server row: replicas up, CPU utilisation and memory, GPU utilisation and memory (empty
-without a GPU). Panels query Prometheus through the ``$datasource`` variable; rates use
+One server row: replicas up, CPU utilisation and memory, and for a GPU deployment GPU
+utilisation and memory (a CPU server exports no ``nv_gpu_*`` series: panels that could never
+show data are left out). Panels query Prometheus through the ``$datasource`` variable; rates use
 Grafana's ``$__rate_interval``.
 """
 
@@ -43,9 +44,12 @@ def panel_queries(spec: MonitoringSpec) -> list[tuple[str, str, list[tuple[str, 
         ("Server", "Replicas up", [(f"sum(up{j})", "up")]),
         ("Server", "CPU utilisation", [(f"nv_cpu_utilization{j}", "{{instance}}")]),
         ("Server", "CPU memory used", [(f"nv_cpu_memory_used_bytes{j}", "{{instance}}")]),
-        ("Server", "GPU utilisation", [(f"nv_gpu_utilization{j}", "{{instance}} {{gpu_uuid}}")]),
-        ("Server", "GPU memory used", [(f"nv_gpu_memory_used_bytes{j}", "{{instance}} {{gpu_uuid}}")]),
     ]
+    if spec.gpu:
+        out += [
+            ("Server", "GPU utilisation", [(f"nv_gpu_utilization{j}", "{{instance}} {{gpu_uuid}}")]),
+            ("Server", "GPU memory used", [(f"nv_gpu_memory_used_bytes{j}", "{{instance}} {{gpu_uuid}}")]),
+        ]
     return out
 
 

@@ -26,6 +26,7 @@ class MonitoringSpec:
     slo_p99_ms: float = 500.0
     pdb_floor: int = 1  # replicas that must stay up (the PodDisruptionBudget's floor)
     namespace: str | None = None
+    gpu: bool = False  # a GPU deployment: GPU panels too (a CPU server exports no nv_gpu_* series)
 
 
 def _sel(spec: MonitoringSpec, **extra: str) -> str:

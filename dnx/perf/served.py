@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dnx._lazy import lazy_import
 from dnx.errors import InputError, ServerError, one_line
+from dnx.kinds import backend_kind_of
 from dnx.manifest import Manifest, ModelRecord, load_manifest, read_manifest, repository_calibration as _calibration
 from dnx.model_repository.config_edit import repository_config_json
 from dnx.model_repository.render import TritonConfig
@@ -25,8 +26,6 @@ from dnx.serving.server import TritonServer
 from dnx.spec import PRECISIONS, RUNTIME_TAGS
 
 _TAG_RUNTIMES = {tag: rt for rt, tag in RUNTIME_TAGS.items()}
-# Backend / platform names as configs spell them -> the backend kind dnx tunes and reports.
-_BACKEND_KINDS = {"onnxruntime_onnx": "onnxruntime", "tensorrt": "tensorrt_plan"}
 
 
 # ------------------------------------------------------------------ the manifest
@@ -84,8 +83,7 @@ def variant_of(model: str, manifest: Manifest | dict | None = None) -> tuple[str
 
 def backend_kind(cfg: TritonConfig) -> str:
     """The backend of a config, one spelling: ``onnxruntime``, ``openvino``, ``tensorrt_plan``, ..."""
-    kind = cfg.backend or cfg.platform or ""
-    return _BACKEND_KINDS.get(kind, kind)
+    return backend_kind_of(cfg.backend or cfg.platform or "")
 
 
 # ------------------------------------------------------------------ the repository on disk
@@ -263,7 +261,7 @@ def measurable(models: list[ServedModel], named: bool, ensembles: bool = True) -
     if not named:
         skipped.update(ensemble_internal_steps(models))
         if not ensembles:
-            skipped.update({m.name: "ensemble (bytes in; perf/bytes_vs_tensor.py measures it)"
+            skipped.update({m.name: "ensemble (bytes in; its preprocessing cost: dnx perf --models <ensemble>,<variant>)"
                             for m in models if m.ensemble_steps and m.name not in skipped})
     return [m for m in models if m.name not in skipped], skipped
 

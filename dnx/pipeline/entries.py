@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dnx.model_repository.defaults import ServingDefaults
 from dnx.model_repository.layout import LABELS_NAME
 from dnx.model_repository.render import TritonConfig
 from dnx.pipeline.options import DEFAULT_MAX_BATCH, ExportOptions
@@ -34,23 +35,14 @@ class ModelEntry:
     notes: str = ""
 
 
-@dataclass(frozen=True)
-class ServingDefaults:
-    """Dynamic batching and instance defaults of one runtime on one target (before any flag)."""
-
-    preferred_batch: tuple[int, ...] = ()
-    max_queue_delay_us: int = 0
-    instances: int = 1
-
-
-# Measured on the 2-core developer machine (perf/BENCHMARKS.md): batching hurts ONNX Runtime
-# there, so its dynamic batcher only merges requests that are already queued (no delay).
+# Batching does not pay for ONNX Runtime on a small CPU (docs/PERFORMANCE.md): its dynamic
+# batcher only merges requests that are already queued (no delay).
 # OpenVINO's defaults come from dnx.exporter.openvino.TUNED. GPU defaults follow Triton's
 # usual starting point (preferred = a couple of batch sizes, 100 µs delay).
 SERVING_DEFAULTS = {
     ("onnxruntime", "cpu"): ServingDefaults(),
-    ("onnxruntime", "gpu"): ServingDefaults(preferred_batch=(4, 8), max_queue_delay_us=100),
-    ("tensorrt", "gpu"): ServingDefaults(preferred_batch=(4, 8), max_queue_delay_us=100),
+    ("onnxruntime", "gpu"): ServingDefaults(preferred_batch_sizes=(4, 8), max_queue_delay_us=100),
+    ("tensorrt", "gpu"): ServingDefaults(preferred_batch_sizes=(4, 8), max_queue_delay_us=100),
 }
 
 
@@ -60,9 +52,9 @@ def with_serving_defaults(m: ModelEntry, options: ExportOptions, target: str) ->
     d = SERVING_DEFAULTS.get((m.runtime, target), ServingDefaults())
     m.max_batch_size = o.max_batch or DEFAULT_MAX_BATCH
     m.preferred_batch = tuple(o.preferred_batch) if o.preferred_batch is not None else tuple(
-        b for b in d.preferred_batch if b <= m.max_batch_size)
+        b for b in d.preferred_batch_sizes if b <= m.max_batch_size)
     m.max_queue_delay_us = o.max_queue_delay_us if o.max_queue_delay_us is not None else d.max_queue_delay_us
-    m.instances = o.instances or d.instances
+    m.instances = o.instances or d.instance_count
     m.kind = "KIND_GPU" if target == "gpu" else "KIND_CPU"
     return m
 

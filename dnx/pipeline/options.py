@@ -7,9 +7,13 @@ from pathlib import Path
 
 from dnx.errors import InputError
 from dnx.exporter.engine import tensorrt_available
-from dnx.spec import PRECISIONS
+from dnx.kinds import builds, runtimes_building
+from dnx.spec import PRECISIONS, get_spec
 
 DEFAULT_MAX_BATCH = 16
+# TensorRT-only flags: meaningless when the target is explicitly the CPU.
+TENSORRT_FLAGS = {"cuda_graphs": "--cuda-graphs", "hardware_compatible": "--hardware-compatible",
+                  "version_compatible": "--version-compatible"}
 # Appended to every "no TensorRT engines" line that does not already say how to build them.
 ENGINES_HOW = " (build them on a GPU host with `make engines`)"
 
@@ -70,6 +74,40 @@ class ExportOptions:
             raise InputError("--calib-samples must be at least 1")
         if not self.speed_seconds >= 0:
             raise InputError(f"--speed-seconds must be 0 or more (got {self.speed_seconds})")
+        self._check_combinations()
+        self._check_serve_variant()
+
+    def _check_combinations(self) -> None:
+        """Flags that contradict each other or the target."""
+        if self.target == "cpu":
+            if "tensorrt" in self.runtimes:
+                raise InputError("--runtime tensorrt needs --target gpu (or auto on a GPU machine)")
+            for attr, flag in TENSORRT_FLAGS.items():
+                if getattr(self, attr, False):
+                    raise InputError(f"{flag} applies to TensorRT engines only; drop it or pass --target gpu")
+        if "int8" not in self.precisions:
+            given = "--calib-dir" if self.calib_dir is not None else "--calib-synthetic" if self.calib_synthetic else None
+            if given:
+                asked = f"--precision {' '.join(self.precisions)}" if self.precisions else "the default precisions"
+                raise InputError(f"{given} only applies to INT8, not to {asked}; add --precision int8 or drop {given}")
+        only = set(self.runtimes)
+        for precision in self.precisions:
+            if only and not any(builds(r, precision) for r in only):
+                builders = " or ".join(f"--runtime {r}" for r in runtimes_building(precision))
+                raise InputError(f"--precision {precision} is not built by --runtime {', '.join(self.runtimes)}; "
+                                 f"add {builders}, or drop --precision {precision}")
+
+    def _check_serve_variant(self) -> None:
+        """A --serve-variant this run cannot build is refused before any work."""
+        if not self.serve_variant:
+            return
+        target = resolve_target(self.target)[0]
+        spec = get_spec(self.model)
+        possible = [spec.model_name(r, p) for r in (self.runtimes or default_runtimes(target))
+                    for p in (self.precisions or default_precisions(target))]
+        if self.serve_variant not in possible:
+            raise InputError(f"--serve-variant {self.serve_variant!r} is not built by this run; choose one of: "
+                             f"{', '.join(possible)} (or add its --precision/--runtime)")
 
     def record(self, target: str, reason: str) -> dict:
         """The options as the manifest records them, with the resolved target and why."""

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable
 
 from dnx import signals
-from dnx.errors import InputError
 from dnx.locks import repository_lock
 from dnx.manifest import Manifest, write_manifest
 from dnx.model_repository.layout import StagedRepository, remove_orphans, tree_bytes
@@ -101,7 +100,6 @@ def _export(options: ExportOptions, spec: ModelSpec, target: str, target_reason:
                 report(StageResult("disk_space", Status.FAILED, reason))
                 skip_rest(steps, "disk_space", report)
                 return failed()
-        check_serve_variant(ctx)
         for i, stage in enumerate(steps):
             signals.check()  # a signal whose exception a library swallowed stops the run here
             if not stage.when(ctx):
@@ -117,14 +115,3 @@ def _export(options: ExportOptions, spec: ModelSpec, target: str, target_reason:
         signals.check()  # never swap the repository in after a signal
         repo = staged.commit()
     return ExportResult(repo, ctx.results, ctx.manifest, committed=True, parity=ctx.parity)
-
-
-def check_serve_variant(ctx: Context) -> None:
-    """Reject a --serve-variant this run cannot build before any work is done."""
-    name = ctx.options.serve_variant
-    if not name:
-        return
-    possible = [ctx.spec.model_name(r, p) for r in ctx.runtimes for p in ctx.precisions]
-    if name not in possible:
-        raise InputError(f"--serve-variant {name!r} is not built by this run; choose one of: {', '.join(possible)} "
-                         "(or add its --precision/--runtime)")

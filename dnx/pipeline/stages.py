@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from dnx.kinds import builds
 from dnx.exporter.calibration import calibration_set
 from dnx.exporter.engine import EngineFromOnnx, EngineSettings, tensorrt_available
 from dnx.exporter.openvino import OPENVINO_PRECISIONS, openvino_variant, unsupported_reason
@@ -206,8 +207,9 @@ def stage_parity(ctx: Context) -> StageResult:
     return StageResult("parity", Status.OK, "", figures)
 
 
-def _wants(precision: str, *runtimes: str) -> Callable[[Context], bool]:
-    return lambda c: precision in c.precisions and any(r in c.runtimes for r in runtimes)
+def _wants(precision: str) -> Callable[[Context], bool]:
+    """A ``precision`` graph is made when asked for and a selected runtime builds it (:data:`dnx.kinds.BUILDS`)."""
+    return lambda c: precision in c.precisions and any(builds(r, precision) for r in c.runtimes)
 
 
 def _not_asked(precision: str) -> Callable[[Context], str]:
@@ -227,8 +229,8 @@ def _no_engines(c: Context) -> str:
 
 STAGES: list[Stage] = [
     Stage("torch_to_onnx", stage_torch_to_onnx),
-    Stage("fp16_onnx", stage_fp16_onnx, _wants("fp16", "onnxruntime", "tensorrt"), _not_asked("fp16")),
-    Stage("int8_onnx", stage_int8_onnx, _wants("int8", "onnxruntime", "tensorrt", "openvino"), _not_asked("int8")),
+    Stage("fp16_onnx", stage_fp16_onnx, _wants("fp16"), _not_asked("fp16")),
+    Stage("int8_onnx", stage_int8_onnx, _wants("int8"), _not_asked("int8")),
     Stage("onnxruntime_models", stage_onnxruntime_models, lambda c: "onnxruntime" in c.runtimes,
           _runtime_off("onnxruntime")),
     Stage("openvino_models", stage_openvino_models, lambda c: "openvino" in c.runtimes, _runtime_off("openvino")),

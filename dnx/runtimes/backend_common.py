@@ -141,7 +141,7 @@ class BatchBuffers:
     Allocated once per input (``capacity`` rows, e.g. ``max_batch_size``) and reused by every
     execute: a fresh ``np.concatenate``/``np.zeros`` per batch costs an allocation, page faults
     and, for padding, zero-filling the whole padded batch again (0.9 ms for 1 image padded to 8 on
-    the developer machine, against 0.04 ms for the copy alone). ``pad_to`` > 0 pads every batch
+    a 2-core Xeon, against 0.04 ms for the copy alone). ``pad_to`` > 0 pads every batch
     with zero rows up to that many (the openvino backend's fixed batch); only rows an earlier,
     larger batch left behind are zeroed again. A lone request that needs no padding is passed on
     as is (no copy). The arrays :meth:`join` returns are views valid until the next call: ``run``

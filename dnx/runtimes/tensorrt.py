@@ -47,7 +47,8 @@ def available() -> tuple[bool, str]:
         trt = importlib.import_module("tensorrt")
         version = trt.__version__
     except Exception as exc:  # noqa: BLE001 - the stub wheels fail in assorted ways
-        return False, f"TensorRT is not importable ({exc.__class__.__name__}: {exc}); build engines in nvcr.io/nvidia/tensorrt:<YY.MM>-py3 (make engines)"
+        return False, (f"TensorRT is not importable ({exc.__class__.__name__}: {exc}); "
+                       "build engines in nvcr.io/nvidia/tensorrt:<YY.MM>-py3 (make engines)")
     gpu = gpu_info()
     if gpu is None:
         return False, f"TensorRT {version} is installed but no NVIDIA GPU is visible (torch.cuda and nvidia-smi found none)"

@@ -14,55 +14,19 @@ Example::
 from __future__ import annotations
 
 import queue
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from dnx._lazy import lazy_import
 from dnx.errors import InputError, ServerError
 from dnx.preprocess import find_images, load_image
+from dnx.serving.answers import ImageResult, Prediction, parse_classification
 from dnx.spec import DEFAULT_MODEL, spec_for_model
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
 DEFAULT_MODEL_NAME = DEFAULT_MODEL.model_name("onnxruntime", "fp32")
 DEFAULT_ENSEMBLE_NAME = DEFAULT_MODEL.ensemble_name
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One class of a top-k answer, as the server labelled it."""
-
-    score: float
-    index: int
-    label: str
-
-
-@dataclass
-class ImageResult:
-    """The answer for one image file: ``predictions`` (best first) or an ``error`` message."""
-
-    path: str
-    predictions: list[Prediction] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def as_dict(self) -> dict:
-        return {
-            "file": self.path,
-            "predictions": [{"rank": i + 1, "score": p.score, "index": p.index, "label": p.label} for i, p in enumerate(self.predictions)],
-            "error": self.error,
-        }
-
-
-def parse_classification(entry: bytes | str) -> Prediction:
-    """Parse one ``"value:index:label"`` entry of Triton's classification reply."""
-    text = entry.decode("utf-8") if isinstance(entry, bytes) else str(entry)
-    value, index, *label = text.split(":", 2)
-    return Prediction(float(value), int(index), label[0] if label else "")
 
 
 # Seconds per call. DenseNet-121 takes ~15 ms per image on 2 CPU cores, a batch of 16 well under
@@ -276,7 +240,8 @@ def _image_paths(images, top_k: int, batch_size: int) -> list:
         raise InputError(f"--batch-size must be at least 1 (got {batch_size})")
     paths = find_images(images)
     if not paths:
-        raise InputError(f"no image files found in {', '.join(map(str, images)) or 'the arguments'}; pass JPEG/PNG files or folders with them")
+        raise InputError(f"no image files found in {', '.join(map(str, images)) or 'the arguments'}; "
+                         "pass JPEG/PNG files or folders with them")
     return paths
 
 

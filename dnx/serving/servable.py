@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from dnx.kinds import BACKEND_SPELLINGS, Backend
 from dnx.model_repository.render import parse_config_file
 
 BACKENDS_SOURCE = Path(__file__).parent / "backends"
-TENSORRT = ("tensorrt_plan", "tensorrt")
+TENSORRT = tuple(n for n, k in BACKEND_SPELLINGS.items() if k == Backend.TENSORRT_PLAN) + (Backend.TENSORRT_PLAN.value,)
 
 
 @dataclass(frozen=True)

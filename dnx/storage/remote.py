@@ -10,7 +10,7 @@ dnx resolves the pointer to one version, then either
   published sha256 (what KServe's storage initializer does), and serves that folder. A restart
   of the same version reads the cache instead of the network.
 
-Measured on one machine (``scripts/s3_serving_timing.py``, numbers in the README): both reach
+``scripts/s3_serving_timing.py`` times both (figures in docs/DEPLOY.md): both reach
 the first ready model within 2x of a local folder; sync was the faster of the two against a
 loopback S3 server.
 """

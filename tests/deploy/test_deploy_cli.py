@@ -81,7 +81,8 @@ def test_gpu_target_serves_the_plan_on_the_image_of_its_tensorrt(published_with_
                      "--cluster-endpoint-url", "http://minio.minio:9000")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert PLAN_MODEL in data["spec"]["models"] and data["spec"]["image"] == "dnx-tritonserver:26.02"  # TensorRT 10.13; Pillow for the preprocessing
+    # TensorRT 10.13; Pillow for the preprocessing
+    assert PLAN_MODEL in data["spec"]["models"] and data["spec"]["image"] == "dnx-tritonserver:26.02"
     dep = yaml.safe_load((tmp_path / "d" / "plain" / "deployment.yaml").read_text())
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     assert container["args"][0].startswith("--model-repository=s3://http://minio.minio:9000/")

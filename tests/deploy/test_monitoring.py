@@ -36,14 +36,23 @@ def test_dashboard_has_a_row_per_model_and_a_server_row():
     rows = [p["title"] for p in doc["panels"] if p["type"] == "row"]
     assert rows == [f"Model {m}" for m in SPEC.models] + ["Server"]
     titles = [p["title"] for p in doc["panels"] if p["type"] != "row"]
-    assert titles == PANELS * len(SPEC.models) + ["Replicas up", "CPU utilisation", "CPU memory used",
-                                                   "GPU utilisation", "GPU memory used"]
+    assert titles == PANELS * len(SPEC.models) + ["Replicas up", "CPU utilisation", "CPU memory used"]
     assert doc["uid"] == "dnx-densenet121" and doc["templating"]["list"][0]["type"] == "datasource"
     targets = [t for p in doc["panels"] for t in p.get("targets", [])]
     assert all(t["datasource"] == {"type": "prometheus", "uid": "${datasource}"} for t in targets)
     assert all('job="densenet121"' in t["expr"] for t in targets)
     ids = [p.get("id") for p in doc["panels"]]
     assert len(set(ids)) == len(ids), "panel ids must be unique for Grafana's import"
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
+def test_only_a_gpu_deployment_names_gpu_metrics(target):
+    files = render(dataclasses.replace(SPEC, target=target))
+    text = files["monitoring/dashboard.json"] + "".join(v for k, v in files.items() if "rule" in k)
+    assert ("nv_gpu_" in text) == (target == "gpu")
+    if target == "gpu":
+        titles = [p["title"] for p in json.loads(files["monitoring/dashboard.json"])["panels"]]
+        assert titles[-2:] == ["GPU utilisation", "GPU memory used"]
 
 
 def test_rules_hold_recording_rules_and_the_four_slo_alerts():

@@ -12,7 +12,7 @@ from dnx.preprocess import TOLERANCE
 
 def reference(data: bytes, spec, *, orient: bool = True) -> np.ndarray:
     """torchvision ``Resize + CenterCrop + ToTensor + Normalize`` of the fully decoded picture, upright."""
-    import torchvision.transforms as T
+    import torchvision.transforms as T  # noqa: N812 - torchvision's documented alias
 
     with Image.open(io.BytesIO(data)) as img:
         img.load()

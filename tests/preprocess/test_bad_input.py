@@ -6,7 +6,6 @@ import io
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from PIL import Image, features
 

@@ -22,9 +22,9 @@ def _softmax(x):
 
 
 def readme_curl_block() -> str:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "CLIENTS.md").read_text()
     m = re.search(r"<!-- curl-bytes -->\s*```sh\n(.*?)```\s*<!-- /curl-bytes -->", text, re.S)
-    assert m, "README lost its curl example (between <!-- curl-bytes --> markers)"
+    assert m, "docs/CLIENTS.md lost its curl example (between <!-- curl-bytes --> markers)"
     return m.group(1)
 
 

@@ -14,7 +14,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _readme_client() -> str:
-    section = README.read_text().split("## Plain Triton clients", 1)[1].split("\n## ", 1)[0]
+    section = README.read_text().split("## A plain gRPC client", 1)[1].split("\n## ", 1)[0]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 

@@ -11,6 +11,7 @@ from dnx.perf.analyzer.parse import Measurement, parse_csv, unstable_levels
 
 __all__ = [
     "Analyzer", "LevelSettings", "Measurement", "RELAXED_STABILITY", "Run", "SHARED_MEMORY", "STABILITY_EXIT_CODE",
-    "Segment", "build_argv", "check_shared_memory", "is_local_host", "cudart_lib_dir", "find_perf_analyzer", "parse_csv", "perf_analyzer_env", "plan_retries",
+    "Segment", "build_argv", "check_shared_memory", "is_local_host", "cudart_lib_dir", "find_perf_analyzer", "parse_csv",
+    "perf_analyzer_env", "plan_retries",
     "shell_line", "unstable_levels",
 ]

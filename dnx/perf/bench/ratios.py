@@ -54,7 +54,7 @@ def _served(row: dict) -> str:
 
 
 def compute_ratios(in_process: list[Timing], served: list[dict], ort_model: str) -> list[Ratio]:
-    """The issue's targets: served vs in-process ONNX Runtime and PyTorch eager."""
+    """Served vs in-process ONNX Runtime and PyTorch eager (the project's first targets)."""
     ort = [t for t in in_process if t.family == "onnxruntime" and t.precision == "fp32"]
     torch1 = next((t for t in in_process if t.family == "pytorch" and t.batch == 1), None)
     mine = [r for r in served if r["model"] == ort_model and r["batch"] == 1]
@@ -74,7 +74,7 @@ def compute_ratios(in_process: list[Timing], served: list[dict], ort_model: str)
         out.append(Ratio.of("served p99 at concurrency 1 / in-process ONNX Runtime batch-1 p99", c1["p99_ms"] / ort1.p99_ms,
                             1.5, False, f"{c1['p99_ms']:.1f} ms vs {ort1.p99_ms:.1f} ms (in-process median "
                             f"{ort1.p50_ms:.1f} ms)"))
-    # The CPU-variants view (OpenVINO issue): the best served variant of any runtime.
+    # The CPU-variants view: the best served variant of any runtime.
     if served and in_process:
         sb = best_row(served)
         ib = _fastest(in_process)
@@ -100,7 +100,7 @@ def compute_ratios(in_process: list[Timing], served: list[dict], ort_model: str)
 
 
 def tuned_ratios(in_process: list[Timing], served: list[dict], ort_model: str, manifest: dict | None = None) -> list[Ratio]:
-    """Issue 11's targets: the best served variant vs the fastest in-process run of its runtime and precision
+    """The best served variant vs the fastest in-process run of its runtime and precision
     (batch 1..8, sync or async), and served ONNX Runtime fp32 vs in-process ONNX Runtime fp32 best."""
     out = []
     if served:
@@ -120,7 +120,7 @@ def tuned_ratios(in_process: list[Timing], served: list[dict], ort_model: str, m
 
 
 def shared_memory_ratio(in_process: list[Timing], served: list[dict], manifest=None) -> list[Ratio]:
-    """Issue 19's target: the best served variant, with the better of the two shared-memory passes (rows carry
+    """The best served variant, with the better of the two shared-memory passes (rows carry
     ``shared_memory``), vs the fastest in-process run of its runtime and precision (batch 1..8).
 
     The target follows the mode that won: >= 0.9x through system shared memory, >= 0.8x with tensors over gRPC.

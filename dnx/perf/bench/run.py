@@ -109,7 +109,7 @@ def run_bench(opts: BenchOptions, on_step: Callable[[str], None] | None = None) 
         input_dir = write_input_dir(images[0], results / "input-data", spec.input_name)
         with launched_server(repo, opts.served_models, results / "tritonserver.log") as server:
             # The bytes-in ensemble and its steps are not a runtime to compare with in-process ones
-            # (perf/bytes_vs_tensor.py measures them); named with --models they are measured.
+            # (dnx perf reports their preprocessing cost); named with --models they are measured.
             models, _ = measurable(inspect_server(server.grpc_url, "grpc", opts.served_models),
                                    named=opts.served_models is not None, ensembles=False)
             sweep_opts = SweepOptions(

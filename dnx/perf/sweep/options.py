@@ -11,11 +11,11 @@ from dnx.errors import InputError
 from dnx.perf.analyzer import SHARED_MEMORY, LevelSettings
 from dnx.perf.levels import ConcurrencyRange
 
-# Measured: `dnx perf` visits about 3.5 windows a level (3 stable + ramp) plus ~1.5 s of start-up;
-# 5 s time windows gave 18 s a point on the 2-core machine kind (STACK-FACTS, 2026-11-28).
+# `dnx perf` visits about 3.5 windows a level (3 stable + ramp) plus ~1.5 s of start-up: 5 s time
+# windows gave 18 s a point on a 2-core CPU.
 WINDOWS_PER_POINT = 3.5
 POINT_OVERHEAD_S = 1.5
-# count_windows: the slowest CPU variants served 25-33 infer/s on the 2-core machine (perf/BENCHMARKS.md).
+# count_windows: the slowest CPU variants served 25-33 infer/s on a 2-core CPU (docs/PERFORMANCE.md).
 ASSUMED_THROUGHPUT = 30.0
 
 

@@ -62,7 +62,7 @@ class Curve:
 
     @classmethod
     def from_dicts(cls, label: str, points: list[dict], knobs: dict | None = None, error: str = "") -> "Curve":
-        """From today's tune point dicts (``concurrency``, ``throughput``, ``p99_ms``, optional ``repeats``).
+        """From tune's point dicts (``concurrency``, ``throughput``, ``p99_ms``, optional ``repeats``).
 
         Several dicts for one level are combined (:func:`combine`).
         """

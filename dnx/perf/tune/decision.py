@@ -2,7 +2,7 @@
 
 A :class:`Candidate` is one measured config (its points per concurrency level); the choice
 itself is :func:`dnx.perf.tune.objective.challenge` over their curves (:func:`curve_of`), and the
-confirm step :func:`~dnx.perf.tune.objective.confirm`. :func:`decide` wraps both into one
+confirm step :func:`~dnx.perf.tune.confirm.confirm`. :func:`decide` wraps both into one
 :class:`Decision` per model, read by the write-back, the report, the manifest and the command.
 """
 
@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 from dnx.perf.tune.curves import Curve, Load, geomean
 from dnx.perf.tune.evidence import conservative_throughput
-from dnx.perf.tune.objective import Confirmation, challenge, choose
-from dnx.perf.tune.objective import Decision as Choice
+from dnx.perf.tune.confirm import Confirmation
+from dnx.perf.tune.objective import challenge, choose
+from dnx.perf.tune.objective import Choice
 
 
 @dataclass
@@ -204,7 +205,7 @@ def decide(candidates: list[Candidate], choices_: dict[str, Choice | None],
             reason = f"{choice.why}; not confirmed (dry run, interrupted, or no time left for the rerun)"
         else:
             reason = conf.reason
-        # The final round may pick a runner-up over the search's winner (objective.confirm).
+        # The final round may pick a runner-up over the search's winner (confirm.confirm).
         kept = by_label[conf.written.label] if write else base
         kept.winner = True
         shown = conf.written if conf is not None else kept.curve()

@@ -1,7 +1,7 @@
 """Whether ``dnx tune``'s final round shows a real gain, and the figure an independent run reproduces (pure).
 
 The final round measures the current config and the pick back to back at each level, the order
-alternating by round (:func:`dnx.perf.tune.objective.rerun_plan`), so the i-th run of one and the
+alternating by round (:func:`dnx.perf.tune.confirm.rerun_plan`), so the i-th run of one and the
 i-th run of the other saw nearly the same machine: their ratio is one paired sample. A config is
 written only when the bootstrap interval of those ratios lies wholly above 1 (no gain excluded);
 and the figure recorded for a kept config is the low end of the interval of its own runs, so a

@@ -11,8 +11,8 @@ the highest first, and stopped as soon as :func:`~dnx.perf.tune.objective.early_
 cannot win (slower than the current config at a level, or over the latency budget). Under
 ``saturation`` the levels rise to the fill level and stop past saturation, as before. The
 confirm step (:meth:`Measurer.rerun`) measures the current config and the winner again, with the
-runners-up the search could not tell from it (:func:`~dnx.perf.tune.objective.runners_up`), back
-to back at every level (:func:`~dnx.perf.tune.objective.rerun_plan`).
+runners-up the search could not tell from it (:func:`~dnx.perf.tune.confirm.runners_up`), back
+to back at every level (:func:`~dnx.perf.tune.confirm.rerun_plan`).
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from dnx.perf.served import ModelControl, ServedModel, inspect_server
 from dnx.perf.tune import space
 from dnx.perf.tune.curves import Curve, Point, combine
 from dnx.perf.tune.decision import Candidate, choices, curve_of, search_score
-from dnx.perf.tune.objective import (NEAR_SLACK, Confirmation, confirm, early_refusal, rerun_levels, rerun_plan,
-                                     rerun_rounds, runners_up)
-from dnx.perf.tune.objective import Decision as Choice
+from dnx.perf.tune.confirm import Confirmation, confirm, rerun_levels, rerun_plan, rerun_rounds, runners_up
+from dnx.perf.tune.objective import NEAR_SLACK, early_refusal
+from dnx.perf.tune.objective import Choice
 from dnx.perf.tune.options import (
     LOAD_ESTIMATE_S, TuneOptions, TuneResult, candidate_estimate_s, confirm_estimate_s, level_estimate_s,
 )
@@ -207,7 +207,7 @@ class Measurer:
     def rerun(self, choice: Choice, configs: dict[str, TritonConfig], runners: tuple[Curve, ...] = ()) -> Confirmation:
         """The confirm step (the final round): the current config, the winner and ``runners``
         (``configs``: label -> config for each) measured again, back to back and interleaved at
-        every level (:func:`~dnx.perf.tune.objective.rerun_plan`), and the decision re-made on those runs.
+        every level (:func:`~dnx.perf.tune.confirm.rerun_plan`), and the decision re-made on those runs.
 
         Not bound by the search's deadline (:meth:`reserve_s` kept the time for it).
         """

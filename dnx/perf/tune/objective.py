@@ -7,58 +7,44 @@ Objectives (:data:`OBJECTIVES`):
   than ``slack`` (3 %) slower than the current config at any level, nor one whose p99 exceeds
   ``latency_budget_ms`` at any level. It must beat the current config's geometric mean by
   ``min_gain`` (3 %, measurement noise), else the current config stays.
-- ``saturation`` (today's behaviour, batch-heavy services): the best throughput at any measured
+- ``saturation`` (batch-heavy services): the best throughput at any measured
   level (the fill level included) whose p99 is within the budget.
 - ``latency``: the lowest p99 at the load's lowest level.
 
 Candidates faster at some levels but more than ``slack`` slower at others are *trade-offs*: the
 decision names them and the load under which they would be chosen, so a report can say "this
-config stays unless you state that load (``--concurrency 8:16``)". :func:`confirm` re-makes the
+config stays unless you state that load (``--concurrency 8:16``)". :func:`dnx.perf.tune.confirm.confirm` re-makes the
 decision on a back-to-back, interleaved rerun of the current config and the winner, with the
-runners-up the search could not tell from it (:func:`runners_up`: the final round);
+runners-up the search could not tell from it (``confirm.runners_up``: the final round);
 :func:`challenge` sends a trade-off that is slower only within the noise (:data:`NEAR_SLACK`)
 to that rerun instead of refusing it on one window.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
+from dnx.kinds import Objective
 from dnx.errors import InputError
-from dnx.perf.tune.curves import UNSTABLE_SPREAD, Curve, Load, Point, geomean
-from dnx.perf.tune.evidence import gain_evidence
+from dnx.perf.tune.curves import UNSTABLE_SPREAD, Curve, Load
+from dnx.perf.tune.rules import (EPS, RULES, ObjectiveRules, level_changes, load_levels, over_budget,  # noqa: F401 - re-exported
+                                 p99_geomean, score_of)
+from dnx.perf.tune.wording import aggregate_text, figure_text, pct, share, why_win  # noqa: F401 - re-exported
 
-OBJECTIVES = ("load", "saturation", "latency")
+OBJECTIVES = tuple(o.value for o in Objective)
 DEFAULT_LOAD = "1:16"
 SLACK = 0.03  # a winner is never more than this much slower than the current config at any level
 # A candidate refused only for being at most this much slower at some level (one perf_analyzer window
 # on a shared 2-vCPU VM moves by 5-10 %) is a challenger: measured again, interleaved with the
-# current config, it wins only if the 3 % rule holds there (:func:`challenge`, :func:`confirm`).
+# current config, it wins only if the 3 % rule holds there (:func:`challenge`, ``confirm.confirm``).
 NEAR_SLACK = 2 * SLACK
 MIN_GAIN = 0.03  # ... and beats it by at least this much in aggregate (measurement noise)
 # The final round: candidates whose search score is within this share of the winner's are ties on
-# one window each. Measured on the AMX VM: OpenVINO int8 max batch 4 at c16 scored 113.1 infer/s in
-# dnx tune's search and 178.4 in Model Analyzer's the same hour; dnx wrote max batch 2 (155.0),
-# which max batch 4 then beat in each of 6 interleaved rounds (+16 %).
+# one window each: on a shared VM one window of the same config has moved by more than 50 % within
+# an hour (docs/TUNING.md, "The final round"), so the search's order among them is not evidence.
 FINALIST_BAND = 0.30
 MAX_RUNNERS_UP = 3  # measured again with the winner, at most
 RERUN_WINDOWS = 20  # ... and only while the final round stays within this many perf_analyzer runs per model
-_EPS = 1e-9  # exactly `slack` slower / exactly `min_gain` faster count as within the rule
-
-
-def pct(change: float) -> str:
-    """``0.27`` -> ``+27 %``, ``-0.034`` -> ``-3.4 %`` (one decimal below 10 %)."""
-    v = change * 100
-    return f"{v:+.1f} %" if abs(v) < 9.95 else f"{v:+.0f} %"
-
-
-def share(x: float) -> str:
-    """``0.55`` -> ``55 %``, ``0.034`` -> ``3.4 %``; settings (0.03) -> ``3 %``."""
-    v = x * 100
-    if abs(v - round(v)) < 1e-9:
-        return f"{round(v)} %"
-    return f"{v:.1f} %" if abs(v) < 9.95 else f"{v:.0f} %"
 
 
 @dataclass(frozen=True)
@@ -99,7 +85,7 @@ class TradeOff:
 
 
 @dataclass(frozen=True)
-class Decision:
+class Choice:
     """The outcome of :func:`choose`: the winner (``current`` when nothing beats it) and why."""
 
     objective: str
@@ -160,60 +146,31 @@ class Decision:
 # ------------------------------------------------------------------ scores and rules
 
 
-def _over_budget(curve: Curve, levels, budget: float | None) -> list[int]:
-    if budget is None:
-        return []
-    return [c for c in levels if (p := curve.at(c)) is not None and p.p99_ms > budget + _EPS]
-
-
-def _changes(current: Curve, cand: Curve, levels) -> list[tuple[int, float]]:
-    """(level, cand / current - 1) where both were measured and the current figure counts."""
-    out = []
-    for c in levels:
-        a, b = cand.throughput(c), current.throughput(c)
-        if a is not None and b:
-            out.append((c, a / b - 1.0))
-    return out
-
-
-def _score(curve: Curve, objective: str, load: Load, budget: float | None) -> float | None:
-    """Higher is better; None when ``curve`` cannot be compared under ``objective``."""
-    if curve.failed:
-        return None
-    if objective == "load":
-        tps = [curve.throughput(c) for c in load.levels]
-        return None if None in tps else geomean(tps)
-    if objective == "saturation":
-        fits = [p.throughput for p in curve.points if budget is None or p.p99_ms <= budget + _EPS]
-        return max(fits) if fits else None
-    p = curve.at(load.levels[0])
-    return None if p is None else 1000.0 / max(p.p99_ms, 1e-6)
-
-
-def _refusal(cand: Curve, current: Curve, objective: str, load: Load, budget: float | None, slack: float,
+def refusal_of(cand: Curve, current: Curve, objective: str, load: Load, budget: float | None, slack: float,
              min_gain: float, partial: bool = False) -> Refusal | None:
     """Why ``cand`` breaks a rule (failed, budget, slower, unmeasured), or None; ``partial``: skip unmeasured."""
     if cand.failed:
         return Refusal(cand.label, "failed", f"failed: {cand.error}" if cand.error else "nothing was measured")
     if objective == "saturation":
-        if budget is not None and _score(cand, objective, load, budget) is None:
+        if budget is not None and score_of(cand, objective, load, budget) is None:
             worst = min(cand.points, key=lambda p: p.p99_ms)
             return Refusal(cand.label, "budget", f"no measured level meets the {budget:g} ms budget "
                                                  f"(best: p99 {worst.p99_ms:.1f} ms at c{worst.concurrency})")
         return None
-    levels = load.levels if objective == "load" else load.levels[:1]
-    over = _over_budget(cand, levels, budget)
+    rules = RULES[objective]
+    levels = rules.levels(load)
+    over = over_budget(cand, levels, budget)
     if over:
         p = cand.at(over[0])
         return Refusal(cand.label, "budget", f"p99 {p.p99_ms:.1f} ms at c{p.concurrency} is over the {budget:g} ms budget")
-    if objective == "load":
+    if rules.per_level:
         # Where the current config itself breaks the budget its throughput is no reference.
-        ref_levels = [c for c in levels if c not in _over_budget(current, levels, budget)]
-        changes = _changes(current, cand, ref_levels)
-        slower = [(c, r) for c, r in changes if r < -slack - _EPS]
+        ref_levels = [c for c in levels if c not in over_budget(current, levels, budget)]
+        changes = level_changes(current, cand, ref_levels)
+        slower = [(c, r) for c, r in changes if r < -slack - EPS]
         if slower:
             c, r = min(slower, key=lambda cr: cr[1])
-            faster = [(fc, fr) for fc, fr in changes if fr >= min_gain - _EPS]
+            faster = [(fc, fr) for fc, fr in changes if fr >= min_gain - EPS]
             lead = f"faster at {', '.join(f'c{fc} ({pct(fr)})' for fc, fr in faster)} but " if faster else ""
             return Refusal(cand.label, "slower", f"{lead}{share(-r)} slower than the current config at c{c} "
                                                  f"(allowed: {share(slack)})")
@@ -231,12 +188,12 @@ def early_refusal(current: Curve, partial: Curve, load: Load | str, latency_budg
     current config at a level already measured, is refused whatever the other levels say: stop
     measuring it. Measure the levels from the highest down, so a candidate that is faster at high
     load is measured there before its low-load levels refuse it (the report's trade-offs).
-    Other objectives: None (their loop keeps today's stop rules).
+    Other objectives: None (their loop stops by its own rules).
     """
     if objective != "load":
         return None
     load = Load.parse(load) if isinstance(load, str) else load
-    r = _refusal(partial, current, objective, load, latency_budget_ms, slack, MIN_GAIN, partial=True)
+    r = refusal_of(partial, current, objective, load, latency_budget_ms, slack, MIN_GAIN, partial=True)
     return r.reason if r else None
 
 
@@ -254,20 +211,20 @@ def _check(objective: str, slack: float, min_gain: float, budget: float | None) 
 
 def choose(current: Curve, candidates: list[Curve], load: Load | str = DEFAULT_LOAD,
            latency_budget_ms: float | None = None, slack: float = SLACK, objective: str = "load",
-           min_gain: float = MIN_GAIN, unstable_spread: float = UNSTABLE_SPREAD) -> Decision:
+           min_gain: float = MIN_GAIN, unstable_spread: float = UNSTABLE_SPREAD) -> Choice:
     """Decide which config serves ``load`` best: a candidate, or ``current`` (ties keep ``current``).
 
     ``candidates`` may include ``current`` (same label: skipped). Labels must be unique.
     """
-    return _choose(current, candidates, load, latency_budget_ms, slack, objective, min_gain, unstable_spread, True)
+    return decide_among(current, candidates, load, latency_budget_ms, slack, objective, min_gain, unstable_spread, True)
 
 
 def challenge(current: Curve, candidates: list[Curve], load: Load | str = DEFAULT_LOAD,
-              latency_budget_ms: float | None = None, objective: str = "load") -> Decision:
+              latency_budget_ms: float | None = None, objective: str = "load") -> Choice:
     """:func:`choose`, except that under the load objective a candidate refused only for being at
     most :data:`NEAR_SLACK` slower at some level (faster in aggregate by the noise margin) becomes
     the winner *to be confirmed* (``challenger``): the decision keeps the 3 % rule (``slack``), so
-    :func:`confirm` writes it only if the interleaved rerun shows it within 3 % at every level.
+    ``confirm.confirm`` writes it only if the interleaved rerun shows it within 3 % at every level.
 
     What a person reading the plot would do with "+48 % at c2..c16, -3.7 % at c1" from one window
     per level: measure again before refusing it.
@@ -282,36 +239,37 @@ def challenge(current: Curve, candidates: list[Curve], load: Load | str = DEFAUL
     why = (f"{near.winner.label} is refused by the {share(SLACK)} rule only within this machine's noise "
            f"({r.reason if r else 'slower at one level'}); it is measured again, interleaved with the current "
            f"config, and written only if it holds there; otherwise the current config stays")
-    return Decision(near.objective, near.load, near.latency_budget_ms, SLACK, near.min_gain, near.current,
+    return Choice(near.objective, near.load, near.latency_budget_ms, SLACK, near.min_gain, near.current,
                     near.candidates, near.winner, why, near.scores, near.gain, strict.refused, strict.trade_offs,
                     near.unstable, challenger=True)
 
 
-def _choose(current, candidates, load, budget, slack, objective, min_gain, spread, with_trade_offs) -> Decision:
+def decide_among(current, candidates, load, budget, slack, objective, min_gain, spread, with_trade_offs) -> Choice:
+    """The decision with every rule's parameter given (:func:`choose` and :func:`challenge` set them)."""
     _check(objective, slack, min_gain, budget)
     load = Load.parse(load) if isinstance(load, str) else load
     cands = [c for c in candidates if c.label != current.label]
     labels = [c.label for c in cands]
     if len(set(labels)) != len(labels):
         raise ValueError(f"candidate labels must be unique: {labels}")
-    scores = {current.label: _score(current, objective, load, budget)}
-    scores.update({c.label: _score(c, objective, load, budget) for c in cands})
+    scores = {current.label: score_of(current, objective, load, budget)}
+    scores.update({c.label: score_of(c, objective, load, budget) for c in cands})
     unstable = {c.label: u for c in (current, *cands) if (u := c.unstable(spread))}
     trade = tuple(_trade_offs(current, cands, load, budget, slack, min_gain, spread)) if with_trade_offs else ()
-    make = lambda winner, why, gain, refused: Decision(  # noqa: E731
+    make = lambda winner, why, gain, refused: Choice(  # noqa: E731
         objective, load, budget, slack, min_gain, current, tuple(cands), winner, why, scores, gain,
         tuple(refused), trade, unstable)
 
     base = scores[current.label]
-    if current.failed or any(current.at(c) is None for c in _levels(objective, load)):
-        missing = ", ".join(f"c{c}" for c in _levels(objective, load) if current.at(c) is None)
+    if current.failed or any(current.at(c) is None for c in load_levels(objective, load)):
+        missing = ", ".join(f"c{c}" for c in load_levels(objective, load) if current.at(c) is None)
         what = f"failed ({current.error})" if current.error else f"was not measured at {missing or 'any level'}"
         refused = [Refusal(c.label, "unmeasured", "not compared: the current config " + what) for c in cands]
         return make(current, f"the current config {what}: nothing can be compared, it stays", None, refused)
     # The current config breaks the latency budget: any candidate that meets it is better, whatever its gain.
-    current_ok = base is not None and not _over_budget(current, _levels(objective, load), budget)
+    current_ok = base is not None and not over_budget(current, load_levels(objective, load), budget)
 
-    refused = [r for c in cands if (r := _refusal(c, current, objective, load, budget, slack, min_gain))]
+    refused = [r for c in cands if (r := refusal_of(c, current, objective, load, budget, slack, min_gain))]
     out = {r.label for r in refused}
     ok = [c for c in cands if c.label not in out and scores[c.label] is not None]
     if not ok:
@@ -322,26 +280,26 @@ def _choose(current, candidates, load, budget, slack, objective, min_gain, sprea
         if trade:
             why += f"; {len(trade)} {'is' if len(trade) == 1 else 'are'} faster at some levels only (trade-offs below)"
         return make(current, why, None, refused)
-    best = max(ok, key=lambda c: (scores[c.label], -_p99_gm(c, load)))  # max() keeps the first on ties
+    best = max(ok, key=lambda c: (scores[c.label], -p99_geomean(c, load)))  # max() keeps the first on ties
     top = best
     best = _simplest_close(current, ok, best, scores, base, min_gain, current_ok)
     gain = scores[best.label] / base - 1.0 if base else None
-    others = [Refusal(c.label, "not-best", f"meets the rules; {_fig(scores[c.label], objective)} is below "
-                                           f"{best.label}'s {_fig(scores[best.label], objective)}")
+    others = [Refusal(c.label, "not-best", f"meets the rules; {figure_text(scores[c.label], objective)} is below "
+                                           f"{best.label}'s {figure_text(scores[best.label], objective)}")
               if scores[c.label] <= scores[best.label] else
-              Refusal(c.label, "not-best", f"meets the rules; {_fig(scores[c.label], objective)} is within the "
+              Refusal(c.label, "not-best", f"meets the rules; {figure_text(scores[c.label], objective)} is within the "
                                            f"{share(min_gain)} noise margin of {best.label}'s "
-                                           f"{_fig(scores[best.label], objective)}, which changes fewer settings")
+                                           f"{figure_text(scores[best.label], objective)}, which changes fewer settings")
               for c in ok if c is not best]
-    if current_ok and (gain is None or gain < min_gain - _EPS):
+    if current_ok and (gain is None or gain < min_gain - EPS):
         why = (f"the best candidate that meets the rules, {best.label}, gains {pct(gain or 0)} "
-               f"({_fig(scores[best.label], objective)} against {_fig(base, objective)}, {_aggr(objective, load)}), "
+               f"({figure_text(scores[best.label], objective)} against {figure_text(base, objective)}, {aggregate_text(objective, load)}), "
                f"below the {share(min_gain)} noise margin: the current config stays")
         return make(current, why, gain, refused + [Refusal(best.label, "no-gain", f"gains {pct(gain or 0)}, "
                                                   f"below the {share(min_gain)} noise margin")] + others)
-    why = _why_win(current, best, objective, load, budget, slack, scores, gain, current_ok)
+    why = why_win(current, best, objective, load, budget, slack, scores, gain, current_ok)
     if best is not top:
-        why += (f"; chosen over {top.label} ({_fig(scores[top.label], objective)}, within the {share(min_gain)} "
+        why += (f"; chosen over {top.label} ({figure_text(scores[top.label], objective)}, within the {share(min_gain)} "
                 f"noise margin of it) as it changes fewer settings ({_distance(current, best)} against "
                 f"{_distance(current, top)})")
     return make(best, why, gain, refused + others)
@@ -365,7 +323,7 @@ def _simplest_close(current, ok, best, scores, base, min_gain, current_ok) -> Cu
 
     def eligible(c):
         s = scores[c.label]
-        return s >= top * (1.0 - min_gain) - _EPS and (not current_ok or not base or s / base - 1.0 >= min_gain - _EPS)
+        return s >= top * (1.0 - min_gain) - EPS and (not current_ok or not base or s / base - 1.0 >= min_gain - EPS)
 
     if not eligible(best):
         return best  # the best does not gain the margin itself: the caller keeps the current config
@@ -374,60 +332,15 @@ def _simplest_close(current, ok, best, scores, base, min_gain, current_ok) -> Cu
     return min(close, key=lambda c: (_distance(current, c), -scores[c.label]))
 
 
-def _levels(objective: str, load: Load) -> tuple[int, ...]:
-    return load.levels if objective == "load" else load.levels[:1] if objective == "latency" else ()
-
-
-def _p99_gm(curve: Curve, load: Load) -> float:
-    p99s = [p.p99_ms for c in load.levels if (p := curve.at(c)) is not None]
-    return geomean(p99s) if p99s else float("inf")
-
-
-def _fig(score: float | None, objective: str) -> str:
-    if score is None:
-        return "-"
-    return f"p99 {1000.0 / score:.1f} ms" if objective == "latency" else f"{score:.1f} infer/s"
-
-
-def _aggr(objective: str, load: Load) -> str:
-    if objective == "load" and len(load.levels) == 1:
-        return f"at c{load.levels[0]}"
-    return {"load": f"geometric mean over {load.describe()}", "saturation": "each one's best level",
-            "latency": f"at c{load.levels[0]}"}[objective]
-
-
-def _at_best(curve: Curve, score: float | None, objective: str) -> str:
-    """`` at c16`` for a saturation score (the level it came from), else nothing."""
-    if objective != "saturation" or score is None:
-        return ""
-    return next((f" at c{p.concurrency}" for p in curve.points if p.throughput == score), "")
-
-
-def _why_win(current, best, objective, load, budget, slack, scores, gain, current_ok) -> str:
-    new, old = scores[best.label], scores[current.label]
-    why = (f"{best.label}: {_fig(new, objective)}{_at_best(best, new, objective)} against {_fig(old, objective)}"
-           f"{_at_best(current, old, objective)} for the current config "
-           f"({_aggr(objective, load)}{', ' + pct(gain) if gain is not None else ''})")
-    if objective == "load" and len(load.levels) > 1:
-        changes = _changes(current, best, load.levels)
-        c, r = min(changes, key=lambda cr: cr[1])
-        why += f", never more than {share(slack)} slower at any level (worst: c{c} {pct(r)})"
-    if budget is not None:
-        why += f", p99 within {budget:g} ms" + (" at every level" if objective == "load" else "")
-    if not current_ok:
-        why += f"; the current config breaks the {budget:g} ms budget"
-    return why
-
-
 def _trade_offs(current, cands, load, budget, slack, min_gain, spread) -> list[TradeOff]:
-    ref = [c for c in load.levels if c not in _over_budget(current, load.levels, budget)]
+    ref = [c for c in load.levels if c not in over_budget(current, load.levels, budget)]
     out = []
     for cand in cands:
         if cand.failed:
             continue
-        changes = _changes(current, cand, ref)
-        faster = [(c, r) for c, r in changes if r >= min_gain - _EPS]
-        slower = [(c, r) for c, r in changes if r < -slack - _EPS]
+        changes = level_changes(current, cand, ref)
+        faster = [(c, r) for c, r in changes if r >= min_gain - EPS]
+        slower = [(c, r) for c, r in changes if r < -slack - EPS]
         if not faster or not slower:
             continue
         # The run of measured levels, never more than `slack` slower, around its best gain.
@@ -440,156 +353,7 @@ def _trade_offs(current, cands, load, budget, slack, min_gain, spread) -> list[T
         while hi + 1 < len(measured) and measured[hi + 1] not in bad:
             hi += 1
         stated = Load(tuple(measured[lo:hi + 1]))
-        again = _choose(current, cands, stated, budget, slack, "load", min_gain, spread, False)
+        again = decide_among(current, cands, stated, budget, slack, "load", min_gain, spread, False)
         out.append(TradeOff(cand.label, tuple(faster), tuple(slower), stated,
                             again.winner.label if again.changes else None))
     return out
-
-
-# ------------------------------------------------------------------ the confirm step
-
-
-@dataclass(frozen=True)
-class Confirmation:
-    """The decision re-made on the rerun; ``written`` is the rerun curve of the config that is kept."""
-
-    holds: bool
-    reason: str
-    rerun: Decision  # choose() over the two rerun curves, same rules
-    written: Curve
-    gain: str = ""  # the pick's gain over the current config, paired run by run, with its interval
-
-    def to_dict(self) -> dict:
-        """JSON-ready."""
-        return {"holds": self.holds, "reason": self.reason, "written": self.written.to_dict(), "gain": self.gain,
-                "rerun": {k: v for k, v in self.rerun.to_dict().items() if k != "trade_offs"}}
-
-
-def rerun_levels(decision: Decision, runners: tuple[Curve, ...] = ()) -> tuple[int, ...]:
-    """The levels the confirm step measures: the load's (saturation: each config's best level)."""
-    if decision.objective == "saturation":
-        best = lambda c: max(c.points, key=lambda p: p.throughput).concurrency if c.points else None  # noqa: E731
-        return tuple(sorted({x for c in (decision.current, decision.winner, *runners) if (x := best(c)) is not None}))
-    return _levels(decision.objective, decision.load)
-
-
-def rerun_rounds(levels: int) -> int:
-    """Rounds of the final round for ``levels`` levels: every level gives one paired run per round, and
-    the gain's interval (:mod:`dnx.perf.tune.evidence`) needs several: 2 rounds from 3 levels, else 3."""
-    return 2 if levels >= 3 else 3
-
-
-def rerun_configs(levels: int, rounds: int) -> int:
-    """How many configs the final round measures (current, winner, runners-up) for ``levels`` levels x ``rounds``.
-
-    At least the two of the confirm step; more while the round stays within :data:`RERUN_WINDOWS`
-    runs: ``--concurrency 16`` gets 5 (3 runners-up), the default 1:16 (5 levels) gets 2.
-    """
-    return min(2 + MAX_RUNNERS_UP, max(2, RERUN_WINDOWS // max(1, levels * rounds)))
-
-
-def runners_up(decision: Decision, rounds: int = 2, band: float = FINALIST_BAND) -> tuple[Curve, ...]:
-    """The candidates measured again with the winner in the final round, best search score first.
-
-    A runner-up scored within ``band`` of the winner (one window each on a VM that drifts by
-    that much: a tie), broke no rule but the noise (the search's rules with :data:`NEAR_SLACK` in
-    place of the slack, as :func:`challenge` applies them: failed, over the latency budget,
-    unmeasured or more than NEAR_SLACK slower than the current config at some level: out), and fits
-    :func:`rerun_configs`. None when the decision keeps the current config.
-    """
-    if not decision.changes:
-        return ()
-    top = decision.scores.get(decision.winner.label)
-    if not top:
-        return ()
-    room = rerun_configs(len(rerun_levels(decision)), rounds) - 2
-    out = []
-    for c in decision.candidates:
-        s = decision.scores.get(c.label)
-        if c.label == decision.winner.label or s is None or s < (1 - band) * top - _EPS:
-            continue
-        # The search's rules with the noise allowance, exactly as challenge() applies them.
-        if _refusal(c, decision.current, decision.objective, decision.load, decision.latency_budget_ms,
-                    NEAR_SLACK, decision.min_gain) is not None:
-            continue
-        out.append(c)
-    out.sort(key=lambda c: -decision.scores[c.label])  # sort() is stable: ties keep the search's order
-    return tuple(out[:max(0, room)])
-
-
-def rerun_plan(decision: Decision, rounds: int = 2, runners: tuple[Curve, ...] = ()) -> list[tuple[int, str]]:
-    """``(level, config label)`` in measuring order: back to back at each level, the order reversed
-    every other round (two configs: ABBA, current, winner, winner, current), so a drift in the
-    machine's load hits each config alike. ``runners``: the final round's runners-up (:func:`runners_up`)."""
-    configs = [decision.current.label, decision.winner.label] + [r.label for r in runners]
-    order = []
-    for c in rerun_levels(decision, runners):
-        for i in range(rounds):
-            order += [(c, label) for label in (configs if i % 2 == 0 else configs[::-1])]
-    return order
-
-
-def _extreme(curve: Curve, pick) -> Curve:
-    """``curve`` with each level's throughput the ``pick`` (min or max) of its runs, no repeats."""
-    return Curve(curve.label, tuple(Point(p.concurrency, pick((p.throughput,) + tuple(p.repeats)), p.p99_ms)
-                                    for p in curve.points), knobs=curve.knobs, error=curve.error)
-
-
-def confirm(current_rerun: Curve, winner_rerun: Curve | None, decision: Decision,
-            unstable_spread: float = UNSTABLE_SPREAD, runners: tuple[Curve, ...] = ()) -> Confirmation:
-    """Does ``decision`` hold on the interleaved rerun (:func:`rerun_plan`, :func:`~curves.combine`)?
-
-    It holds when :func:`choose` over the rerun curves (the current config, the winner and the
-    final round's ``runners``), same objective, load, budget, slack and margin, picks a
-    candidate, and, when a rerun curve is unstable (its repeats differ by more than
-    ``unstable_spread``), it still picks it with that candidate's slowest repeat against the current
-    config's fastest at every level; otherwise the current config stays. The candidate picked may
-    be a runner-up: the search had one window per candidate, the final round has several, back to
-    back. Either way the figures to write are the rerun's (``written``). ``winner_rerun`` is None
-    when the decision keeps the current config (nothing to confirm).
-    """
-    known = {c.label for c in decision.candidates}
-    if current_rerun.label != decision.current.label or (decision.changes and winner_rerun.label != decision.winner.label) \
-            or any(r.label not in known for r in runners):
-        raise ValueError(f"rerun curves {current_rerun.label!r}, {getattr(winner_rerun, 'label', None)!r}, "
-                         f"{[r.label for r in runners]} are not the decision's {decision.current.label!r}, "
-                         f"{decision.winner.label!r} and its candidates")
-    cands = [winner_rerun, *runners] if decision.changes else []
-    again = _choose(current_rerun, cands, decision.load, decision.latency_budget_ms, decision.slack,
-                    decision.objective, decision.min_gain, unstable_spread, False)
-    if not decision.changes:
-        return Confirmation(True, "the current config stays; its rerun figures are recorded", again, current_rerun)
-    picked = again.winner
-    instead = (f"the final round picks {picked.label} over the search's {decision.winner.label}: "
-               if again.changes and picked.label != decision.winner.label else "")
-    if not again.changes:
-        r = again.refusal(winner_rerun.label)
-        return Confirmation(False, f"does not hold on the rerun ({r.reason if r else again.why}): the current config "
-                                   "stays", again, current_rerun)
-    mine = {k: v for k, v in again.unstable.items() if k in (current_rerun.label, picked.label)}
-    where = "; ".join(f"{k} at {', '.join(f'c{c} ({share(s)} between repeats)' for c, s in v.items())}"
-                      for k, v in mine.items())
-    if mine:
-        # Unstable figures refuse the pick only where they could change the decision: it must
-        # still win with its slowest repeat against the current config's fastest at every level.
-        worst = _choose(_extreme(current_rerun, max), [_extreme(picked, min)], decision.load,
-                        decision.latency_budget_ms, decision.slack, decision.objective, decision.min_gain,
-                        math.inf, False)
-        if not worst.changes:
-            return Confirmation(False, f"the rerun is unstable ({where}) and {instead or 'the winner '}"
-                                       f"{'does' if not instead else 'it does'} not win on its slowest repeats: other "
-                                       "load on the machine? The current config stays; rerun dnx tune on a quiet "
-                                       "machine", again, current_rerun)
-    gain = ""
-    if decision.objective != "latency":  # p99 has no per-run figures to pair; its rule reads the worst run
-        ev = gain_evidence(current_rerun, picked, rerun_levels(decision, runners), decision.objective == "saturation")
-        gain = ev.words()
-        if not ev.decided:
-            return Confirmation(False, f"{instead}{picked.label} and the current config are not distinguishable on "
-                                       f"this machine (gain {gain}: the interval includes no gain): the current config "
-                                       "stays", again, current_rerun, gain)
-    if mine:
-        return Confirmation(True, f"{instead}holds on the rerun, even on its slowest repeats against the current "
-                                  f"config's fastest (the rerun is unstable: {where}): {again.why}", again, picked, gain)
-    return Confirmation(True, f"{instead}holds on the rerun: {again.why}" + (f"; gain {gain}" if gain else ""),
-                        again, picked, gain)

@@ -9,7 +9,8 @@ from dnx.errors import InputError
 from dnx.perf.analyzer import check_shared_memory
 from dnx.perf.tune.curves import Load
 from dnx.perf.tune.decision import Candidate, Decision
-from dnx.perf.tune.objective import DEFAULT_LOAD, OBJECTIVES, Confirmation, rerun_configs, rerun_rounds
+from dnx.perf.tune.confirm import Confirmation, rerun_configs, rerun_rounds
+from dnx.perf.tune.objective import DEFAULT_LOAD, OBJECTIVES
 
 DEFAULT_BUDGET_MINUTES = 14.0  # two variants + baselines of the 4-5 model CPU repository, 2 cores: <= 15 min
 LOAD_ESTIMATE_S = 8.0  # load_model with an OpenVINO compile and warm-up, before anything was measured
@@ -85,8 +86,8 @@ def candidate_estimate_s(opts: TuneOptions) -> float:
 
 
 def confirm_estimate_s(opts: TuneOptions, level_s: float | None = None, load_s: float | None = None) -> float:
-    """What the confirm step of one model costs: :func:`~dnx.perf.tune.objective.rerun_rounds` runs of each config it
-    measures (:func:`~dnx.perf.tune.objective.rerun_configs`: current, winner, runners-up) per
+    """What the confirm step of one model costs: :func:`~dnx.perf.tune.confirm.rerun_rounds` runs of each config it
+    measures (:func:`~dnx.perf.tune.confirm.rerun_configs`: current, winner, runners-up) per
     level, and about one load per config per level.
 
     ``level_s`` / ``load_s``: measured costs so far (default: the first guesses).

@@ -16,7 +16,8 @@ from pathlib import Path
 from dnx._lazy import lazy_import
 from dnx.model_repository.layout import atomic_write_bytes
 from dnx.perf.tune.curves import Curve
-from dnx.perf.tune.objective import Confirmation, Decision, pct, share
+from dnx.perf.tune.confirm import Confirmation
+from dnx.perf.tune.objective import Choice, pct, share
 
 _WORST = (0.0, math.inf)
 
@@ -63,7 +64,7 @@ def operating_front(curves: list[Curve], levels) -> list[tuple[str, int]]:
     return sorted(keep, key=lambda k: (pts[k][1], -pts[k][0]))
 
 
-def _curves(decision: Decision, curves: list[Curve] | None) -> list[Curve]:
+def _curves(decision: Choice, curves: list[Curve] | None) -> list[Curve]:
     return list(curves) if curves is not None else [decision.current, *decision.candidates]
 
 
@@ -72,7 +73,7 @@ def _curves(decision: Decision, curves: list[Curve] | None) -> list[Curve]:
 _TRADE_COLOURS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 
 
-def _styles(decision: Decision, curves: list[Curve]) -> dict[str, dict]:
+def _styles(decision: Choice, curves: list[Curve]) -> dict[str, dict]:
     trade = [t.label for t in decision.trade_offs if t.label != decision.winner.label]
     out = {}
     for c in curves:
@@ -89,7 +90,7 @@ def _styles(decision: Decision, curves: list[Curve]) -> dict[str, dict]:
     return out
 
 
-def render_png(decision: Decision, curves: list[Curve] | None = None, title: str | None = None) -> bytes:
+def render_png(decision: Choice, curves: list[Curve] | None = None, title: str | None = None) -> bytes:
     """The decision's figure as PNG bytes (matplotlib, Agg backend, imported here).
 
     Left: throughput per level for every config: the current one (black) with its refusal band
@@ -152,7 +153,7 @@ def render_png(decision: Decision, curves: list[Curve] | None = None, title: str
     return buf.getvalue()
 
 
-def plot_pareto(decision: Decision, path: str | Path, curves: list[Curve] | None = None, title: str | None = None) -> Path:
+def plot_pareto(decision: Choice, path: str | Path, curves: list[Curve] | None = None, title: str | None = None) -> Path:
     """Write :func:`render_png` to ``path`` atomically; returns the path."""
     path = Path(path)
     atomic_write_bytes(path, render_png(decision, curves, title))
@@ -171,7 +172,7 @@ def _cell(curve: Curve, level: int, current: Curve, is_current: bool) -> str:
     return f"{p.throughput:.1f}{change}"
 
 
-def report_markdown(decision: Decision, curves: list[Curve] | None = None, confirmation: Confirmation | None = None,
+def report_markdown(decision: Choice, curves: list[Curve] | None = None, confirmation: Confirmation | None = None,
                     plot: str | None = None, heading: str = "###") -> str:
     """A markdown section: the rules, each config per level, the verdicts, why the choice is the
     one a person reading the plot would make, the trade-offs, instability and the rerun.
@@ -236,7 +237,7 @@ def report_markdown(decision: Decision, curves: list[Curve] | None = None, confi
     return "\n".join(lines)
 
 
-def _why_plot(d: Decision, curves: list[Curve], on_front: set[str]) -> str:
+def _why_plot(d: Choice, curves: list[Curve], on_front: set[str]) -> str:
     cur, win = d.current.label, d.winner.label
     front_words = ("it is on the Pareto front over the load (no other config has more throughput and a lower "
                    "p99 at every level)")

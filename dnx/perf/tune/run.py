@@ -3,7 +3,7 @@
 The repository is locked (:func:`dnx.locks.repository_lock`: exclusively, shared for
 ``--dry-run``) for the whole run, and only written at the end, when the search finished
 (``--dry-run`` never). Each model's winner is chosen by :func:`~dnx.perf.tune.objective.choose`
-(the load-aware objective by default, docs/TUNING-OBJECTIVE.md), then measured again back to
+(the load-aware objective by default, docs/TUNING.md), then measured again back to
 back with the current config, interleaved at every level (the confirm step); a winner that
 holds there is rendered through the same template, the first previous ``config.pbtxt`` kept as
 ``config.pbtxt.orig``, and ``dnx-manifest.json`` records the machine, versions, objective and

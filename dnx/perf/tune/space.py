@@ -19,10 +19,11 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from dnx.errors import InputError
+from dnx.kinds import Backend
 from dnx.model_repository.render import TritonConfig
 from dnx.perf.served import backend_kind
 
-BACKENDS = ("onnxruntime", "openvino", "tensorrt_plan", "python")
+BACKENDS = tuple(b.value for b in Backend)
 
 
 @dataclass(frozen=True)

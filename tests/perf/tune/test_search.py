@@ -376,7 +376,7 @@ def test_a_winner_without_a_confirmation_is_not_written():
 
 def test_a_runner_up_that_wins_the_final_round_is_what_gets_written():
     from dnx.perf.tune.curves import Point, combine
-    from dnx.perf.tune.objective import confirm, runners_up
+    from dnx.perf.tune.confirm import confirm, runners_up
 
     cands = [Candidate("m", 0, {"mbs": 1}, "mbs=1", points=_pts((16, 80.0, 200.0)), baseline=True),
              Candidate("m", 1, {"mbs": 2}, "mbs=2", points=_pts((16, 155.0, 130.0))),

@@ -15,7 +15,8 @@ from dnx.model_repository.config_edit import read_config
 from dnx.perf.results import machine_info
 from dnx.perf.tune import space as t
 from dnx.perf.tune.decision import Candidate, choices
-from dnx.perf.tune.objective import SLACK, confirm
+from dnx.perf.tune.confirm import confirm
+from dnx.perf.tune.objective import SLACK
 from dnx.perf.tune.options import TuneOptions, TuneResult
 from dnx.perf.tune.report import write_tune_report
 from dnx.perf.tune.write_back import write_back
@@ -237,7 +238,8 @@ def test_real_short_tune_of_one_model(slow_tiny_repo, tmp_path):
     assert all(written[c] >= current[c] * (1 - SLACK) for c in current), (current, written)
     assert d["confirmation"]["written"]["label"] == d["winner"]
     # The final round: the current config, the search's winner and the runners-up within the band of it.
-    from dnx.perf.tune.objective import FINALIST_BAND, rerun_configs
+    from dnx.perf.tune.confirm import rerun_configs
+    from dnx.perf.tune.objective import FINALIST_BAND
 
     def geomean_c1_c2(c):  # the load objective's aggregate, from the search's own points
         pts = {p["concurrency"]: p["throughput"] for p in json.loads(c["points"])}

@@ -95,7 +95,7 @@ def test_a_failed_current_config_measurement_leaves_the_manifest_untouched(repo_
     write_back(res, bases, repo_copy)  # a first, successful run: its records are the previous ones
     manifest = repo_copy / "dnx-manifest.json"
     before, configs = manifest.read_bytes(), _digest(repo_copy)
-    assert json.loads(before)["models"][MODEL]["tune"]["throughput"] == 40.0
+    assert json.loads(before)["models"][MODEL]["tune"]["throughput_median"] == 40.0
 
     again = TuneResult(tmp_path / "again", TuneOptions(repository=repo_copy, concurrency=(1,)), machine={"cores": 2})
     again.candidates = [_failed_current(MODEL, t.knobs_of(read_config(repo_copy / MODEL)))]

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from dnx.perf.tune.curves import Curve, Point, combine
-from dnx.perf.tune.objective import choose, confirm, rerun_levels, rerun_plan
+from dnx.perf.tune.confirm import confirm, rerun_levels, rerun_plan
+from dnx.perf.tune.objective import choose
 from tests.perf.tune.objective.helpers import AS_EXPORTED, MODEL_ANALYZER, curve, rerun
 
 FLAT = (100.0,) * 5
@@ -152,7 +153,7 @@ MA3_SEARCH = {"mbs=2": 155.0, "mbs=1": 150.2, "mbs=2 q=1000us": 119.1, "mbs=4": 
 
 
 def _ma3():
-    from dnx.perf.tune.objective import runners_up
+    from dnx.perf.tune.confirm import runners_up
 
     current = curve("exported", (80.4,), levels=(16,))
     cands = [curve(label, (t,), levels=(16,)) for label, t in MA3_SEARCH.items()]
@@ -162,7 +163,8 @@ def _ma3():
 
 
 def test_the_final_round_takes_the_candidates_within_the_noise_of_the_winner():
-    from dnx.perf.tune.objective import FINALIST_BAND, rerun_configs
+    from dnx.perf.tune.confirm import rerun_configs
+    from dnx.perf.tune.objective import FINALIST_BAND
 
     d, runners = _ma3()
     # within 30 % of 155.0 (>= 108.5): 150.2, 119.1, 113.1; 93.8 and 90.7 are not ties
@@ -186,7 +188,7 @@ def test_the_final_round_writes_the_runner_up_that_wins_back_to_back():
 
 
 def test_the_default_load_gets_no_runners_up_and_a_far_slower_one_is_none():
-    from dnx.perf.tune.objective import runners_up
+    from dnx.perf.tune.confirm import runners_up
 
     d = choose(curve("cur", FLAT), [curve("inst=2", BETTER), curve("near", (111.0, 117.0, 130.0, 139.0, 134.0))])
     assert d.winner.label == "inst=2" and runners_up(d) == ()  # 5 levels x 2 rounds: only the confirm step fits
@@ -202,7 +204,8 @@ def test_the_default_load_gets_no_runners_up_and_a_far_slower_one_is_none():
 
 
 def test_runners_up_follow_the_challenger_rule_where_the_current_config_breaks_the_budget():
-    from dnx.perf.tune.objective import challenge, runners_up
+    from dnx.perf.tune.confirm import runners_up
+    from dnx.perf.tune.objective import challenge
 
     three = (1, 2, 4)
     # The current config breaks the 50 ms budget at c4, so its c4 throughput is no reference there.

@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 from dnx.perf.tune.curves import Curve, Load
-from dnx.perf.tune.objective import choose, confirm
+from dnx.perf.tune.confirm import confirm
+from dnx.perf.tune.objective import choose
 from dnx.perf.tune.pareto import (curve_dominates, dominates, front, front_at, operating_front, overall_front,
                                        plot_pareto, render_png, report_markdown)
 from tests.perf.tune.objective.helpers import AS_EXPORTED, MODEL_ANALYZER, curve, rerun

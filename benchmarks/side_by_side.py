@@ -1,6 +1,6 @@
 """Several configs of one model measured side by side: one server, the levels interleaved, rounds, medians.
 
-    PYTHONPATH=$PWD .venv/bin/python perf/side_by_side.py --repository model_repository \
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/side_by_side.py --repository model_repository \
         --model densenet121_openvino_int8 --config exported=model_repository/densenet121_openvino_int8/config.pbtxt.orig \
         --config tuned=model_repository/densenet121_openvino_int8/config.pbtxt --levels 1,2,4,8,16 --rounds 3
 

@@ -6,7 +6,7 @@ inputs, then in-process throughput and CPU time per image (OpenVINO LATENCY hint
 request, batch 1 and 8) in interleaved rounds, the order alternating, with the per-round ratio
 new/old and its median. Prints a Markdown table headed by the CPU (model and ISA flags).
 
-    .venv/bin/python perf/int8_graphs.py --rounds 6 --seconds 3
+    .venv/bin/python benchmarks/int8_graphs.py --rounds 6 --seconds 3
 """
 
 from __future__ import annotations

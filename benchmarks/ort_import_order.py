@@ -1,8 +1,8 @@
 """Reproduce the ONNX Runtime import-order effect noted in perf/BENCHMARKS.md.
 
-    .venv/bin/python perf/ort_import_order.py none    # onnxruntime imported first
-    .venv/bin/python perf/ort_import_order.py torch   # torch imported before onnxruntime
-    .venv/bin/python perf/ort_import_order.py openvino
+    .venv/bin/python benchmarks/ort_import_order.py none    # onnxruntime imported first
+    .venv/bin/python benchmarks/ort_import_order.py torch   # torch imported before onnxruntime
+    .venv/bin/python benchmarks/ort_import_order.py openvino
 
 Prints the median batch-1 latency (ms) over 30 runs of model_repository/densenet121_onnx, or of
 the model named as a further argument (e.g. densenet121_onnx_int8).

@@ -2,7 +2,7 @@
 
 Run on a machine with an NVIDIA GPU (no TensorRT or tritonserver needed)::
 
-    python perf/gpu_bench.py --out results/ --deadline-s 360
+    python benchmarks/gpu_bench.py --out results/ --deadline-s 360
 
 For each (mode, dtype) and batch it warms up, then times ``--iters`` forward passes with CUDA
 events, ``--repeats`` times, rotating among 4 random input batches (never zeros), and reports

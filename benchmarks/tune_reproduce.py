@@ -1,10 +1,10 @@
 """Is what ``dnx tune`` wrote what the server does? An independent perf_analyzer run of each written config.
 
-    PYTHONPATH=$PWD .venv/bin/python perf/tune_reproduce.py --repository model_repository --out perf/results/reproduce
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/tune_reproduce.py --repository model_repository --out perf/results/reproduce
 
 For every model ``dnx tune`` recorded (``dnx-manifest.json``'s ``tuning``), the written config
 and the untuned one (``config.pbtxt.orig``; a kept config alone) are served side by side
-(perf/side_by_side.py: one server, levels interleaved, rounds, medians) at the levels tune was
+(benchmarks/side_by_side.py: one server, levels interleaved, rounds, medians) at the levels tune was
 told (``tuning.concurrency``). Prints and writes ``reproduce.md``: per level, the figure tune
 recorded (its confirm step's rerun), the independent figure of the written config and their
 ratio, the untuned config and written / untuned.
@@ -42,7 +42,7 @@ def main() -> int:
     if a.out.exists():
         shutil.rmtree(a.out)
     a.out.mkdir(parents=True)
-    lines = [f"# Independent runs of the configs `dnx tune` wrote", "",
+    lines = ["# Independent runs of the configs `dnx tune` wrote", "",
              f"machine: {machine_words(machine_info())}; tuned on: {machine_words(tuning.get('machine', {}))}; "
              f"load `{load}`, objective `{tuning.get('objective')}`, windows {a.measurement_interval} ms", ""]
     for model, rec in (tuning.get("models") or {}).items():
@@ -60,7 +60,7 @@ def main() -> int:
         tuned = med.get("tuned", med["untuned"])
         lines += [f"## `{model}`: {rec.get('previous')} -> {rec.get('winner')}"
                   + ("" if written else f" (kept: {rec.get('reason')})"), "",
-                  f"{a.rounds} rounds, interleaved, one server (perf/side_by_side.py); median infer/s", "",
+                  f"{a.rounds} rounds, interleaved, one server (benchmarks/side_by_side.py); median infer/s", "",
                   "| level | tune recorded | independent, as written | ratio | independent, untuned | written / untuned |",
                   "|---|---|---|---|---|---|"]
         for c in levels:

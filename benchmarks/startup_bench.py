@@ -1,11 +1,11 @@
 """How fast `dnx export` fails on a bad input: seconds from a fresh interpreter to its one-line error.
 
-    .venv/bin/python perf/startup_bench.py            # 5 runs of each case, a Markdown table
-    .venv/bin/python perf/startup_bench.py --runs 10 --json
+    .venv/bin/python benchmarks/startup_bench.py            # 5 runs of each case, a Markdown table
+    .venv/bin/python benchmarks/startup_bench.py --runs 10 --json
 
 Each case is a real `python -m dnx.cli export ...` process with an input dnx must refuse before
 the slow work (a missing or corrupt weights file, an unwritable --out, a precision the runtime
-does not build, ...). Issue 14 asks for every such error in under 2 s; the figure depends on the
+does not build, ...). The target is every such error in under 2 s; the figure depends on the
 machine and its load, so it is measured here (on a quiet machine) rather than asserted in the
 tests. ``tests/test_preflight.py`` checks what does not depend on load: each error is one line,
 exit 1, and torch is never imported before it.
