@@ -33,9 +33,15 @@ class SloOptions:
     precision: float = 0.1  # stop once the failing rate is within 10 % above the VALID one
     closed_loop: bool = True  # perf_analyzer at the concurrency of the same mean rate, for the comparison
     progress: bool = True
+    protocol: str = "grpc"  # LoadGen drives gRPC only (async_infer with a callback)
 
     def check(self) -> None:
-        if self.scenario not in SCENARIOS:
+        if self.scenario == "concurrency":
+            raise InputError("--p99-ms bounds the open-loop --scenario server; for the closed-loop sweep use "
+                             "--latency-budget-ms")
+        if self.protocol != "grpc":
+            raise InputError(f"--scenario {self.scenario} sends over gRPC only; drop --protocol {self.protocol}")
+        if self.scenario not in SCENARIOS:  # (concurrency is dnx perf's closed-loop sweep, not LoadGen's)
             raise InputError(f"--scenario {self.scenario!r} is unknown; use concurrency, {', '.join(SCENARIOS)}")
         if self.scenario == "server" and self.p99_ms is None:
             raise InputError("--scenario server needs --p99-ms (the p99 latency bound, e.g. --p99-ms 50)")

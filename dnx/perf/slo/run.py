@@ -143,6 +143,15 @@ def closed_loop_at(url: str, model: str, rate: float, out: Path, max_level: int 
     return rec
 
 
+def check_bound(p99_ms: float, models: list[ModelSlo]) -> None:
+    """:class:`InputError` when the bound is below a model's single-stream p99: no offered rate can meet it."""
+    for m in models:
+        p99 = (m.single_stream or {}).get("p99_ms")
+        if p99 is not None and p99_ms < p99:
+            raise InputError(f"--p99-ms {p99_ms:g} is below what one request takes: {m.name}'s measured "
+                             f"single-stream p99 is {p99:.1f} ms; pass --p99-ms above {math.ceil(p99)}")
+
+
 def run_slo(opts: SloOptions) -> SloRun:
     """Measure every requested model in ``opts.scenario`` (see the module doc); write the report."""
     opts.check()
@@ -169,21 +178,29 @@ def run_slo(opts: SloOptions) -> SloRun:
                              "models only")
         if not models:
             raise InputError(f"no fixed-shape READY model to measure (skipped: {', '.join(skipped)}); pass --models")
+        targets: dict[str, GrpcTarget] = {}
         try:
+            # Every model's single-stream run first: a bound below one request's p99 is refused before any search.
             for model in models:
                 precision, runtime = variant_of(model.name, manifest)
                 rec = ModelSlo(model.name, precision, runtime)
                 done.append(rec)
-                target = stack.enter_context(contextlib.closing(
+                targets[model.name] = stack.enter_context(contextlib.closing(
                     GrpcTarget(url, model, sample_inputs(model, photos=opts.photos),
                                timeout_s=max(30.0, 20 * (opts.p99_ms or 0) / 1000))))
                 _say(opts, f"{model.name}: single-stream ({opts.min_duration_ms / 1000:g} s)")
-                rec.single_stream = _single_stream(target, model, opts, out)
+                rec.single_stream = _single_stream(targets[model.name], model, opts, out)
                 save()
-                _measure_scenario(rec, target, model, url, opts, out, save)
+            if opts.scenario == "server":
+                check_bound(opts.p99_ms, done)
+            for model, rec in zip(models, done):
+                _measure_scenario(rec, targets[model.name], model, url, opts, out, save)
                 save()
         except (ServerError, PerfError) as exc:
             incomplete = str(exc)
+        except InputError:
+            save()
+            raise
         save()
     if incomplete:
         measured = sum(len(m.search.points) if m.search else 0 for m in done)
@@ -206,10 +223,6 @@ def _measure_scenario(rec: ModelSlo, target: GrpcTarget, model: ServedModel, url
         return
     if opts.scenario != "server":
         return
-    p99 = ss.get("p99_ms")
-    if p99 is not None and opts.p99_ms < p99:
-        raise InputError(f"--p99-ms {opts.p99_ms:g} is below what one request takes: {model.name}'s measured "
-                         f"single-stream p99 is {p99:.1f} ms; pass --p99-ms above {math.ceil(p99)}")
     # Start below capacity (one request at a time per instance takes one_ms); the search grows from there.
     start = 0.5 * model.instances * 1000.0 / one_ms
 
