@@ -111,7 +111,7 @@ def server_judge(target: GrpcTarget, model: str, opts: SloOptions, out: Path) ->
             s = run_loadgen(target, settings, logdir, where=f" to {model}")
             more = s.more_queries_needed
             if (s.verdict == TOO_SHORT and attempt == 0 and s.constraints_met is not False and more
-                    and (s.processed or 0) + more <= MAX_QUERIES):
+                    and (s.processed or 0) + more <= min(MAX_QUERIES, rate * opts.max_rerun_s)):
                 queries, attempt = int(((s.processed or queries) + more) * 1.1), 1
                 continue
             point = Point(rate, s.verdict, s.p("99"), s.scheduled_qps, s.completed_qps,
