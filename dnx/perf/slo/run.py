@@ -21,7 +21,7 @@ from dnx.errors import InputError, PerfError, ServerError
 from dnx.perf.analyzer import Analyzer, LevelSettings
 from dnx.perf.results import new_results_dir
 from dnx.perf.served import ServedModel, inspect_server, launched_server, measurable, repository_manifest, variant_of
-from dnx.perf.slo.loadgen import ScenarioSettings, run_loadgen
+from dnx.perf.slo.loadgen import ScenarioSettings, Target, run_loadgen
 from dnx.perf.slo.options import SloOptions
 from dnx.perf.slo.report import write_slo_report
 from dnx.perf.slo.search import Point, SearchResult, bracket_answer, search_rate
@@ -87,17 +87,18 @@ def _say(opts: SloOptions, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def _single_stream(target: GrpcTarget, model: ServedModel, opts: SloOptions, out: Path) -> dict:
-    logdir = out / "loadgen" / model.name / "single-stream"
+def single_stream(target: Target, name: str, opts: SloOptions, out: Path) -> dict:
+    """One LoadGen SingleStream run (its logs under ``<out>/loadgen/<name>/single-stream``): p90, p99, mean."""
+    logdir = out / "loadgen" / name / "single-stream"
     settings = ScenarioSettings(scenario="single-stream", min_duration_ms=opts.min_duration_ms,
                                 min_query_count=max(opts.min_query_count // 4, 64), expected_latency_ms=10.0)
-    s = run_loadgen(target, settings, logdir, where=f" to {model.name}")
+    s = run_loadgen(target, settings, logdir, where=f" to {name}")
     rec = _summary_record(s, logdir, out)
     rec.update({"p90_ms": s.p("90"), "p99_ms": s.p("99"), "mean_ms": s.mean_ms, "settings": settings.to_dict()})
     return rec
 
 
-def server_judge(target: GrpcTarget, model: str, opts: SloOptions, out: Path) -> Callable[[float], Point]:
+def server_judge(target: Target, model: str, opts: SloOptions, out: Path) -> Callable[[float], Point]:
     """``rate -> Point``: one LoadGen Server run at ``rate`` with the p99 bound, rerun once longer when
     LoadGen's early stopping says it was too short to decide."""
 
@@ -189,7 +190,7 @@ def run_slo(opts: SloOptions) -> SloRun:
                     GrpcTarget(url, model, sample_inputs(model, photos=opts.photos),
                                timeout_s=max(30.0, 20 * (opts.p99_ms or 0) / 1000))))
                 _say(opts, f"{model.name}: single-stream ({opts.min_duration_ms / 1000:g} s)")
-                rec.single_stream = _single_stream(targets[model.name], model, opts, out)
+                rec.single_stream = single_stream(targets[model.name], model.name, opts, out)
                 save()
             if opts.scenario == "server":
                 check_bound(opts.p99_ms, done)
@@ -223,30 +224,38 @@ def _measure_scenario(rec: ModelSlo, target: GrpcTarget, model: ServedModel, url
         return
     if opts.scenario != "server":
         return
+    search_slo(rec, target, model.instances, opts, out, save)
+    if rec.search.slo_rate is None:
+        return
+    if opts.closed_loop:
+        _say(opts, f"{model.name}: closed loop at {rec.search.slo_rate:.2f} infer/s (perf_analyzer)")
+        co = closed_loop_at(url, model.name, rec.search.slo_rate, out)
+        open_point = next(p for p in rec.search.points if p.valid and p.rate == rec.search.slo_rate)
+        co["open_loop_p99_ms"] = open_point.p99_ms
+        rec.closed_loop = co
+
+
+def search_slo(rec: ModelSlo, target: Target, instances: int, opts: SloOptions, out: Path,
+               save: Callable[[], None] = lambda: None) -> None:
+    """The Server-scenario rate search for ``rec`` (its single-stream run done), notes included."""
+    ss = rec.single_stream or {}
+    one_ms = ss.get("mean_ms") or ss.get("p90_ms") or 10.0
     # Start below capacity (one request at a time per instance takes one_ms); the search grows from there.
-    start = 0.5 * model.instances * 1000.0 / one_ms
+    start = 0.5 * instances * 1000.0 / one_ms
 
     def on_point(p: Point) -> None:
         rec_points.append(p)
         rec.search = SearchResult(list(rec_points), *bracket_answer(rec_points), "running")
-        _say(opts, f"{model.name}: {p.rate:.2f} q/s -> {p.verdict} (p99 {p.p99_ms or float('nan'):.1f} ms)")
+        _say(opts, f"{rec.name}: {p.rate:.2f} q/s -> {p.verdict} (p99 {p.p99_ms or float('nan'):.1f} ms)")
         save()
 
     rec_points: list[Point] = []
-    rec.search = search_rate(server_judge(target, model.name, opts, out), start, precision=opts.precision,
+    rec.search = search_rate(server_judge(target, rec.name, opts, out), start, precision=opts.precision,
                              max_runs=opts.max_runs, on_point=on_point)
     if rec.search.undecided:
         rec.notes.append("LoadGen's early stopping could not decide at "
                          + ", ".join(f"{p.rate:.2f}" for p in rec.search.undecided)
-                         + " q/s even after a longer run (counted as not VALID)")
+                         + " q/s (runs too short for its p99 estimate; counted as not VALID)")
     if rec.search.slo_rate is None:
         rec.notes.append(f"no offered rate was VALID at p99 <= {opts.p99_ms:g} ms")
-        return
     save()
-    if opts.closed_loop:
-        _say(opts, f"{model.name}: closed loop at {rec.search.slo_rate:.2f} infer/s (perf_analyzer)")
-        co = closed_loop_at(url, model.name, rec.search.slo_rate, out)
-        open_point = max((p for p in rec.search.points if p.valid and p.rate == rec.search.slo_rate),
-                         key=lambda p: p.rate)
-        co["open_loop_p99_ms"] = open_point.p99_ms
-        rec.closed_loop = co
