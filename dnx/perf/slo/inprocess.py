@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import queue
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,9 @@ def run_slo_bench(repository: str | Path, models: list[str], p99_ms: float, resu
         target = InProcessTarget(lambda r=runner: r.load(1), samples, workers=instances)
         rec = ModelSlo(f"{name}", *variant_of(name, manifest))
         try:
+            if opts.progress:
+                print(f"{name}: in-process ({runner.name} x{instances}), single-stream then the Server search",
+                      file=sys.stderr, flush=True)
             rec.single_stream = single_stream(target, name, opts, out / "in-process")
             search_slo(rec, target, instances, opts, out / "in-process")
         finally:

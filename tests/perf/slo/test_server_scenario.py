@@ -191,3 +191,20 @@ def test_cli_server_dying_mid_search_keeps_what_was_measured(tmp_path):
     m = report["models"][SLEEP_MODEL]
     assert m["single_stream"]["p90_ms"] >= SERVICE_MS  # measured before the server died, kept
     assert "Incomplete" in (out / "report.md").read_text()
+
+
+def test_cli_single_stream_and_offline_scenarios(sleep_server, tmp_path):
+    out = tmp_path / "offline"
+    r = CliRunner().invoke(cli, ["perf", "--scenario", "offline", "--url", sleep_server.grpc_url, "--models", SLEEP_MODEL,
+                                 "--out", str(out), "--loadgen-min-duration-ms", "2000",
+                                 "--loadgen-min-query-count", "60", "-q"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "report.json").read_text())["models"][SLEEP_MODEL]
+    assert m["scenario"] == "offline" and m["p99_bound_ms"] is None and "slo_rate" not in m
+    # Everything queued at once through one 20 ms server: at most 50/s; the per-request overheads
+    # (gRPC, the stub hop) that overlap with the next request's service keep it above 60 % of that.
+    assert 0.6 * 1000 / SERVICE_MS <= m["offline"]["throughput"] <= 1000 / SERVICE_MS, m["offline"]
+    assert m["offline"]["scenario"] == "Offline"
+    assert (out / m["offline"]["logs"] / "mlperf_log_summary.txt").is_file()
+    assert m["single_stream"]["p90_ms"] >= SERVICE_MS
+    assert f"offline {m['offline']['throughput']:.1f} infer/s" in r.output
