@@ -156,7 +156,8 @@ def check_bound(p99_ms: float, models: list[ModelSlo]) -> None:
 def run_slo(opts: SloOptions) -> SloRun:
     """Measure every requested model in ``opts.scenario`` (see the module doc); write the report."""
     opts.check()
-    manifest = repository_manifest(opts.repository) if opts.launch or Path(str(opts.repository)).exists() else None
+    remote = str(opts.repository).startswith("s3://")
+    manifest = repository_manifest(opts.repository) if not remote and Path(str(opts.repository)).exists() else None
     out = Path(opts.out) if opts.out else new_results_dir("perf")
     out.mkdir(parents=True, exist_ok=True)
     done: list[ModelSlo] = []
@@ -171,6 +172,8 @@ def run_slo(opts: SloOptions) -> SloRun:
             server = stack.enter_context(launched_server(opts.repository, opts.models, out / "tritonserver.log",
                                                          opts.endpoint_url))
             url = server.grpc_url
+            if server.remote:  # its local view (configs, manifest) goes away with the server
+                manifest = repository_manifest(server.remote.view)
         else:
             url = opts.url
         models, skipped = measurable(inspect_server(url, "grpc", opts.models), named=bool(opts.models))
