@@ -99,6 +99,7 @@ def command(ctx, models, concurrency, batch_size, url, protocol, shared_memory, 
             endpoint_url=endpoint_url, photos=str(photos) if photos else None, protocol=protocol,
             min_duration_ms=loadgen_min_duration_ms, min_query_count=loadgen_min_query_count,
             max_runs=max_rate_runs, max_rerun_s=undecided_rerun_s, closed_loop=closed_loop, progress=not quiet,
+            resume=resume,
             models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
         ))
         _show_slo(slo)

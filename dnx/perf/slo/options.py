@@ -35,8 +35,12 @@ class SloOptions:
     closed_loop: bool = True  # perf_analyzer at the concurrency of the same mean rate, for the comparison
     progress: bool = True
     protocol: str = "grpc"  # LoadGen drives gRPC only (async_infer with a callback)
+    resume: Path | None = None  # refused: --resume continues a concurrency sweep
 
     def check(self) -> None:
+        if self.resume is not None:
+            raise InputError(f"--resume continues a concurrency sweep; drop --scenario/--p99-ms to continue {self.resume}, "
+                             "or start a new open-loop run without --resume")
         if self.scenario == "concurrency":
             raise InputError("--p99-ms bounds the open-loop --scenario server; for the closed-loop sweep use "
                              "--latency-budget-ms")

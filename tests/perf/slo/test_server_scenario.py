@@ -133,6 +133,13 @@ def test_cli_scenario_server_needs_p99(tmp_path):
     one_line_error(r, "--scenario server needs --p99-ms")
 
 
+def test_cli_scenario_refuses_resume(tmp_path):
+    (tmp_path / "old").mkdir()
+    r = CliRunner().invoke(cli, ["perf", "--scenario", "single-stream", "--resume", str(tmp_path / "old"),
+                                 "--url", "127.0.0.1:1"])
+    one_line_error(r, "--resume continues a concurrency sweep")
+
+
 def test_cli_p99_without_open_loop_scenario(tmp_path):
     r = CliRunner().invoke(cli, ["perf", "--p99-ms", "50", "--url", "127.0.0.1:1", "--out", str(tmp_path / "o")])
     one_line_error(r, "--p99-ms", "--latency-budget-ms")
