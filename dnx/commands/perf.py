@@ -64,6 +64,9 @@ from dnx.commands.options import (
 @click.option("--undecided-rerun-s", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="A Server run LoadGen's early stopping could not decide is rerun once, as long as it asked for, "
                    "up to this many seconds (0: never; the rate then counts as not VALID).")
+@click.option("--confirm-rate/--no-confirm-rate", default=True, show_default=True,
+              help="With --scenario server: run the found rate once more with another arrival schedule; if it does "
+                   "not hold, report the next lower VALID rate.")
 @click.option("--closed-loop/--no-closed-loop", default=True, show_default=True,
               help="With --scenario server: perf_analyzer's closed-loop p99 at the same mean rate, beside the open-loop one.")
 @quiet_option()
@@ -72,7 +75,7 @@ def command(ctx, models, concurrency, batch_size, url, protocol, shared_memory, 
             measurement_interval, percentile,
             stability_percentage, max_trials, skip_saturated, retries, latency_budget_ms, collect_metrics, metrics_url,
             launch, photos, repository, endpoint_url, resume, scenario, p99_ms, loadgen_min_duration_ms,
-            loadgen_min_query_count, max_rate_runs, undecided_rerun_s, closed_loop, quiet):
+            loadgen_min_query_count, max_rate_runs, undecided_rerun_s, confirm_rate, closed_loop, quiet):
     """Sweep concurrency with perf_analyzer and write CSVs, report.md, report.json and plots.
 
     \b
@@ -98,7 +101,7 @@ def command(ctx, models, concurrency, batch_size, url, protocol, shared_memory, 
             scenario=scenario, p99_ms=p99_ms, url=url, out=out, launch=launch, repository=repository,
             endpoint_url=endpoint_url, photos=str(photos) if photos else None, protocol=protocol,
             min_duration_ms=loadgen_min_duration_ms, min_query_count=loadgen_min_query_count,
-            max_runs=max_rate_runs, max_rerun_s=undecided_rerun_s, closed_loop=closed_loop, progress=not quiet,
+            max_runs=max_rate_runs, max_rerun_s=undecided_rerun_s, confirm=confirm_rate, closed_loop=closed_loop, progress=not quiet,
             resume=resume,
             models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
         ))

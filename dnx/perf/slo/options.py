@@ -32,6 +32,7 @@ class SloOptions:
     max_runs: int = 8  # Server rate search: LoadGen runs per model
     precision: float = 0.1  # stop once the failing rate is within 10 % above the VALID one
     max_rerun_s: float = 60.0  # the one longer rerun of an undecided rate may last this long (queries = rate x s)
+    confirm: bool = True  # rerun the found rate with another arrival schedule before reporting it
     closed_loop: bool = True  # perf_analyzer at the concurrency of the same mean rate, for the comparison
     progress: bool = True
     protocol: str = "grpc"  # LoadGen drives gRPC only (async_infer with a callback)

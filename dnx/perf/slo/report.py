@@ -61,6 +61,11 @@ def markdown(opts, models: list[dict], incomplete: str | None, machine: dict) ->
                            "too_short": "too short to decide (early stopping)"}[p["verdict"]]
                 lines.append(f"| {p['rate']:.2f} | {_f(p['scheduled_qps'], '.2f')} | {_f(p['completed_qps'], '.2f')} | "
                              f"{_f(p['p99_ms'])} | {verdict} |")
+            conf = m.get("confirmation")
+            if conf:
+                lines += ["", f"Confirmation: {conf['rate']:.2f} q/s rerun with another arrival schedule (LoadGen seed 1): "
+                          f"{'VALID' if conf['verdict'] == 'valid' else conf['verdict'].replace('_', ' ')}, "
+                          f"p99 {_f(conf['p99_ms'])} ms."]
             for note in m.get("notes", []):
                 lines += ["", f"- {note}"]
             if (m.get("coordinated_omission") or {}).get("closed_loop"):

@@ -43,6 +43,7 @@ class ModelSlo:
     search: SearchResult | None = None
     offline: dict | None = None
     closed_loop: dict | None = None
+    confirmation: dict | None = None  # the found rate rerun with another arrival schedule
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -61,7 +62,7 @@ class ModelSlo:
                 "slo_rate": s.slo_rate,  # inferences/s: one batch-1 request per LoadGen sample
                 "slo_interval": list(s.interval), "search_stopped": s.stopped,
                 "points": [p.to_dict() for p in s.curve()],
-                "early_stopping_undecided_rates": undecided,
+                "early_stopping_undecided_rates": undecided, "confirmation": self.confirmation,
             })
         if self.offline is not None:
             out["offline"] = self.offline
@@ -98,17 +99,18 @@ def single_stream(target: Target, name: str, opts: SloOptions, out: Path) -> dic
     return rec
 
 
-def server_judge(target: Target, model: str, opts: SloOptions, out: Path) -> Callable[[float], Point]:
+def server_judge(target: Target, model: str, opts: SloOptions, out: Path, seed: int = 0,
+                 folder: str = "server") -> Callable[[float], Point]:
     """``rate -> Point``: one LoadGen Server run at ``rate`` with the p99 bound, rerun once longer when
-    LoadGen's early stopping says it was too short to decide."""
+    LoadGen's early stopping says it was too short to decide. ``seed`` picks LoadGen's arrival schedule."""
 
     def judge(rate: float) -> Point:
         queries = max(opts.min_query_count, int(math.ceil(rate * opts.min_duration_ms / 1000)))
         attempt = 0
         while True:
-            logdir = out / "loadgen" / model / f"server_{rate:.2f}qps" / (f"longer{attempt}" if attempt else "")
+            logdir = out / "loadgen" / model / f"{folder}_{rate:.2f}qps" / (f"longer{attempt}" if attempt else "")
             settings = ScenarioSettings(scenario="server", target_qps=rate, target_latency_ms=opts.p99_ms,
-                                        min_duration_ms=opts.min_duration_ms, min_query_count=queries)
+                                        min_duration_ms=opts.min_duration_ms, min_query_count=queries, seed=seed)
             s = run_loadgen(target, settings, logdir, where=f" to {model}")
             more = s.more_queries_needed
             if (s.verdict == TOO_SHORT and attempt == 0 and s.constraints_met is not False and more
@@ -261,4 +263,23 @@ def search_slo(rec: ModelSlo, target: Target, instances: int, opts: SloOptions, 
                          + " q/s (runs too short for its p99 estimate; counted as not VALID)")
     if rec.search.slo_rate is None:
         rec.notes.append(f"no offered rate was VALID at p99 <= {opts.p99_ms:g} ms")
+    elif opts.confirm:
+        confirm_slo(rec, target, opts, out)
     save()
+
+
+def confirm_slo(rec: ModelSlo, target: Target, opts: SloOptions, out: Path) -> None:
+    """Run the found rate once more with another arrival schedule (seed 1). A rate that does not hold
+    is reported with that, and the SLO rate steps down to the next lower VALID rate of the search
+    (not confirmed again): one lucky schedule must not make the figure."""
+    rate = rec.search.slo_rate
+    _say(opts, f"{rec.name}: confirming {rate:.2f} q/s with another arrival schedule")
+    p = server_judge(target, rec.name, opts, out, seed=1, folder="confirm")(rate)
+    rec.confirmation = p.to_dict()
+    if p.valid:
+        return
+    lower = [q.rate for q in rec.search.points if q.valid and q.rate < rate]
+    rec.notes.append(f"{rate:.2f} q/s did not hold with another arrival schedule ({p.verdict}, p99 "
+                     f"{p.p99_ms or float('nan'):.1f} ms); the SLO rate is the next lower VALID rate"
+                     + (f", {max(lower):.2f}" if lower else ": none"))
+    rec.search = SearchResult(rec.search.points, max(lower) if lower else None, rate, "not confirmed")

@@ -95,7 +95,9 @@ def one_line_error(result, *needles):
 
 def test_cli_server_scenario_finds_the_slo_rate(sleep_server, tmp_path):
     out = tmp_path / "out"
-    bound = 100.0
+    # 150 ms: the search starts at half the service rate, where the M/D/1 p99 is ~75 ms, so the start (and
+    # its confirmation with another arrival schedule) holds with room for the shared machine's jitter.
+    bound = 150.0
     r = CliRunner().invoke(cli, ["perf", "--scenario", "server", "--p99-ms", str(bound), "--url", sleep_server.grpc_url,
                                  "--models", SLEEP_MODEL, "--out", str(out), "--loadgen-min-duration-ms", "2000",
                                  "--loadgen-min-query-count", "500", "--max-rate-runs", "3",
@@ -107,12 +109,22 @@ def test_cli_server_scenario_finds_the_slo_rate(sleep_server, tmp_path):
     m = report["models"][SLEEP_MODEL]
     assert m["scenario"] == "server" and m["p99_bound_ms"] == bound
     rate = m["slo_rate"]
+    assert rate is not None, (m["points"], m["confirmation"], m["notes"])
     # Below the service rate (1 / 20 ms = 50/s): an M/D/1 queue near saturation has an unbounded p99.
     assert 0 < rate < 1000.0 / SERVICE_MS
     valid = [p for p in m["points"] if p["rate"] == rate]
     assert valid and valid[0]["verdict"] == "valid" and valid[0]["p99_ms"] <= bound
     assert all(p["rate"] > rate for p in m["points"] if p["verdict"] != "valid")
     assert m["single_stream"]["p90_ms"] >= SERVICE_MS
+    # The found rate was run again with another arrival schedule: kept when it held, else stepped down.
+    conf = m["confirmation"]
+    assert conf["rate"] >= rate and conf["loadgen"]["logs"].startswith(f"loadgen/{SLEEP_MODEL}/confirm_")
+    if conf["verdict"] == "valid":
+        assert conf["rate"] == rate and m["search_stopped"] != "not confirmed"
+    else:
+        assert rate < conf["rate"] and m["search_stopped"] == "not confirmed"
+        assert any("did not hold with another arrival schedule" in n for n in m["notes"])
+    assert "Confirmation:" in (out / "report.md").read_text()
     # LoadGen's own logs beside the report, one folder per run.
     assert (out / valid[0]["loadgen"]["logs"] / "mlperf_log_summary.txt").is_file()
     assert (out / "loadgen" / SLEEP_MODEL / "single-stream" / "mlperf_log_detail.txt").is_file()
