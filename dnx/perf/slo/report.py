@@ -84,7 +84,7 @@ def markdown(opts, models: list[dict], incomplete: str | None, machine: dict) ->
             verdict = (off or ss).get("verdict", "-")
             lines.append(f"| {m['model']} | {m['precision']} | {m['runtime']} | {_f(ss.get('p90_ms'))} | "
                          f"{_f(ss.get('p99_ms'))} | {_f(off.get('throughput'))} | {verdict} |")
-    lines += ["", "LoadGen's own logs (summary, detail, trace) are under `loadgen/<model>/<run>/`.", ""]
+    lines += ["", "LoadGen's own logs (summary, detail) are under `loadgen/<model>/<run>/`.", ""]
     return "\n".join(lines)
 
 
