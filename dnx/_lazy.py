@@ -17,6 +17,7 @@ _INSTALL_HINTS = {
     "onnxconverter_common": "onnxconverter-common (pip install onnxconverter-common)",
     "matplotlib": "matplotlib (pip install matplotlib)",
     "skimage": "scikit-image (pip install scikit-image)",
+    "mlperf_loadgen": "MLPerf LoadGen (pip install mlcommons-loadgen)",
 }
 
 

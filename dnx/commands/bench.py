@@ -43,10 +43,13 @@ from dnx.commands.options import (
               help="--paired: stop a pair once its intervals are within +- this fraction.")
 @click.option("--window", type=click.FloatRange(min=0.2), default=3.0, show_default=True,
               help="--paired: seconds per side and round.")
+@click.option("--p99-ms", type=float,
+              help="Instead of the sweep: each --models model's SLO rate (the highest MLPerf LoadGen Server rate with "
+                   "p99 within this bound) in-process and served, and their ratio.")
 @quiet_option("No progress output.")
 def command(repository, out_md, results, duration, concurrency, measurement_interval, stability_percentage,
             max_trials, retries, shared_memory, models, no_torch, notes, quick, one_pass, paired, budget_minutes,
-            margin, window, quiet):
+            margin, window, p99_ms, quiet):
     """Measure the served repository against PyTorch eager, ONNX Runtime and OpenVINO in-process.
 
     \b
@@ -59,7 +62,21 @@ def command(repository, out_md, results, duration, concurrency, measurement_inte
       dnx bench                                   # what `make bench` runs; writes perf/BENCHMARKS.md
       dnx bench --quick --out-md /tmp/BENCH.md    # a short smoke run
       dnx bench --paired --models densenet121_onnx,densenet121_openvino_int8
+      dnx bench --p99-ms 120 --models densenet121_onnx   # served / in-process at the SLO (LoadGen)
     """
+    if p99_ms is not None:
+        from dnx.perf.slo import SloOptions
+        from dnx.perf.slo.inprocess import run_slo_bench
+
+        base = SloOptions(progress=not quiet, min_duration_ms=2000 if quick else 10_000)
+        names = [m.strip() for m in models.split(",") if m.strip()] if models else []
+        slo = run_slo_bench(repository, names, p99_ms, results, base)
+        for name, r in slo.models.items():
+            ip, sv = r["in_process"].get("slo_rate"), (r.get("served") or {}).get("slo_rate")
+            click.echo(f"{name:28s} SLO rate at p99 <= {p99_ms:g} ms: in-process {ip or 0:.2f}, served {sv or 0:.2f} "
+                       f"infer/s" + (f" ({r['ratio']:.2f}x)" if r.get("ratio") else ""))
+        click.echo(f"Report: {slo.paths['md']}")
+        return
     from dnx.perf.bench import BenchOptions, run_bench
     from dnx.perf.levels import ConcurrencyRange
     from dnx.perf.results import best_per_model

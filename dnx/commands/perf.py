@@ -51,12 +51,33 @@ from dnx.commands.options import (
               help="S3-compatible endpoint for an s3:// --repository. Default: AWS S3.")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
               help="Continue the interrupted sweep in this results folder (its options; --url may point elsewhere).")
+@click.option("--scenario", type=click.Choice(["concurrency", "server", "single-stream", "offline"]),
+              default="concurrency", show_default=True,
+              help="concurrency: the closed-loop perf_analyzer sweep. server / single-stream / offline: MLPerf LoadGen's "
+                   "open-loop scenarios over gRPC (server: Poisson arrivals; the highest rate whose p99 stays within "
+                   "--p99-ms).")
+@click.option("--p99-ms", type=float, help="p99 latency bound for --scenario server (required there), e.g. 50.")
+@click.option("--loadgen-min-duration-ms", type=click.IntRange(min=100), default=10000, show_default=True,
+              help="LoadGen min_duration_ms of each scenario run.")
+@click.option("--loadgen-min-query-count", type=click.IntRange(min=1), default=600, show_default=True,
+              help="LoadGen min_query_count of each Server run (its early stopping needs ~460 to confirm a p99).")
+@click.option("--max-rate-runs", type=click.IntRange(min=2), default=8, show_default=True,
+              help="LoadGen Server runs per model in the rate search.")
+@click.option("--undecided-rerun-s", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="A Server run LoadGen's early stopping could not decide is rerun once, as long as it asked for, "
+                   "up to this many seconds (0: never; the rate then counts as not VALID).")
+@click.option("--confirm-rate/--no-confirm-rate", default=True, show_default=True,
+              help="With --scenario server: run the found rate once more with another arrival schedule; if it does "
+                   "not hold, report the next lower VALID rate.")
+@click.option("--closed-loop/--no-closed-loop", default=True, show_default=True,
+              help="With --scenario server: perf_analyzer's closed-loop p99 at the same mean rate, beside the open-loop one.")
 @quiet_option()
 @click.pass_context
 def command(ctx, models, concurrency, batch_size, url, protocol, shared_memory, out, measurement_mode, measurement_request_count,
             measurement_interval, percentile,
             stability_percentage, max_trials, skip_saturated, retries, latency_budget_ms, collect_metrics, metrics_url,
-            core_hour_cost, launch, photos, repository, endpoint_url, resume, quiet):
+            core_hour_cost, launch, photos, repository, endpoint_url, resume, scenario, p99_ms, loadgen_min_duration_ms,
+            loadgen_min_query_count, max_rate_runs, undecided_rerun_s, confirm_rate, closed_loop, quiet):
     """Sweep concurrency with perf_analyzer and write CSVs, report.md, report.json and plots.
 
     \b
@@ -67,6 +88,7 @@ def command(ctx, models, concurrency, batch_size, url, protocol, shared_memory, 
       dnx perf --launch --concurrency 1:4 --measurement-interval 2000
       dnx perf --launch --shared-memory system    # tensors through /dev/shm, not gRPC
       dnx perf --resume perf/results/20261128T040000Z
+      dnx perf --scenario server --p99-ms 50 --models densenet121_onnx   # open loop (MLPerf LoadGen)
 
     Each level is on disk as soon as it is measured: when the server dies or the run is
     interrupted, the report is written, marked incomplete, and --resume continues it.
@@ -74,6 +96,19 @@ def command(ctx, models, concurrency, batch_size, url, protocol, shared_memory, 
     from dnx.perf.levels import ConcurrencyRange
     from dnx.perf.sweep import PerfOptions, SweepOptions, resume_options, run_perf
 
+    if scenario != "concurrency" or p99_ms is not None:
+        from dnx.perf.slo import SloOptions, run_slo
+
+        slo = run_slo(SloOptions(
+            scenario=scenario, p99_ms=p99_ms, url=url, out=out, launch=launch, repository=repository,
+            endpoint_url=endpoint_url, photos=str(photos) if photos else None, protocol=protocol,
+            min_duration_ms=loadgen_min_duration_ms, min_query_count=loadgen_min_query_count,
+            max_runs=max_rate_runs, max_rerun_s=undecided_rerun_s, confirm=confirm_rate, closed_loop=closed_loop, progress=not quiet,
+            resume=resume,
+            models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
+        ))
+        _show_slo(slo)
+        return
     if resume is not None:
         given = ctx.get_parameter_source("url") is click.core.ParameterSource.COMMANDLINE
         opts, state = resume_options(resume, url=url if given else None, progress=not quiet)
@@ -132,4 +167,25 @@ def _show(run, latency_budget_ms) -> None:
         click.echo(line)
     for name, why in run.skipped.items():
         click.echo(f"{name:28s} not measured: {why}")
+    click.echo(f"Report: {run.paths['md']}")
+
+
+def _show_slo(run) -> None:
+    for m in run.models:
+        ss = m.single_stream or {}
+        line = f"{m.name:28s} single-stream p90 {ss.get('p90_ms') or 0:.1f} ms, p99 {ss.get('p99_ms') or 0:.1f} ms"
+        if m.search is not None:
+            lo, hi = m.search.interval
+            line += (f"; SLO rate {lo:.2f} infer/s (VALID; {hi:.2f} was not)" if lo is not None and hi is not None
+                     else f"; SLO rate {lo:.2f} infer/s (VALID; no higher rate failed)" if lo is not None
+                     else "; no rate was VALID at the bound")
+        if m.offline is not None:
+            line += f"; offline {m.offline.get('throughput') or 0:.1f} infer/s"
+        if m.closed_loop is not None:
+            c = m.closed_loop["closed_loop"]
+            line += (f"; p99 open loop {m.closed_loop.get('open_loop_p99_ms') or 0:.1f} ms vs closed loop "
+                     f"{c['p99_ms']:.1f} ms (concurrency {c['concurrency']}, {c['throughput']:.1f}/s)")
+        click.echo(line)
+        for note in m.notes:
+            click.echo(f"{'':28s} {note}")
     click.echo(f"Report: {run.paths['md']}")
