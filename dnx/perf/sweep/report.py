@@ -193,6 +193,19 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _by_concurrency(plt, series: dict, column: str, ylabel: str, title: str, path: Path, from_zero: bool = False) -> str:
+    """One line per (model, batch) of ``column`` against concurrency, written to ``path``; its name under plots/."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (m, b), pts in series.items():
+        ax.plot([p["concurrency"] for p in pts], [p[column] for p in pts], marker="o", label=f"{m} b{b}")
+    ax.set(xlabel="concurrency", ylabel=ylabel, title=title, **({"ylim": (0, None)} if from_zero else {}))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    atomic_write_bytes(path, _png(fig))
+    plt.close(fig)
+    return f"plots/{path.name}"
+
+
 def write_plots(rows: list[dict], out_dir: Path) -> dict[str, str]:
     """PNG plots (matplotlib Agg): throughput vs p99 per model, throughput vs concurrency for all.
 
@@ -221,31 +234,13 @@ def write_plots(rows: list[dict], out_dir: Path) -> dict[str, str]:
         atomic_write_bytes(out_dir / rel, _png(fig))
         plt.close(fig)
         plots[model] = rel
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for (m, b), pts in series.items():
-        ax.plot([p["concurrency"] for p in pts], [p["throughput"] for p in pts], marker="o", label=f"{m} b{b}")
-    ax.set(xlabel="concurrency", ylabel="throughput (infer/s)", title="throughput vs concurrency")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    rel = "plots/throughput_vs_concurrency.png"
-    atomic_write_bytes(out_dir / rel, _png(fig))
-    plt.close(fig)
-    plots["concurrency"] = rel
+    plots["concurrency"] = _by_concurrency(plt, series, "throughput", "throughput (infer/s)", "throughput vs concurrency",
+                                           out_dir / "plots/throughput_vs_concurrency.png")
     costed = {k: [p for p in pts if p["server_cpu_ms_per_inference"] is not None] for k, pts in series.items()}
     if any(costed.values()):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for (m, b), pts in costed.items():
-            if pts:
-                ax.plot([p["concurrency"] for p in pts], [p["server_cpu_ms_per_inference"] for p in pts],
-                        marker="o", label=f"{m} b{b}")
-        ax.set(xlabel="concurrency", ylabel="server CPU ms per inference", title="CPU cost per inference",
-               ylim=(0, None))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        rel = "plots/cpu_ms_per_inference.png"
-        atomic_write_bytes(out_dir / rel, _png(fig))
-        plt.close(fig)
-        plots["cpu"] = rel
+        plots["cpu"] = _by_concurrency(plt, {k: v for k, v in costed.items() if v}, "server_cpu_ms_per_inference",
+                                       "server CPU ms per inference", "CPU cost per inference",
+                                       out_dir / "plots/cpu_ms_per_inference.png", from_zero=True)
     return plots
 
 
