@@ -24,7 +24,6 @@ golden set lists:
 
 from __future__ import annotations
 
-import ipaddress
 import tempfile
 import threading
 import time
@@ -37,6 +36,7 @@ from dnx._lazy import lazy_import
 from dnx.cpu import this_cpu, unsafe_variants
 from dnx.errors import DnxError, InputError, ServerError, one_line
 from dnx.hashing import sha256_file
+from dnx.hosts import is_local_host, url_host
 from dnx.manifest import Manifest, read_manifest, recorded_files
 from dnx.model_repository.layout import LABELS_NAME, MANIFEST_NAME
 from dnx.ops import golden as g
@@ -386,14 +386,6 @@ def _latency(rep_args: tuple, model: str, rec: dict, inputs: dict, requests: int
 # --------------------------------------------------------------------------- the check
 
 
-def _on_this_machine(url: str) -> bool:
-    host = url.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check(urls: list[str], *, protocol: str = "grpc", repository: str | None = None, golden: str | None = None,
           endpoint_url: str | None = None, models: list[str] | None = None, requests: int = 0, concurrency: int = 1,
           p99_ms: float | None = None, latency_model: str | None = None,
@@ -426,7 +418,7 @@ def check(urls: list[str], *, protocol: str = "grpc", repository: str | None = N
     if latency_model and latency_model not in doc["models"]:
         raise InputError(f"--latency-model {latency_model!r} is not in the golden set; choose from {', '.join(names)}")
     report = CheckReport(source)
-    if _manifest and all(_on_this_machine(u) for u in urls):  # a remote server's CPU is not known here
+    if _manifest and all(is_local_host(url_host(u)) for u in urls):  # a remote server's CPU is not known here
         report.warnings = unsafe_variants({n: e for n, e in (_manifest.get("models") or {}).items() if n in names},
                                           this_cpu())
     for url in urls:

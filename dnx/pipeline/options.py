@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dnx.errors import InputError
 from dnx.exporter.engine import tensorrt_available
-from dnx.kinds import builds, runtimes_building
+from dnx.kinds import Target, builds, runtimes_building
 from dnx.spec import PRECISIONS, get_spec
 
 DEFAULT_MAX_BATCH = 16
@@ -59,7 +59,7 @@ class ExportOptions:
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad:
             raise InputError(f"unknown precision {bad[0]!r}; choose from {', '.join(PRECISIONS)}")
-        if self.target not in ("cpu", "gpu", "auto"):
+        if self.target not in (*(t.value for t in Target), "auto"):
             raise InputError(f"--target must be cpu, gpu or auto (got {self.target!r})")
         limit = self.max_batch or DEFAULT_MAX_BATCH
         if self.preferred_batch and any(not 1 <= b <= limit for b in self.preferred_batch):
