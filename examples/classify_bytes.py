@@ -1,7 +1,5 @@
 """Send a JPEG to the dnx ensemble, print the top 5: python classify_bytes.py cat.jpg [HOST:PORT] [MODEL]"""
-import sys
-import numpy as np
-import tritonclient.http as httpclient  # pip install "tritonclient[http]"
+import sys, numpy as np, tritonclient.http as httpclient  # noqa: E401 - the example is 10 lines; pip install "tritonclient[http]"
 
 url, model = (sys.argv[2:] + ["127.0.0.1:8000", "densenet121"][len(sys.argv[2:]):])[:2]
 image = httpclient.InferInput("image", [1, 1], "BYTES")  # the file as it is: the server decodes it
