@@ -7,6 +7,9 @@ User errors (:class:`dnx.errors.DnxError`) are caught here, in one place, and pr
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+
 import click
 
 from dnx import __version__
@@ -63,7 +66,25 @@ def cli():
 
 def main(argv=None):
     """Console entry point."""
-    return cli.main(args=argv, prog_name="dnx")
+    try:
+        return cli.main(args=argv, prog_name="dnx")
+    except SystemExit as exc:
+        exit_past_loadgen(exc.code)
+        raise
+
+
+def exit_past_loadgen(code) -> None:
+    """End the process at once, output flushed, when MLPerf LoadGen was loaded.
+
+    LoadGen's native state faults while the interpreter tears down (the kernel logged general
+    protection faults inside mlperf_loadgen's shared library as `dnx perf --scenario` exited), which
+    turned a finished run into exit 139. Nothing of dnx's is left to run then: results are written.
+    """
+    if "mlperf_loadgen" not in sys.modules:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 if __name__ == "__main__":
