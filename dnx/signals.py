@@ -20,11 +20,11 @@ The CLI wraps every command in :func:`terminating`; library code that runs its o
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
+import functools
+import shutil
 import signal
+import subprocess
 import threading
-from typing import Callable
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -125,23 +125,30 @@ def terminating(restore: bool = True):
             _state.update(saved)
 
 
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
-    """A ``preexec_fn`` for :class:`subprocess.Popen`: the child gets ``sig`` when dnx dies, however it
-    dies (SIGKILL included), through Linux's ``PR_SET_PDEATHSIG``; elsewhere it does nothing.
+def die_with_parent(argv: list[str], sig: int = signal.SIGTERM) -> list[str]:
+    """``argv`` run so that the child gets ``sig`` when dnx dies, however it dies (SIGKILL included).
 
-    The kernel sends it when the *thread* that started the child ends, so start long-lived
-    children from the thread that waits for them. A parent that died before the call took
-    effect is caught by comparing the parent pid afterwards.
+    Linux's ``PR_SET_PDEATHSIG``, set by util-linux's ``setpriv --pdeathsig`` in the child just
+    before it execs ``argv``: no Python runs between fork and exec, where a library's at-fork
+    handler (gRPC's aborted perf_analyzer's child that way) would. The kernel sends the signal when
+    the *thread* that started the child ends, so start long-lived children from the thread that
+    waits for them. Without ``setpriv``, ``argv`` is returned unchanged.
     """
-    parent = os.getpid()
+    setpriv = _setpriv()
+    if setpriv is None:
+        return list(argv)
+    return [setpriv, "--pdeathsig", signal.Signals(sig).name.removeprefix("SIG"), "--", *argv]
 
-    def preexec() -> None:  # runs in the child between fork and exec
-        with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), sig)
 
-    return preexec
+@functools.lru_cache(maxsize=1)
+def _setpriv() -> str | None:
+    found = shutil.which("setpriv")
+    if found is None:
+        return None
+    try:
+        usage = subprocess.run([found, "--help"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found if "--pdeathsig" in usage else None

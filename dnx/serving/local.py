@@ -217,6 +217,6 @@ def local_command(binary: str | Path | None, repository, workdir: Path, models: 
 
 def start_watchdog(pid: int) -> subprocess.Popen:
     """The process that takes ``pid``'s process group down with dnx (see :data:`WATCHDOG`)."""
-    return subprocess.Popen([sys.executable, "-c", WATCHDOG, str(pid), str(WATCHDOG_GRACE_S)],
+    return subprocess.Popen(die_with_parent([sys.executable, "-c", WATCHDOG, str(pid), str(WATCHDOG_GRACE_S)]),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, preexec_fn=die_with_parent())
+                            start_new_session=True)

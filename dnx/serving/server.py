@@ -228,8 +228,8 @@ class TritonServer:
         log.info("starting: %s", " ".join(self.argv))
         with open(self.log_file, "wb") as out:
             self._proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True, preexec_fn=die_with_parent() if self.mode == "local" else None,
+                die_with_parent(self.argv) if self.mode == "local" else self.argv, stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )
         if self.mode == "local":
             self._watchdog = start_watchdog(self._proc.pid)

@@ -122,8 +122,8 @@ class Analyzer:
         level = None
         try:
             # die_with_parent: a dnx killed outright (SIGKILL, OOM) must not leave perf_analyzer loading the server.
-            proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    preexec_fn=die_with_parent())
+            proc = subprocess.Popen(die_with_parent(argv), env=self.env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
         except OSError as exc:
             raise PerfError(f"cannot start {argv[0]}: {exc}; check the perf_analyzer install") from None
         fired: list[bool] = []
