@@ -67,6 +67,7 @@ class Measurement:
     cores_per_1000_infer_s: float | None = None
     client_bound: bool | None = None  # the client used more CPU than the server
     usd_per_million: float | None = None  # with --core-hour-cost
+    preprocess_cpu_ms_per_request: float | None = None  # an ensemble's first step (decode, resize), alone
 
 
 def parse_csv(path: str | os.PathLike) -> list[Measurement]:

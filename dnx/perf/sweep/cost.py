@@ -31,7 +31,7 @@ from dnx.perf.sweep.memory import listening_pid
 
 TICK = os.sysconf("SC_CLK_TCK")
 FIELDS = ("server_cpu_ms_per_inference", "client_cpu_ms_per_request", "server_cores_busy",
-          "cores_per_1000_infer_s", "client_bound", "usd_per_million")
+          "cores_per_1000_infer_s", "client_bound", "usd_per_million", "preprocess_cpu_ms_per_request")
 REMOTE = "CPU figures unavailable: the server is not on this machine (Triton's metrics give host-wide CPU only)"
 
 
@@ -124,7 +124,7 @@ class CpuProbe:
         return ["CPU seconds of tritonserver and the model's backend stubs (/proc), over Triton's inference count; "
                 "the client's: perf_analyzer's CPU over the requests"]
 
-    def _server_cpu(self, model: ServedModel) -> dict[int, float]:
+    def _server_cpu(self, model: ServedModel) -> dict[int, tuple[str | None, float]]:
         """CPU seconds per process: tritonserver and the stubs of ``model`` (an ensemble's steps too).
 
         Per process, because a model reload (``dnx tune``) replaces its stubs: one that ends within a
@@ -136,7 +136,7 @@ class CpuProbe:
             if p.role == "tritonserver" or p.model in names:
                 seconds = cpu_seconds(p.pid)
                 if seconds is not None:
-                    out[p.pid] = seconds
+                    out[p.pid] = (p.model, seconds)
         return out
 
     def start(self, model: ServedModel) -> _Mark | None:
@@ -158,7 +158,8 @@ class CpuProbe:
         try:
             inferences, requests = triton_counts(self.metrics_url, mark.model.name)
             now = self._server_cpu(mark.model)
-            server = sum(max(0.0, cpu - mark.server.get(pid, 0.0)) for pid, cpu in now.items())
+            spent = {pid: (name, max(0.0, cpu - mark.server.get(pid, (name, 0.0))[1])) for pid, (name, cpu) in now.items()}
+            server = sum(cpu for _, cpu in spent.values())
         except ServerError as exc:
             self.notes.append(str(exc))
             return out
@@ -180,4 +181,9 @@ class CpuProbe:
         )
         if self.core_hour_cost is not None:
             out["usd_per_million"] = round(server / done * 1e6 / 3600 * self.core_hour_cost, 4)
+        if mark.model.ensemble_steps:
+            # The first step takes the encoded bytes: its own processes' CPU is what decoding and
+            # resizing cost, apart from the variant's (whose spinning thread pool charges idle time).
+            first = mark.model.ensemble_steps[0]
+            out["preprocess_cpu_ms_per_request"] = round(sum(c for n, c in spent.values() if n == first) / asked * 1000, 3)
         return out
