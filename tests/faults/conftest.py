@@ -196,3 +196,15 @@ def tmpfs(tmp_path):
 
 
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+
+
+def fill_disk(disk) -> None:
+    """Write a file until the file system is full (raw writes: no buffer left to flush at close)."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\0" * (1 << 20)):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -16,7 +16,7 @@ import pytest
 
 from dnx.serving.server import TritonServer
 from tests.faults.conftest import (
-    assert_group_gone, children, cmdline, finish, one_error_line, send, tritonserver_child, wait_for,
+    assert_group_gone, children, cmdline, fill_disk, finish, one_error_line, send, tritonserver_child, wait_for,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.server]
@@ -134,18 +134,6 @@ def test_sigkill_of_dnx_perf_leaves_no_perf_analyzer(dnx, triton_server, tmp_pat
         shutil.rmtree(left) if left.is_dir() else left.unlink()
 
 
-def _fill(disk) -> None:
-    """Write a file until the file system is full (raw writes: no buffer left to flush at close)."""
-    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while os.write(fd, b"\0" * (1 << 20)):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def test_disk_full_mid_sweep_is_one_line_and_resume_finishes(dnx, triton_server, tmpfs):
     """The results disk fills while a level runs: one line saying what was kept and how to resume, no traceback."""
     disk = tmpfs("16m")
@@ -153,7 +141,7 @@ def test_disk_full_mid_sweep_is_one_line_and_resume_finishes(dnx, triton_server,
     proc = dnx.start("perf", "--url", triton_server.grpc_url, "--models", "densenet121_onnx", "--concurrency", "1:3",
                      "--out", out, *FAST)
     wait_for(lambda: measured(out), 300, "the first level on disk", proc)
-    _fill(disk)
+    fill_disk(disk)
     code, _, err = finish(proc, timeout=300)
     assert code == 1 and "Traceback" not in err, err
     line = one_error_line(err)

@@ -23,7 +23,7 @@ import pytest
 
 from dnx.model_repository.config_edit import read_config
 from dnx.model_repository.render import TritonConfig, render_config
-from tests.faults.conftest import one_error_line, tree_digest
+from tests.faults.conftest import fill_disk, one_error_line, tree_digest
 
 pytestmark = [pytest.mark.faults]
 
@@ -173,7 +173,6 @@ def test_read_only_repository_is_refused_before_measuring(dnx, tiny_repo, tmpfs)
 def test_full_results_disk_is_one_line_and_leaves_the_manifest(dnx, tiny_repo, tmpfs):
     """`--out` on a full disk: one line, no traceback, and the repository (its previous tune record
     included) byte for byte as before: a measurement the disk made fail is not a decision."""
-    import os
 
     from dnx.serving.server import TritonServer
 
@@ -184,14 +183,7 @@ def test_full_results_disk_is_one_line_and_leaves_the_manifest(dnx, tiny_repo, t
     manifest.write_text(json.dumps(doc, indent=2) + "\n")
     before = tree_digest(tiny_repo)
     disk = tmpfs("4m")
-    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while os.write(fd, b"\0" * (1 << 20)):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fill_disk(disk)
     with TritonServer(tiny_repo, grpc_port=0, http_port=0, metrics_port=0, log_file=tiny_repo.parent / "log") as server:
         r = dnx.run("tune", "--repository", tiny_repo, "--url", server.grpc_url, "--out", disk / "tune",
                     "--models", MODELS[0], *FAST, timeout=600)
