@@ -22,11 +22,17 @@ class _Objective(click.Choice):
 @click.command("tune")
 @repository_option("Model repository to tune (its config.pbtxt files are rewritten unless --dry-run).")
 @models_option("Model to tune (repeat). Default: measure every served model, tune the --top best.", multiple=True)
-@click.option("--objective", type=_Objective(["load", "saturation", "latency"]), default="load", show_default=True,
+@click.option("--objective", type=_Objective(["load", "saturation", "latency", "slo"]), default="load", show_default=True,
               help="load: best geometric mean of infer/s over --concurrency, never >3% slower than the current "
                    "config at any level; saturation: best infer/s at any level up to the fill level "
-                   "(--max-concurrency), for batch-heavy services; latency: lowest p99 at the lowest level.")
+                   "(--max-concurrency), for batch-heavy services; latency: lowest p99 at the lowest level; slo: "
+                   "highest open-loop (Poisson) rate whose p99 stays within --p99-ms (LoadGen's Server scenario).")
 @latency_budget_option("Only configs whose p99 stays within this budget (at every level of the load) count.")
+@click.option("--p99-ms", type=float, help="--objective slo: the p99 bound of the open-loop rate (required there), e.g. 50.")
+@click.option("--loadgen-min-duration-ms", type=click.IntRange(min=100), default=10000, show_default=True,
+              help="--objective slo: LoadGen min_duration_ms of each open-loop run.")
+@click.option("--max-rate-runs", type=click.IntRange(min=2), default=8, show_default=True,
+              help="--objective slo: LoadGen Server runs per config in its rate search.")
 @click.option("--budget-minutes", type=float, default=14.0, show_default=True,
               help="Time for the whole run; the search stops when the next candidate would not fit.")
 @click.option("--url", help="A running server (gRPC host:port, --model-control-mode explicit). Default: launch one.")
@@ -47,7 +53,8 @@ class _Objective(click.Choice):
 @click.option("--out", type=click.Path(path_type=Path), help="Report folder. Default: perf/results/<timestamp>-tune/.")
 @click.option("--wait", is_flag=True, help="Wait for another dnx writing this repository instead of failing.")
 @quiet_option()
-def command(repository, models, objective, latency_budget_ms, budget_minutes, url, launch, dry_run, top,
+def command(repository, models, objective, latency_budget_ms, p99_ms, loadgen_min_duration_ms, max_rate_runs,
+            budget_minutes, url, launch, dry_run, top,
             concurrency, max_concurrency, measurement_interval, stability_percentage, max_trials, shared_memory, out, wait,
             quiet):
     """Search each model's served settings with perf_analyzer and write the fastest into config.pbtxt.
@@ -66,6 +73,7 @@ def command(repository, models, objective, latency_budget_ms, budget_minutes, ur
       dnx tune --models densenet121_preprocess           # the bytes-in ensemble's decoding
       dnx tune --objective latency --dry-run
       dnx tune --url 127.0.0.1:8001 --latency-budget-ms 50
+      dnx tune --objective slo --p99-ms 200 --models densenet121_openvino_int8
     """
     from dnx.errors import InputError
     from dnx.perf.tune.curves import Load
@@ -81,7 +89,8 @@ def command(repository, models, objective, latency_budget_ms, budget_minutes, ur
         budget_minutes=budget_minutes, url=url, dry_run=dry_run, top=top,
         concurrency=Load.parse(concurrency).levels, max_concurrency=max_concurrency,
         window_ms=measurement_interval, stability_percentage=stability_percentage, max_trials=max_trials,
-        out=out, progress=not quiet, wait=wait, shared_memory=shared_memory,
+        out=out, progress=not quiet, wait=wait, shared_memory=shared_memory, p99_ms=p99_ms,
+        loadgen_min_duration_ms=loadgen_min_duration_ms, max_rate_runs=max_rate_runs,
     )
     res = run_tune(opts)
     for name, d in res.decisions.items():
@@ -91,7 +100,7 @@ def command(repository, models, objective, latency_budget_ms, budget_minutes, ur
                        "wrote config.pbtxt")
         else:
             click.echo(f"{name:28s} kept: {d.previous_figure or '-'}" + (f" ({d.reason})" if d.reason else ""))
-        for t in d.choice.trade_offs if d.choice else ():
+        for t in d.choice.trade_offs if d.choice and d.slo is None else ():
             click.echo(f"{'':28s} trade-off {t.label}: {t.summary()}"
                        + ("" if d.written else "; the current config stays unless you state that load")
                        + f": {t.advice()}")

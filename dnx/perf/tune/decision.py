@@ -121,6 +121,14 @@ class Decision:
     written: str | None = None  # the config.pbtxt path once written
     choice: Choice | None = None
     confirmation: Confirmation | None = None
+    slo: dict | None = None  # --objective slo: the open-loop round (dnx.perf.tune.slo.SloRound.to_dict())
+
+    @property
+    def confirmed(self) -> bool | None:
+        """Whether the final round held (the open-loop round's verdict under ``--objective slo``); None: no round."""
+        if self.slo is not None:
+            return self.slo["holds"] if self.slo.get("winner") else True
+        return None if self.confirmation is None else self.confirmation.holds
 
     # What the manifest's "tuning" section records per model.
     MANIFEST_FIELDS = ("winner", "previous", "figure", "previous_figure", "gain", "reason", "point", "written")
@@ -128,7 +136,9 @@ class Decision:
     def manifest_record(self) -> dict:
         """The model's entry in the manifest's ``tuning.models``."""
         out = {k: getattr(self, k) for k in self.MANIFEST_FIELDS}
-        out["confirmed"] = None if self.confirmation is None else self.confirmation.holds
+        out["confirmed"] = self.confirmed
+        if self.slo is not None:
+            out["slo"] = {k: self.slo[k] for k in ("p99_bound_ms", "holds", "reason", "gain")}
         out["trade_offs"] = [f"{t.label}: {t.summary()}; {t.advice()}" for t in (self.choice.trade_offs if self.choice else ())]
         return out
 
@@ -139,6 +149,7 @@ class Decision:
                                              "written")}
         out["decision"] = self.choice.to_dict() if self.choice else None
         out["confirmation"] = self.confirmation.to_dict() if self.confirmation else None
+        out["slo"] = self.slo
         return out
 
 

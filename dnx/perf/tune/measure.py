@@ -39,7 +39,8 @@ from dnx.perf.tune.confirm import Confirmation, confirm, rerun_levels, rerun_pla
 from dnx.perf.tune.objective import NEAR_SLACK, early_refusal
 from dnx.perf.tune.objective import Choice
 from dnx.perf.tune.options import (
-    LOAD_ESTIMATE_S, TuneOptions, TuneResult, candidate_estimate_s, confirm_estimate_s, level_estimate_s,
+    LOAD_ESTIMATE_S, SLO, TuneOptions, TuneResult, candidate_estimate_s, confirm_estimate_s, level_estimate_s,
+    slo_estimate_s,
 )
 from dnx.perf.sweep.cost import CpuProbe
 from dnx.photos import MIX_INPUT_DATA, photo_mix, write_input_data
@@ -82,6 +83,11 @@ class Measurer:
 
     def reserve_s(self) -> float:
         """The time kept for the confirm steps of :attr:`confirming` models, from the costs measured so far."""
+        if self.opts.objective == SLO:
+            # From the run length alone: the closed-loop figures of the current config say little of the rate the
+            # winner will be measured at (a batching delay can cut them tenfold); a model slower than 600 queries
+            # per run length makes the open-loop round last longer than this.
+            return self.confirming * slo_estimate_s(self.opts, None)
         level = max(self.level_costs, default=level_estimate_s(self.opts))
         load = max(self.load_costs, default=LOAD_ESTIMATE_S)
         return self.confirming * confirm_estimate_s(self.opts, level, load)
@@ -148,7 +154,7 @@ class Measurer:
         """Rising levels up to the fill level; stop past saturation (or over the latency budget)."""
         best = -1.0
         levels, fill = levels_for(cfg, self.opts.levels, self.opts.max_concurrency)
-        budget = self.opts.latency_budget_ms
+        budget = self.opts.search_budget_ms
         for c in levels:
             p = self.level(cfg.name, cand.index, c)
             cand.points.append(p)
@@ -188,11 +194,11 @@ class Measurer:
             cos = float(np.dot(out.ravel(), ref.ravel()) / (np.linalg.norm(out) * np.linalg.norm(ref) + 1e-12))
             if out.shape != ref.shape or cos < 0.999:
                 raise RuntimeError(f"answers differ from the untuned model (cosine {cos:.4f})")
-            if o.objective == "saturation":
+            if o.search_objective == "saturation":
                 self._saturation_levels(cand, cfg)
             else:
                 self._load_levels(cand, cfg, current)
-            cand.score = search_score(current, curve_of(cand), o.objective, o.load, o.latency_budget_ms)
+            cand.score = search_score(current, curve_of(cand), o.search_objective, o.load, o.search_budget_ms)
         except ServerError:
             raise
         except (self.control.error_type, RuntimeError, DnxError, OSError) as exc:
@@ -277,11 +283,13 @@ def search(result: TuneResult, measurer: Measurer, bases: dict[str, TritonConfig
         changed = 0  # models searched already whose winner needs its confirm step
         for n in tuned:
             if n in baseline:
-                measurer.confirming = changed + 1  # time for this model's confirm step, and the earlier ones'
+                # Time for this model's confirm step, and the earlier ones' (slo: every searched model has one).
+                measurer.confirming = (len(result.searched[:result.searched.index(n)]) if opts.objective == SLO
+                                       else changed) + 1
                 space.coordinate_search(dims[n], space.knobs_of(bases[n]), lambda knobs, n=n: evaluate(n, knobs),
                                         start_score=baseline[n])
                 mine = [c for c in result.candidates if c.model == n]
-                changed += bool(choices(mine, opts.objective, opts.load, opts.latency_budget_ms)[n].changes)
+                changed += bool(choices(mine, opts.search_objective, opts.load, opts.search_budget_ms)[n].changes)
     finally:
         bar.close()
 

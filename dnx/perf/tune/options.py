@@ -15,6 +15,10 @@ from dnx.perf.tune.objective import DEFAULT_LOAD, OBJECTIVES
 DEFAULT_BUDGET_MINUTES = 14.0  # two variants + baselines of the 4-5 model CPU repository, 2 cores: <= 15 min
 LOAD_ESTIMATE_S = 8.0  # load_model with an OpenVINO compile and warm-up, before anything was measured
 ALIASES = {"throughput": "saturation"}  # the previous name of the saturation objective
+# slo: the closed-loop search ranks candidates (saturation rules, p99 bound as latency budget), then the
+# final round measures SLO rates in the open loop (:mod:`dnx.perf.tune.slo`).
+SLO = "slo"
+TUNE_OBJECTIVES = (*OBJECTIVES, SLO)
 
 
 @dataclass
@@ -39,12 +43,23 @@ class TuneOptions:
     progress: bool = True
     wait: bool = False  # wait for another dnx writing the repository instead of failing
     shared_memory: str = "none"  # perf_analyzer --shared-memory (system: a server on this machine only)
+    p99_ms: float | None = None  # slo: the p99 bound of LoadGen's Server scenario
+    loadgen_min_duration_ms: int = 10_000  # slo: LoadGen min_duration_ms of each open-loop run
+    max_rate_runs: int = 8  # slo: LoadGen Server runs per config in its rate search
 
     def check(self) -> None:
         """Raise :class:`InputError` for values that cannot work."""
         self.objective = ALIASES.get(self.objective, self.objective)
-        if self.objective not in OBJECTIVES:
-            raise InputError(f"--objective {self.objective!r} is unknown; choose {', '.join(OBJECTIVES)}")
+        if self.objective not in TUNE_OBJECTIVES:
+            raise InputError(f"--objective {self.objective!r} is unknown; choose {', '.join(TUNE_OBJECTIVES)}")
+        if self.objective == SLO and self.p99_ms is None:
+            raise InputError("--objective slo needs --p99-ms (the p99 bound of the open-loop Server scenario, e.g. "
+                             "--p99-ms 50)")
+        if self.p99_ms is not None and self.objective != SLO:
+            raise InputError(f"--p99-ms bounds the open-loop rate of --objective slo; with --objective {self.objective} "
+                             "use --latency-budget-ms")
+        if self.p99_ms is not None and self.p99_ms <= 0:
+            raise InputError(f"--p99-ms {self.p99_ms:g} must be > 0, e.g. 50")
         if self.latency_budget_ms is not None and self.latency_budget_ms <= 0:
             raise InputError(f"--latency-budget-ms {self.latency_budget_ms:g} must be > 0, e.g. 50")
         check_shared_memory(self.shared_memory, self.url or "127.0.0.1")  # None: a launched, local server
@@ -52,7 +67,7 @@ class TuneOptions:
             raise InputError("--top must be >= 1")
         if not self.concurrency or any(c < 1 for c in self.concurrency):
             raise InputError(f"--concurrency {list(self.concurrency)} must list levels >= 1, e.g. 1:16")
-        if self.objective == "saturation" and self.max_concurrency < max(self.concurrency):
+        if self.search_objective == "saturation" and self.max_concurrency < max(self.concurrency):
             raise InputError(f"--max-concurrency {self.max_concurrency} is below --concurrency's highest level "
                              f"{max(self.concurrency)}; raise it (default 32)")
         if not Path(self.repository).is_dir():
@@ -68,6 +83,19 @@ class TuneOptions:
         return Load(tuple(self.concurrency))
 
     @property
+    def search_objective(self) -> str:
+        """The closed-loop rules the search applies (slo: saturation's, with the p99 bound as budget)."""
+        objective = ALIASES.get(self.objective, self.objective)
+        return "saturation" if objective == SLO else objective
+
+    @property
+    def search_budget_ms(self) -> float | None:
+        """The closed-loop p99 budget of the search: a config whose closed-loop p99 is over the open-loop
+        bound at every level cannot meet it with Poisson arrivals either."""
+        budgets = [b for b in (self.latency_budget_ms, self.p99_ms if self.objective == SLO else None) if b is not None]
+        return min(budgets) if budgets else None
+
+    @property
     def levels(self) -> tuple[int, ...]:
         """Concurrency levels measured per candidate (the lowest only for the latency objective)."""
         lv = self.load.levels
@@ -81,7 +109,7 @@ def level_estimate_s(opts: TuneOptions) -> float:
 
 def candidate_estimate_s(opts: TuneOptions) -> float:
     """A first guess of one candidate's cost: a load plus every level (saturation: and a fill level)."""
-    fill = 1 if ALIASES.get(opts.objective, opts.objective) == "saturation" else 0
+    fill = 1 if opts.search_objective == "saturation" else 0
     return LOAD_ESTIMATE_S + (len(opts.levels) + fill) * level_estimate_s(opts)
 
 
@@ -92,10 +120,25 @@ def confirm_estimate_s(opts: TuneOptions, level_s: float | None = None, load_s: 
 
     ``level_s`` / ``load_s``: measured costs so far (default: the first guesses).
     """
-    n = len(opts.levels) if ALIASES.get(opts.objective, opts.objective) != "saturation" else 2
+    if opts.objective == SLO:
+        return slo_estimate_s(opts, None)
+    n = len(opts.levels) if opts.search_objective != "saturation" else 2
     rounds = rerun_rounds(n)
     k = rerun_configs(n, rounds)
     return n * (k * rounds * (level_s or level_estimate_s(opts)) + k * (load_s or LOAD_ESTIMATE_S))
+
+
+def slo_estimate_s(opts: TuneOptions, throughput: float | None) -> float:
+    """What the open-loop final round of one model costs (:mod:`dnx.perf.tune.slo`): a single-stream run and
+    a rate search with its confirmation for the current config and the winner, and the four A/B runs.
+    ``throughput``: the model's closed-loop figure (a LoadGen run needs its 600 queries at about half that
+    rate); None: only ``loadgen_min_duration_ms`` is known."""
+    from dnx.perf.slo.options import P99_QUERIES
+
+    run_s = opts.loadgen_min_duration_ms / 1000.0
+    if throughput:
+        run_s = max(run_s, P99_QUERIES / (0.5 * throughput))
+    return 2 * (opts.max_rate_runs + 2) * (run_s + 2.0) + 4 * (run_s + 2.0) + 2 * LOAD_ESTIMATE_S
 
 
 @dataclass
@@ -116,3 +159,4 @@ class TuneResult:
     through: dict[str, str] = field(default_factory=dict)  # preprocess model -> the ensemble it is measured on
     budget_stopped: bool = False  # the search ended because the next candidate would not fit the budget
     searched: tuple[str, ...] = ()  # the models the search was to tune (--models, or the --top best)
+    slo: dict = field(default_factory=dict)  # model -> its open-loop final round (dnx.perf.tune.slo.SloRound)

@@ -16,6 +16,7 @@ from dnx.model_repository.layout import atomic_write_text
 from dnx.perf.tune.objective import MIN_GAIN, SLACK, share
 from dnx.perf.tune.options import TuneResult
 from dnx.perf.tune.pareto import plot_pareto, report_markdown
+from dnx.perf.tune.slo import report_lines
 
 CSV_COLUMNS = ("model", "candidate", "label", "status", "baseline", "winner", "score", "throughput", "p99_ms",
                "at_concurrency", "c1_throughput", "c1_p99_ms", "load_s", "seconds", "stopped", "error", "knobs",
@@ -43,6 +44,10 @@ def machine_words(m: dict) -> str:
 
 
 def _objective_words(o) -> str:
+    if o.objective == "slo":
+        return (f"the highest open-loop (Poisson) rate whose p99 stays within {o.p99_ms:g} ms, LoadGen's Server "
+                "scenario; the closed-loop search ranks the candidates by the best throughput whose p99 is within "
+                "that bound, and the current config and the winner are measured in the open loop")
     if o.objective == "load":
         return (f"the geometric mean of throughput over {o.load.describe()}, never more than {share(SLACK)} slower "
                 f"than the current config at any level")
@@ -78,9 +83,11 @@ def write_tune_report(result: TuneResult) -> dict[str, Path]:
         *([f"- **the budget ended the search**: {len(result.candidates)} candidates measured, the next one and the "
            f"confirm step would not have fitted {o.budget_minutes:g} min; pass a larger --budget-minutes to search "
            "further"] if result.budget_stopped else []),
-        f"- a winner must gain {share(MIN_GAIN)} and hold on a rerun (it and the current config measured again, "
-        "back to back, interleaved at every level, with the runners-up within the noise of it where they fit) before "
-        "it is written; the figures recorded are the rerun's.", "",
+        ("- a winner must hold its SLO rate in an A/B round where the current config does not (section Open loop) "
+         "before it is written; the figure recorded is its confirmed SLO rate." if o.objective == "slo" else
+         f"- a winner must gain {share(MIN_GAIN)} and hold on a rerun (it and the current config measured again, "
+         "back to back, interleaved at every level, with the runners-up within the noise of it where they fit) before "
+         "it is written; the figures recorded are the rerun's."), "",
         "## Winners", "",
         "| model | current config | current | chosen | chosen figure | gain | written |",
         "|---|---|---|---|---|---|---|",
@@ -90,6 +97,8 @@ def write_tune_report(result: TuneResult) -> dict[str, Path]:
         lines.append(f"| `{name}` | {d.previous or '-'} | {d.previous_figure or '-'} | "
                      f"{d.best_found or '-'} | {d.best_found_figure or '-'} | {g} | "
                      f"{'yes' if d.written else 'no' + (': ' + d.reason if d.reason else '')} |")
+    if result.slo:
+        lines += ["", *report_lines(result)]
     for name, d in result.decisions.items():
         if d.choice is None:
             continue

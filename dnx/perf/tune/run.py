@@ -31,11 +31,12 @@ from dnx.perf.results import machine_info, new_results_dir
 from dnx.perf.served import (ModelControl, default_metrics_url, inspect_server, launched_server, measurable,
                             repository_manifest)
 from dnx.perf.tune import space
-from dnx.perf.tune.decision import choices, decide, unsearched_why
+from dnx.perf.tune.decision import choices
 from dnx.perf.tune.measure import Measurer, confirm_winners, search
-from dnx.perf.tune.options import TuneOptions, TuneResult
+from dnx.perf.tune.options import SLO, TuneOptions, TuneResult
 from dnx.perf.tune.report import write_tune_report
-from dnx.perf.tune.write_back import write_back
+from dnx.perf.tune.slo import slo_final_round
+from dnx.perf.tune.write_back import decisions_of, write_back
 from dnx.preprocess import photo_batch
 from dnx.signals import Interrupted, terminating
 from dnx.spec import spec_from_manifest
@@ -148,8 +149,11 @@ def _run(opts: TuneOptions, repo: Path, t_start: float) -> TuneResult:
                 stack.callback(measurer.control.restore, repo, names)
             search(result, measurer, bases, names, image)
             result.budget_stopped = measurer.budget_stops > 0
-            chosen = choices(result.candidates, opts.objective, opts.load, opts.latency_budget_ms)
-            confirm_winners(result, measurer, bases, chosen)
+            chosen = choices(result.candidates, opts.search_objective, opts.load, opts.search_budget_ms)
+            if opts.objective == SLO:
+                slo_final_round(result, measurer, bases, chosen)
+            else:
+                confirm_winners(result, measurer, bases, chosen)
         except KeyboardInterrupt as exc:
             result.interrupted = True
             stopped = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
@@ -160,13 +164,11 @@ def _run(opts: TuneOptions, repo: Path, t_start: float) -> TuneResult:
     if full is not None:
         raise DnxError(_disk_full_line(result, repo, full)) from None
     if result.interrupted or opts.dry_run:
-        chosen = choices(result.candidates, opts.objective, opts.load, opts.latency_budget_ms)
-        result.decisions = decide(result.candidates, chosen, {} if result.interrupted else result.confirmations,
-                                  result.confirm_errors, searched=result.searched,
-                                  unsearched_why=unsearched_why(result))
+        result.decisions = decisions_of(result, confirmed=not result.interrupted)
         for d in result.decisions.values():  # nothing is written: say what would have been
             if d.write:
-                d.write, d.reason = False, f"dry run; it would be written: {d.confirmation.reason}"
+                why = d.slo["reason"] if d.slo else d.confirmation.reason
+                d.write, d.reason = False, f"dry run; it would be written: {why}"
     else:
         with terminating():  # a signal deferred during the write-back arrives once it is complete
             try:

@@ -33,7 +33,8 @@ from dnx.model_repository.render import TritonConfig, render_config
 from dnx.perf.served import repository_manifest_json
 from dnx.perf.tune import space
 from dnx.perf.tune.decision import choices, decide, unsearched_why
-from dnx.perf.tune.options import TuneResult
+from dnx.perf.tune.options import SLO, TuneResult
+from dnx.perf.tune.slo import apply_rounds
 
 _DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
@@ -82,8 +83,7 @@ def _manifest(result: TuneResult, manifest: dict, written: dict[str, TritonConfi
         if name not in measured:  # a failed measurement of the current config never replaces a previous record
             continue
         # What the served config measured here: `dnx export` serves the fastest variant in the ensemble.
-        record = {**(d.point or {}), "objective": o.objective, "load": str(o.load),
-                  "confirmed": d.confirmation is not None and d.confirmation.holds}
+        record = {**(d.point or {}), "objective": o.objective, "load": str(o.load), "confirmed": bool(d.confirmed)}
         if d.point and name in manifest.get("models", {}):
             manifest["models"][name]["tune"] = record
         elif d.point and name == ensemble.get("preprocess"):  # measured through the ensemble: its figure
@@ -91,7 +91,7 @@ def _manifest(result: TuneResult, manifest: dict, written: dict[str, TritonConfi
     manifest["tuning"] = {
         "tuned_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": result.machine, "versions": result.versions, "objective": o.objective,
-        "latency_budget_ms": o.latency_budget_ms, "budget_minutes": o.budget_minutes, "concurrency": list(o.levels),
+        "latency_budget_ms": o.latency_budget_ms, "p99_ms": o.p99_ms, "budget_minutes": o.budget_minutes, "concurrency": list(o.levels),
         "load": str(o.load),
         "report": str(result.out_dir),
         # The previous run's record of a model whose current config this run could not measure stays.
@@ -127,6 +127,21 @@ def _restore(repo: Path, previous: dict[str, tuple[bytes | None, bool]]) -> bool
     return ok
 
 
+def decisions_of(result: TuneResult, confirmed: bool = True) -> dict:
+    """Each model's :class:`~dnx.perf.tune.decision.Decision` from ``result``'s candidates and final round
+    (the closed-loop rerun, or the open-loop round of ``--objective slo``); ``confirmed`` False: the final
+    round is not used (an interrupted run)."""
+    o = result.options
+    chosen = choices(result.candidates, o.search_objective, o.load, o.search_budget_ms)
+    decisions = decide(result.candidates, chosen, result.confirmations if confirmed else {}, result.confirm_errors,
+                       searched=result.searched, unsearched_why=unsearched_why(result))
+    if o.objective == SLO:
+        if not confirmed:
+            result.slo = {}
+        return apply_rounds(result, decisions)
+    return decisions
+
+
 def write_back(result: TuneResult, bases: dict[str, TritonConfig], repo: Path) -> None:
     """Decide each model's winner and write the confirmed winners into ``repo``.
 
@@ -134,10 +149,7 @@ def write_back(result: TuneResult, bases: dict[str, TritonConfig], repo: Path) -
     without a confirmation that held is not written; ``written`` set for each rewritten config).
     All or nothing on a failed write: see the module's docstring for what is guaranteed.
     """
-    o = result.options
-    chosen = choices(result.candidates, o.objective, o.load, o.latency_budget_ms)
-    result.decisions = decide(result.candidates, chosen, result.confirmations, result.confirm_errors,
-                              searched=result.searched, unsearched_why=unsearched_why(result))
+    result.decisions = decisions_of(result)
     # Read and render first: a corrupt manifest or a bad config stops the run before any file changes.
     manifest = repository_manifest_json(repo) or {"models": {}}
     winners = {n: space.apply_knobs(bases[n], d.knobs) for n, d in result.decisions.items() if d.write}
