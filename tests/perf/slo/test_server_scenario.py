@@ -227,3 +227,20 @@ def test_cli_single_stream_and_offline_scenarios(sleep_server, tmp_path):
     assert (out / m["offline"]["logs"] / "mlperf_log_summary.txt").is_file()
     assert m["single_stream"]["p90_ms"] >= SERVICE_MS
     assert f"offline {m['offline']['throughput']:.1f} infer/s" in r.output
+
+
+def test_cli_server_scenario_against_a_server_whose_repository_is_elsewhere(sleep_server, tmp_path):
+    """What a remote server looks like to dnx: a --url, and no repository or manifest on this machine (the
+    search reads only what the server says: its config and its answers)."""
+    out, nowhere = tmp_path / "out", tmp_path / "not-on-this-machine"
+    url = sleep_server.grpc_url.replace("127.0.0.1", "localhost")
+    r = CliRunner().invoke(cli, ["perf", "--scenario", "server", "--p99-ms", "150", "--url", url, "--repository",
+                                 str(nowhere), "--out", str(out), "--loadgen-min-duration-ms", "1000",
+                                 "--loadgen-min-query-count", "500", "--max-rate-runs", "2", "--no-confirm-rate",
+                                 "--no-closed-loop", "--undecided-rerun-s", "0", "-q"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    m = report["models"][SLEEP_MODEL]  # every READY model of the server, found through it
+    assert report["complete"] and m["single_stream"]["p90_ms"] >= SERVICE_MS
+    assert len(m["points"]) >= 1 and not nowhere.exists()
+    assert all((out / p["loadgen"]["logs"] / "mlperf_log_summary.txt").is_file() for p in m["points"])
