@@ -9,9 +9,8 @@ from dnx.signals import Interrupted, hurry, received, terminating
 
 
 def _signal_main_thread(sig: int) -> None:
-    """A real signal, to the main thread: a process-wide one may land on any of the native threads
-    earlier tests leave in this process (ONNX Runtime, OpenVINO, gRPC, LoadGen), and late in the full
-    suite one such delivery crashed the process (exit 139) where these tests alone pass."""
+    """A real signal, delivered to the main thread, where Python runs its handlers (a process-directed one
+    is taken by whichever thread does not block it: gRPC's and ONNX Runtime's threads are in this process)."""
     signal.pthread_kill(threading.main_thread().ident, sig)
 
 

@@ -7,6 +7,7 @@ has the sources). :func:`runner` does the same, so parity is judged on what is s
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -18,10 +19,23 @@ from dnx.runtimes.callable import callable_runner
 from dnx.spec import DEFAULT_MODEL, ModelSpec
 
 
+@functools.lru_cache(maxsize=1)
+def core():
+    """The process's one OpenVINO ``Core``: every compile and query of dnx goes through it.
+
+    One, never freed, because each Core's CPU plugin replaces the calling thread's signal alternate
+    stack with one of its own and unmaps it when the plugin goes, restoring the stack it found only
+    if its own is still current. Two Cores freed in the order they were made leave the thread on
+    the unmapped stack, and the next signal handled there (Python asks for the alternate stack:
+    Ctrl-C's SIGINT, a SIGTERM) kills the process with SIGSEGV instead of stopping it cleanly
+    (tests/runtimes/test_openvino_core.py shows both).
+    """
+    return lazy_import("openvino").Core()
+
+
 def cpu_capabilities() -> list[str]:
     """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of this machine's CPU (e.g. FP32, BF16, INT8)."""
-    ov = lazy_import("openvino")
-    return [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    return [str(c) for c in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
 
 
 def cpu_supports_bf16() -> bool:
@@ -48,13 +62,12 @@ def compile_model(path: str | os.PathLike, parameters: dict[str, str] | None = N
     ``properties`` (OpenVINO names) are applied on top, e.g. a bench's thread count.
     """
     ov = lazy_import("openvino")
-    core = ov.Core()
-    model = core.read_model(str(path))
+    model = core().read_model(str(path))
     if batch > 0:
         for param in model.get_parameters():
             param.set_layout(ov.Layout("N..."))
         ov.set_batch(model, batch)
-    return core.compile_model(model, "CPU", {**compile_properties(parameters or {}), **(properties or {})})
+    return core().compile_model(model, "CPU", {**compile_properties(parameters or {}), **(properties or {})})
 
 
 class OpenVinoModel:

@@ -81,9 +81,7 @@ def test_bf16_variant_follows_openvino_capabilities():
 def test_ir_files_keep_names_dynamic_batch_and_fp32_weights(variants, onnx_fp32_path):
     files = variants["fp32"].files
     assert sorted(files) == ["model.bin", "model.xml"]
-    import openvino as ov
-
-    model = ov.Core().read_model(str(files["model.xml"]))
+    model = ov_rt.core().read_model(str(files["model.xml"]))
     assert model.input(0).get_names() >= {"input"} and model.output(0).get_names() >= {"logits"}
     assert str(model.input(0).get_partial_shape()) == "[?,3,224,224]"
     # compress_to_fp16=False: weights stay 4 bytes each (about the size of the ONNX file).

@@ -91,7 +91,9 @@ def _classifier_operands(model_path: Path, inputs: np.ndarray) -> tuple[np.ndarr
 def _ir_int8_weights(xml: Path) -> list[np.ndarray]:
     import openvino as ov
 
-    model = ov.Core().read_model(str(xml))
+    from dnx.runtimes.openvino import core
+
+    model = core().read_model(str(xml))
     return [op.get_data() for op in model.get_ordered_ops()
             if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
 

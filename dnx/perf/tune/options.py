@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dnx.errors import InputError
 from dnx.perf.analyzer import check_shared_memory
+from dnx.perf.slo.options import P99_QUERIES
 from dnx.perf.tune.curves import Load
 from dnx.perf.tune.decision import Candidate, Decision
 from dnx.perf.tune.confirm import Confirmation, rerun_configs, rerun_rounds
@@ -133,8 +134,6 @@ def slo_estimate_s(opts: TuneOptions, throughput: float | None) -> float:
     a rate search with its confirmation for the current config and the winner, and the four A/B runs.
     ``throughput``: the model's closed-loop figure (a LoadGen run needs its 600 queries at about half that
     rate); None: only ``loadgen_min_duration_ms`` is known."""
-    from dnx.perf.slo.options import P99_QUERIES
-
     run_s = opts.loadgen_min_duration_ms / 1000.0
     if throughput:
         run_s = max(run_s, P99_QUERIES / (0.5 * throughput))
