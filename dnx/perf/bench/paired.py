@@ -20,7 +20,9 @@ from typing import Callable
 
 from dnx.perf.intervals import Interval, bootstrap_interval, verdict  # noqa: F401 - re-exported
 
-MIN_ROUNDS = 4
+# A percentile bootstrap over fewer pairs is too narrow (four ratios resample into a handful of distinct
+# means): a pair is not called narrow enough before this many rounds.
+MIN_ROUNDS = 8
 MAX_ROUNDS = 40
 
 

@@ -31,7 +31,7 @@ from dnx.errors import InputError
 from dnx.manifest import ModelRecord
 from dnx.model_repository.layout import atomic_write_text
 from dnx.perf.analyzer import Analyzer, LevelSettings
-from dnx.perf.bench.paired import Interval, Paired, paired_rounds, verdict
+from dnx.perf.bench.paired import MIN_ROUNDS, Interval, Paired, paired_rounds, verdict
 from dnx.perf.results import new_results_dir
 from dnx.perf.served import inspect_server, launched_server, model_file, repository_manifest
 from dnx.perf.sweep.cost import CpuProbe
@@ -54,7 +54,7 @@ class PairedOptions:
     margin: float = 0.05  # stop a pair once every interval is within +-margin
     window_s: float = 3.0  # per side and round
     results_dir: Path | None = None
-    min_rounds: int = 4
+    min_rounds: int = MIN_ROUNDS
 
 
 @dataclass
@@ -158,8 +158,10 @@ def run_paired(opts: PairedOptions, on_step: Callable[[str], None] | None = None
         probe = CpuProbe(server.metrics_url, server_pid=server.pid)
         analyzer = Analyzer(results)
         settings = LevelSettings(url=server.grpc_url, stability_percentage=999.0, max_trials=3, retries=0)
-        share = opts.budget_s / len(pairs)
-        for record, batch in pairs:
+        started = time.monotonic()
+        for i, (record, batch) in enumerate(pairs):
+            # What the pairs before left unspent goes to the ones after: the budget is shared, not split.
+            share = (opts.budget_s - (time.monotonic() - started)) / (len(pairs) - i)
             step(f"paired: {record.name} batch {batch}, up to {share:.0f} s")
             pace: dict = {}
             p = paired_rounds(_in_process(repo, record, batch, image, opts.window_s, pace),

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dnx.perf.bench.paired import bootstrap_interval, paired_rounds, verdict
+from dnx.perf.bench.paired import MIN_ROUNDS, bootstrap_interval, paired_rounds, verdict
 
 
 def _ratios(centre: float, spread: float, n: int, seed: int = 1) -> list[float]:
@@ -59,7 +59,7 @@ def test_rounds_alternate_and_stop_once_the_interval_is_narrow():
 
     out = paired_rounds(side("a", 10.0), side("b", 10.5), ("cpu_ms",), margin=0.02, budget_s=1000, clock=clock)
     assert calls[:6] == ["a", "b", "b", "a", "a", "b"]
-    assert out.stopped == "narrow enough" and len(out.a) >= 4
+    assert out.stopped == "narrow enough" and len(out.a) >= MIN_ROUNDS
     assert out.interval("cpu_ms").half_width <= 0.02
     assert out.interval("cpu_ms").low < 1.05 < out.interval("cpu_ms").high
 
