@@ -40,7 +40,7 @@ from dnx.perf.tune.objective import NEAR_SLACK, early_refusal
 from dnx.perf.tune.objective import Choice
 from dnx.perf.tune.options import (
     LOAD_ESTIMATE_S, SLO, TuneOptions, TuneResult, candidate_estimate_s, confirm_estimate_s, level_estimate_s,
-    slo_estimate_s,
+    record_estimate_s, slo_estimate_s,
 )
 from dnx.perf.sweep.cost import CpuProbe
 from dnx.photos import MIX_INPUT_DATA, photo_mix, write_input_data
@@ -74,6 +74,7 @@ class Measurer:
         self.load_costs: list[float] = []
         self.reference: dict[str, np.ndarray] = {}
         self.confirming = 0  # models whose confirm step the search must leave time for
+        self.recording = 0  # searched models whose current config stays: their shorter final round
         self.budget_stops = 0  # candidates not measured because the budget would not cover them
         self._reruns = 0
 
@@ -90,7 +91,8 @@ class Measurer:
             return self.confirming * slo_estimate_s(self.opts, None)
         level = max(self.level_costs, default=level_estimate_s(self.opts))
         load = max(self.load_costs, default=LOAD_ESTIMATE_S)
-        return self.confirming * confirm_estimate_s(self.opts, level, load)
+        return (self.confirming * confirm_estimate_s(self.opts, level, load)
+                + self.recording * record_estimate_s(self.opts, level, load))
 
     def check_budget(self) -> None:
         """Raise :class:`space.BudgetExhausted` when the next candidate (and the confirm steps) would not fit."""
@@ -233,6 +235,20 @@ class Measurer:
         return confirm(again[choice.current.label], again[choice.winner.label], choice,
                        runners=tuple(again[r.label] for r in runners))
 
+    def record(self, choice: Choice, cfg: TritonConfig) -> Confirmation:
+        """The final round of a model whose current config stays: it alone, measured again at the levels the
+        figure is read at (:func:`~dnx.perf.tune.confirm.rerun_rounds` times), so the figure recorded is the
+        low end of its own runs' interval, not one window's luck (a window on a shared VM can be 40 % fast)."""
+        levels = rerun_levels(choice)
+        self.load(cfg)
+        points: list[Point] = []
+        for _ in range(rerun_rounds(len(levels))):
+            for level in levels:
+                self._reruns += 1
+                p = self.level(cfg.name, f"-rerun{self._reruns}-current", level)
+                points.append(Point(level, p["throughput"], p["p99_ms"]))
+        return confirm(combine(choice.current.label, points, knobs=space.knobs_of(cfg)), None, choice)
+
     def close(self) -> None:
         self.control.close()
 
@@ -284,8 +300,9 @@ def search(result: TuneResult, measurer: Measurer, bases: dict[str, TritonConfig
         for n in tuned:
             if n in baseline:
                 # Time for this model's confirm step, and the earlier ones' (slo: every searched model has one).
-                measurer.confirming = (len(result.searched[:result.searched.index(n)]) if opts.objective == SLO
-                                       else changed) + 1
+                before = result.searched.index(n)
+                measurer.confirming = (before if opts.objective == SLO else changed) + 1
+                measurer.recording = 0 if opts.objective == SLO else before - changed
                 space.coordinate_search(dims[n], space.knobs_of(bases[n]), lambda knobs, n=n: evaluate(n, knobs),
                                         start_score=baseline[n])
                 mine = [c for c in result.candidates if c.model == n]
@@ -296,14 +313,26 @@ def search(result: TuneResult, measurer: Measurer, bases: dict[str, TritonConfig
 
 def confirm_winners(result: TuneResult, measurer: Measurer, bases: dict[str, TritonConfig],
                     choices_: dict[str, Choice | None]) -> None:
-    """The confirm step for every searched model whose choice changes its config: fills ``result.confirmations``.
+    """The final round of every searched model: the confirm step where the choice changes its config
+    (:meth:`Measurer.rerun`), the kept config's repeated runs where it does not (:meth:`Measurer.record`).
+    Fills ``result.confirmations``.
 
     A rerun that fails (the winner no longer loads, perf_analyzer fails) leaves the model unconfirmed,
     so its config stays; the reason is kept in ``result.confirm_errors``.
     """
     for name, choice in choices_.items():
         mine = [c for c in result.candidates if c.model == name]
-        if choice is None or not choice.changes or len(mine) < 2:
+        if choice is None or len(mine) < 2:
+            continue
+        if not choice.changes:  # the current config stays: its figure from repeated runs
+            try:
+                result.confirmations[name] = measurer.record(choice, bases[name])
+            except ServerError:
+                raise
+            except (measurer.control.error_type, RuntimeError, DnxError, OSError) as exc:
+                if disk_full(exc):
+                    raise
+                result.confirm_errors[name] = one_line(exc, 300)
             continue
         runners = runners_up(choice, rerun_rounds(len(rerun_levels(choice))))
         by_label = {c.label: c for c in mine}

@@ -129,6 +129,12 @@ def confirm_estimate_s(opts: TuneOptions, level_s: float | None = None, load_s: 
     return n * (k * rounds * (level_s or level_estimate_s(opts)) + k * (load_s or LOAD_ESTIMATE_S))
 
 
+def record_estimate_s(opts: TuneOptions, level_s: float | None = None, load_s: float | None = None) -> float:
+    """What the final round of a model whose current config stays costs: that config alone, the same runs per level."""
+    n = len(opts.levels) if opts.search_objective != "saturation" else 1
+    return n * rerun_rounds(n) * (level_s or level_estimate_s(opts)) + (load_s or LOAD_ESTIMATE_S)
+
+
 def slo_estimate_s(opts: TuneOptions, throughput: float | None) -> float:
     """What the open-loop final round of one model costs (:mod:`dnx.perf.tune.slo`): a single-stream run and
     a rate search with its confirmation for the current config and the winner, and the four A/B runs.
