@@ -96,7 +96,8 @@ def command(repository, models, objective, latency_budget_ms, p99_ms, loadgen_mi
     for name, d in res.decisions.items():
         if d.written:
             gain = f", {d.gain:+.1%}" if d.gain is not None else ""
-            click.echo(f"{name:28s} {d.winner}: {d.figure} (was {d.previous_figure}{gain}, rerun figures); "
+            source = "open-loop figures" if d.slo is not None else "rerun figures"
+            click.echo(f"{name:28s} {d.winner}: {d.figure} (was {d.previous_figure}{gain}, {source}); "
                        "wrote config.pbtxt")
         else:
             click.echo(f"{name:28s} kept: {d.previous_figure or '-'}" + (f" ({d.reason})" if d.reason else ""))
