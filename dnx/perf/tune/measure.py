@@ -106,7 +106,7 @@ class Measurer:
             self._photos = photo_mix(None)
         return self._photos
 
-    def _target(self, model: str) -> tuple[str, LevelSettings]:
+    def target(self, model: str) -> tuple[str, LevelSettings]:
         """What perf_analyzer measures for ``model``: itself, or its ensemble fed real photographs."""
         ensemble = self.through.get(model)
         if ensemble is None:
@@ -130,7 +130,7 @@ class Measurer:
     def level(self, model: str, idx: int | str, c: int) -> dict:
         """One measured level of candidate ``idx`` of ``model`` at concurrency ``c`` as a point."""
         t0 = time.monotonic()
-        target, settings = self._target(model)
+        target, settings = self.target(model)
         mark = self.cpu.start(self._served_model(target)) if self.cpu.server_pid else None
         m = self.analyzer.measure_level(target, c, settings, stem=f"{model}_cand{idx}_c{{level}}")
         cost = self.cpu.finish(mark)

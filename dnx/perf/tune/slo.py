@@ -163,7 +163,7 @@ def _search(measurer, cfg, trial: Trial, target: GrpcTarget, name: str, sopts: S
 def measure_round(measurer, base_cfg, winner_cfg, name: str, current_label: str, winner_label: str | None,
                   p99_ms: float, out: Path) -> SloRound:
     """The open-loop final round of model ``name`` (``winner_cfg`` None: its current config only)."""
-    target_name, _ = measurer._target(name)
+    target_name, _ = measurer.target(name)
     served = inspect_server(measurer.url, "grpc", [target_name])[0]
     sopts = slo_options(measurer.opts, measurer.url)
     rnd = SloRound(p99_ms, Trial(current_label, CURRENT),
