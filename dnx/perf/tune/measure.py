@@ -200,7 +200,7 @@ class Measurer:
                 self._saturation_levels(cand, cfg)
             else:
                 self._load_levels(cand, cfg, current)
-            cand.score = search_score(current, curve_of(cand), o.search_objective, o.load, o.search_budget_ms)
+            cand.score = search_score(current, curve_of(cand), o.rank_objective, o.load, o.search_budget_ms)
         except ServerError:
             raise
         except (self.control.error_type, RuntimeError, DnxError, OSError) as exc:
@@ -306,7 +306,7 @@ def search(result: TuneResult, measurer: Measurer, bases: dict[str, TritonConfig
                 space.coordinate_search(dims[n], space.knobs_of(bases[n]), lambda knobs, n=n: evaluate(n, knobs),
                                         start_score=baseline[n])
                 mine = [c for c in result.candidates if c.model == n]
-                changed += bool(choices(mine, opts.search_objective, opts.load, opts.search_budget_ms)[n].changes)
+                changed += bool(choices(mine, opts.rank_objective, opts.load, opts.search_budget_ms)[n].changes)
     finally:
         bar.close()
 

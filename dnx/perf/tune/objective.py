@@ -118,6 +118,8 @@ class Choice:
             return f"geometric mean of throughput over {self.load.describe()}"
         if self.objective == "saturation":
             return "best throughput at any measured level" + self._budget_words()
+        if self.objective == "slo":
+            return "best throughput below the first level (from c1 up) whose p99 is over the bound" + self._budget_words()
         return f"p99 at c{self.load.levels[0]} (shown as 1000 / p99 ms)"
 
     def _budget_words(self) -> str:
@@ -151,7 +153,7 @@ def refusal_of(cand: Curve, current: Curve, objective: str, load: Load, budget: 
     """Why ``cand`` breaks a rule (failed, budget, slower, unmeasured), or None; ``partial``: skip unmeasured."""
     if cand.failed:
         return Refusal(cand.label, "failed", f"failed: {cand.error}" if cand.error else "nothing was measured")
-    if objective == "saturation":
+    if objective in ("saturation", "slo"):
         if budget is not None and score_of(cand, objective, load, budget) is None:
             worst = min(cand.points, key=lambda p: p.p99_ms)
             return Refusal(cand.label, "budget", f"no measured level meets the {budget:g} ms budget "
@@ -198,7 +200,7 @@ def early_refusal(current: Curve, partial: Curve, load: Load | str, latency_budg
 
 
 def _check(objective: str, slack: float, min_gain: float, budget: float | None) -> None:
-    if objective not in OBJECTIVES:
+    if objective not in OBJECTIVES and objective not in RULES:
         raise InputError(f"--objective {objective!r} is unknown; choose {', '.join(OBJECTIVES)}")
     if not 0 <= slack < 1 or not 0 <= min_gain < 1:
         raise InputError(f"slack {slack:g} and min_gain {min_gain:g} must be in [0, 1), e.g. 0.03")

@@ -90,6 +90,12 @@ class TuneOptions:
         return "saturation" if objective == SLO else objective
 
     @property
+    def rank_objective(self) -> str:
+        """The rules the search ranks candidates by: the objective's, ``slo`` ranking by :data:`RULES` ``"slo"``
+        (measured like saturation, from c1 up, but refused from the first level over the bound)."""
+        return SLO if ALIASES.get(self.objective, self.objective) == SLO else self.search_objective
+
+    @property
     def search_budget_ms(self) -> float | None:
         """The closed-loop p99 budget of the search: a config whose closed-loop p99 is over the open-loop
         bound at every level cannot meet it with Poisson arrivals either."""
@@ -100,6 +106,8 @@ class TuneOptions:
     def levels(self) -> tuple[int, ...]:
         """Concurrency levels measured per candidate (the lowest only for the latency objective)."""
         lv = self.load.levels
+        if self.objective == SLO:  # one request at a time is the load sparse Poisson arrivals see
+            return tuple(sorted({1, *lv}))
         return lv[:1] if ALIASES.get(self.objective, self.objective) == "latency" else lv
 
 

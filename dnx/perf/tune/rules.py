@@ -41,6 +41,18 @@ def _saturation_score(curve: Curve, load: Load, budget: float | None) -> float |
     return max(fits) if fits else None
 
 
+def _slo_score(curve: Curve, load: Load, budget: float | None) -> float | None:
+    """The best throughput below the first level (from the lowest) whose p99 is over ``budget``: Poisson
+    arrivals meet every load from one request at a time upwards, so a config that breaks the bound at a low
+    level (a batching delay waiting for a batch that never fills) cannot serve the bound in the open loop."""
+    fits = []
+    for p in sorted(curve.points, key=lambda q: q.concurrency):
+        if budget is not None and p.p99_ms > budget + EPS:
+            break
+        fits.append(p.throughput)
+    return max(fits) if fits else None
+
+
 def _latency_score(curve: Curve, load: Load, budget: float | None) -> float | None:
     p = curve.at(load.levels[0])
     return None if p is None else 1000.0 / max(p.p99_ms, 1e-6)
@@ -69,6 +81,10 @@ RULES: dict[str, ObjectiveRules] = {
         per_level=True),
     Objective.SATURATION: ObjectiveRules(
         _saturation_score, lambda load: (), _infer_s, lambda load: "each one's best level", per_level=False),
+    # dnx tune --objective slo ranks its closed-loop candidates with this before the open-loop round.
+    "slo": ObjectiveRules(
+        _slo_score, lambda load: (), _infer_s, lambda load: "each one's best level below its first over the bound",
+        per_level=False),
     Objective.LATENCY: ObjectiveRules(
         _latency_score, lambda load: load.levels[:1], lambda score: f"p99 {1000.0 / score:.1f} ms",
         lambda load: f"at c{load.levels[0]}", per_level=False),

@@ -149,7 +149,7 @@ def _run(opts: TuneOptions, repo: Path, t_start: float) -> TuneResult:
                 stack.callback(measurer.control.restore, repo, names)
             search(result, measurer, bases, names, image)
             result.budget_stopped = measurer.budget_stops > 0
-            chosen = choices(result.candidates, opts.search_objective, opts.load, opts.search_budget_ms)
+            chosen = choices(result.candidates, opts.rank_objective, opts.load, opts.search_budget_ms)
             if opts.objective == SLO:
                 slo_final_round(result, measurer, bases, chosen)
             else:

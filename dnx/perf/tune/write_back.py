@@ -132,7 +132,7 @@ def decisions_of(result: TuneResult, confirmed: bool = True) -> dict:
     (the closed-loop rerun, or the open-loop round of ``--objective slo``); ``confirmed`` False: the final
     round is not used (an interrupted run)."""
     o = result.options
-    chosen = choices(result.candidates, o.search_objective, o.load, o.search_budget_ms)
+    chosen = choices(result.candidates, o.rank_objective, o.load, o.search_budget_ms)
     decisions = decide(result.candidates, chosen, result.confirmations if confirmed else {}, result.confirm_errors,
                        searched=result.searched, unsearched_why=unsearched_why(result))
     if o.objective == SLO:

@@ -159,3 +159,19 @@ def test_real_slo_tune_writes_the_config_that_holds_the_bound(slow_tiny_repo, tm
     assert manifest["tuning"]["p99_ms"] == 100 and manifest["tuning"]["models"][TINY]["confirmed"]
     md = (out / "report.md").read_text()
     assert "## Open loop" in md and "A/B at" in md and "objective **slo**" in md
+
+
+def test_the_search_refuses_a_config_over_the_bound_at_its_lowest_level():
+    """A batching delay shows at c1 only: the closed loop at c2 fills the batch at once. Saturation's rule takes
+    the c2 point; the slo ranking does not, since Poisson arrivals also come one at a time."""
+    from dnx.perf.tune.curves import Curve, Load
+    from dnx.perf.tune.rules import score_of
+
+    waits = Curve.from_dicts("q=200ms", [{"concurrency": 1, "throughput": 5.0, "p99_ms": 205.0},
+                                         {"concurrency": 2, "throughput": 700.0, "p99_ms": 4.0}])
+    prompt = Curve.from_dicts("q=0", [{"concurrency": 1, "throughput": 300.0, "p99_ms": 6.0},
+                                      {"concurrency": 2, "throughput": 450.0, "p99_ms": 9.0}])
+    load = Load((1, 2))
+    assert score_of(waits, "saturation", load, 100.0) == 700.0
+    assert score_of(waits, "slo", load, 100.0) is None and score_of(prompt, "slo", load, 100.0) == 450.0
+    assert TuneOptions(objective="slo", p99_ms=100.0, concurrency=(2,)).levels == (1, 2)
