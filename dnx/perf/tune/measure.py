@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from dnx.perf.tune.objective import NEAR_SLACK, early_refusal
 from dnx.perf.tune.objective import Choice
 from dnx.perf.tune.options import (
     LOAD_ESTIMATE_S, SLO, TuneOptions, TuneResult, candidate_estimate_s, confirm_estimate_s, level_estimate_s,
-    record_estimate_s, slo_estimate_s,
+    record_estimate_s,
 )
 from dnx.perf.sweep.cost import CpuProbe
 from dnx.photos import MIX_INPUT_DATA, photo_mix, write_input_data
@@ -84,11 +85,6 @@ class Measurer:
 
     def reserve_s(self) -> float:
         """The time kept for the confirm steps of :attr:`confirming` models, from the costs measured so far."""
-        if self.opts.objective == SLO:
-            # From the run length alone: the closed-loop figures of the current config say little of the rate the
-            # winner will be measured at (a batching delay can cut them tenfold); a model slower than 600 queries
-            # per run length makes the open-loop round last longer than this.
-            return self.confirming * slo_estimate_s(self.opts, None)
         level = max(self.level_costs, default=level_estimate_s(self.opts))
         load = max(self.load_costs, default=LOAD_ESTIMATE_S)
         return (self.confirming * confirm_estimate_s(self.opts, level, load)
@@ -324,23 +320,17 @@ def confirm_winners(result: TuneResult, measurer: Measurer, bases: dict[str, Tri
         mine = [c for c in result.candidates if c.model == name]
         if choice is None or len(mine) < 2:
             continue
-        if not choice.changes:  # the current config stays: its figure from repeated runs
-            try:
-                result.confirmations[name] = measurer.record(choice, bases[name])
-            except ServerError:
-                raise
-            except (measurer.control.error_type, RuntimeError, DnxError, OSError) as exc:
-                if disk_full(exc):
-                    raise
-                result.confirm_errors[name] = one_line(exc, 300)
-            continue
-        runners = runners_up(choice, rerun_rounds(len(rerun_levels(choice))))
-        by_label = {c.label: c for c in mine}
-        configs = {choice.current.label: bases[name]}
-        configs.update({c.label: space.apply_knobs(bases[name], by_label[c.label].knobs)
-                        for c in (choice.winner, *runners)})
+        if choice.changes:
+            runners = runners_up(choice, rerun_rounds(len(rerun_levels(choice))))
+            by_label = {c.label: c for c in mine}
+            configs = {choice.current.label: bases[name]}
+            configs.update({c.label: space.apply_knobs(bases[name], by_label[c.label].knobs)
+                            for c in (choice.winner, *runners)})
+            final = functools.partial(measurer.rerun, choice, configs, runners)
+        else:  # the current config stays: its figure from repeated runs
+            final = functools.partial(measurer.record, choice, bases[name])
         try:
-            result.confirmations[name] = measurer.rerun(choice, configs, runners)
+            result.confirmations[name] = final()
         except ServerError:
             raise
         except (measurer.control.error_type, RuntimeError, DnxError, OSError) as exc:

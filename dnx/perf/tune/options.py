@@ -16,8 +16,8 @@ from dnx.perf.tune.objective import DEFAULT_LOAD, OBJECTIVES
 DEFAULT_BUDGET_MINUTES = 14.0  # two variants + baselines of the 4-5 model CPU repository, 2 cores: <= 15 min
 LOAD_ESTIMATE_S = 8.0  # load_model with an OpenVINO compile and warm-up, before anything was measured
 ALIASES = {"throughput": "saturation"}  # the previous name of the saturation objective
-# slo: the closed-loop search ranks candidates (saturation rules, p99 bound as latency budget), then the
-# final round measures SLO rates in the open loop (:mod:`dnx.perf.tune.slo`).
+# slo: the closed-loop search, measured like saturation from c1 up, ranks candidates under the p99 bound
+# (rules.RULES["slo"]), then the final round measures SLO rates in the open loop (:mod:`dnx.perf.tune.slo`).
 SLO = "slo"
 TUNE_OBJECTIVES = (*OBJECTIVES, SLO)
 
@@ -85,7 +85,8 @@ class TuneOptions:
 
     @property
     def search_objective(self) -> str:
-        """The closed-loop rules the search applies (slo: saturation's, with the p99 bound as budget)."""
+        """How the search measures each candidate's levels (slo: as saturation does, rising, with the p99 bound as
+        budget; :attr:`rank_objective` ranks them)."""
         objective = ALIASES.get(self.objective, self.objective)
         return "saturation" if objective == SLO else objective
 
@@ -130,6 +131,9 @@ def confirm_estimate_s(opts: TuneOptions, level_s: float | None = None, load_s: 
     ``level_s`` / ``load_s``: measured costs so far (default: the first guesses).
     """
     if opts.objective == SLO:
+        # From the run length alone: the closed-loop figures of the current config say little of the rate the
+        # winner will be measured at (a batching delay can cut them tenfold); a model slower than 600 queries
+        # per run length makes the open-loop round last longer than this.
         return slo_estimate_s(opts, None)
     n = len(opts.levels) if opts.search_objective != "saturation" else 2
     rounds = rerun_rounds(n)

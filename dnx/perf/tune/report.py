@@ -46,8 +46,9 @@ def machine_words(m: dict) -> str:
 def _objective_words(o) -> str:
     if o.objective == "slo":
         return (f"the highest open-loop (Poisson) rate whose p99 stays within {o.p99_ms:g} ms, LoadGen's Server "
-                "scenario; the closed-loop search ranks the candidates by the best throughput whose p99 is within "
-                "that bound, and the current config and the winner are measured in the open loop")
+                "scenario; the closed-loop search ranks the candidates by their best throughput below the first level "
+                "(from c1 up) whose p99 is over that bound, and the current config and the winner are measured in "
+                "the open loop")
     if o.objective == "load":
         return (f"the geometric mean of throughput over {o.load.describe()}, never more than {share(SLACK)} slower "
                 f"than the current config at any level")

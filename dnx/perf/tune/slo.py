@@ -1,8 +1,9 @@
 """``dnx tune --objective slo``: the final round in the open loop (LoadGen's Server scenario).
 
-The closed-loop search ranks the candidates by the saturation objective's rules with the p99
-bound as its latency budget: a config whose closed-loop p99 is over the bound at every level
-cannot meet it with Poisson arrivals either (a closed loop only hides queueing). Then, per
+The closed-loop search measures each candidate from concurrency 1 up and ranks it by its best
+throughput below the first level whose p99 is over the bound (``RULES["slo"]``): Poisson
+arrivals meet every load from one request at a time upwards, and a closed loop only hides
+queueing, so a config over the bound there cannot meet it in the open loop. Then, per
 searched model, on the same running server (:mod:`dnx.perf.slo` does the measuring):
 
 1. the current config's SLO rate: a single-stream run, the rate search and its confirmation
@@ -170,9 +171,11 @@ def measure_round(measurer, base_cfg, winner_cfg, name: str, current_label: str,
                    Trial(winner_label, WINNER) if winner_cfg is not None else None)
     timeout = max(30.0, 20 * p99_ms / 1000)
     with contextlib.closing(GrpcTarget(measurer.url, served, sample_inputs(served), timeout_s=timeout)) as target:
+        measuring = rnd.current  # the trial a failure is recorded on
         try:
             _search(measurer, base_cfg, rnd.current, target, f"{name}-current", sopts, out)
             if rnd.winner is not None:
+                measuring = rnd.winner
                 _search(measurer, winner_cfg, rnd.winner, target, f"{name}-winner", sopts, out)
                 if rnd.winner.rate is not None and (rnd.current.rate is None or rnd.winner.rate > rnd.current.rate):
                     loaded, rate = WINNER, ab_rate(rnd.current, rnd.winner)
@@ -188,8 +191,7 @@ def measure_round(measurer, base_cfg, winner_cfg, name: str, current_label: str,
         except (PerfError, DnxError, measurer.control.error_type, RuntimeError, OSError) as exc:
             if isinstance(exc, OSError) and disk_full(exc):
                 raise
-            failed = rnd.winner if rnd.winner is not None and rnd.current.rate is not None else rnd.current
-            failed.error = one_line(exc, 300)
+            measuring.error = one_line(exc, 300)
         finally:
             with contextlib.suppress(Exception):  # the server serves the current config again, as before the round
                 measurer.load(base_cfg)
@@ -216,11 +218,12 @@ def slo_final_round(result, measurer, bases: dict, choices_: dict) -> None:
                                          result.options.p99_ms, result.out_dir)
 
 
-def apply_rounds(result, decisions: dict) -> dict:
-    """``decisions`` (the closed-loop ones, never written) re-made from ``result.slo``: the open loop decides."""
+def apply_rounds(result, decisions: dict, rounds: dict) -> dict:
+    """``decisions`` (the closed-loop ones, never written) re-made from the open-loop ``rounds`` (model ->
+    :class:`SloRound`, ``result.slo``): the open loop decides."""
     by_label = {(c.model, c.label): c for c in result.candidates}
     for name, d in decisions.items():
-        rnd = result.slo.get(name)
+        rnd = rounds.get(name)
         if rnd is None:
             if d.write or not d.reason:
                 d.reason = "no open-loop round (interrupted, or the budget ended first): the current config stays"

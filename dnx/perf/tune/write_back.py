@@ -136,9 +136,7 @@ def decisions_of(result: TuneResult, confirmed: bool = True) -> dict:
     decisions = decide(result.candidates, chosen, result.confirmations if confirmed else {}, result.confirm_errors,
                        searched=result.searched, unsearched_why=unsearched_why(result))
     if o.objective == SLO:
-        if not confirmed:
-            result.slo = {}
-        return apply_rounds(result, decisions)
+        return apply_rounds(result, decisions, result.slo if confirmed else {})
     return decisions
 
 

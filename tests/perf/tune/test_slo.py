@@ -96,8 +96,9 @@ def test_decisions_follow_the_open_loop_round(tmp_path):
     assert d.point["slo_rate"] == 15.0 and d.best_found == "i=2" and [c.winner for c in res.candidates] == [True, False]
     # Interrupted: the round is not used, nothing is written.
     res = _result(tmp_path, holds=True)
-    d = apply_rounds(res, decisions_of(res, confirmed=False))[TINY]
+    d = decisions_of(res, confirmed=False)[TINY]
     assert not d.write and d.slo is None and "not confirmed" in d.reason
+    assert apply_rounds(res, decisions_of(res, confirmed=False), {})[TINY].slo is None and TINY in res.slo
 
 
 def test_the_reserve_grows_with_the_queries_a_slow_model_needs():
